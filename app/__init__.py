@@ -1,0 +1,1 @@
+"""Pixforge: one backend for credit-metered AI image apps."""

@@ -1,0 +1,148 @@
+"""Every knob of the service, read once from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Values that ship in `.env.example` and in this file: acceptable on a laptop, never in production.
+INSECURE_SECRET_VALUES = frozenset({"", "changethis", "change-me", "secret", "development-only-secret"})
+
+
+class Environment(StrEnum):
+    development = "development"
+    testing = "testing"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=False,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- runtime -----------------------------------------------------------------------------------
+    environment: Environment = Environment.development
+    app_name: str = "Pixforge"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    # Requests larger than this are refused with 413 before the body is read in full.
+    max_request_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
+    # Browser origins allowed to call the API with credentials (exact origins, comma separated).
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"]
+    )
+    docs_enabled: bool = True
+
+    # --- database ----------------------------------------------------------------------------------
+    # Empty means the embedded SQLite file `<data_dir>/pixforge.db`.
+    database_url: str = ""
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
+    db_echo: bool = False
+
+    # --- secrets -----------------------------------------------------------------------------------
+    secret_key: SecretStr = SecretStr("changethis")
+
+    # --- outside services (every base URL is a setting so tests and proxies can point elsewhere) ----
+    redis_url: str | None = None
+    clipdrop_base_url: str = "https://clipdrop-api.co"
+    clipdrop_api_key: SecretStr | None = None
+    replicate_base_url: str = "https://api.replicate.com"
+    replicate_api_token: SecretStr | None = None
+    replicate_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    razorpay_base_url: str = "https://api.razorpay.com"
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
+    dodo_base_url: str = "https://test.dodopayments.com"
+    dodo_api_key: SecretStr | None = None
+    dodo_webhook_secret: SecretStr | None = None
+    clerk_issuer: str | None = None
+    clerk_jwks_url: str | None = None
+    clerk_webhook_secret: SecretStr | None = None
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+    google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    brevo_base_url: str = "https://api.brevo.com"
+    brevo_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com"
+    openai_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_api_key: SecretStr | None = None
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins_only(cls, origins: list[str]) -> list[str]:
+        # Credentials are allowed, so a wildcard would hand any site the user's session.
+        if any("*" in origin for origin in origins):
+            raise ValueError("CORS_ORIGINS must list exact origins; '*' is not allowed with credentials")
+        return [origin.rstrip("/") for origin in origins]
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.environment is not Environment.production:
+            return self
+        insecure = [
+            name.upper()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+            and value.get_secret_value().strip().lower() in INSECURE_SECRET_VALUES
+        ]
+        if "SECRET_KEY" not in insecure and len(self.secret_key.get_secret_value()) < 32:
+            insecure.append("SECRET_KEY (shorter than 32 characters)")
+        if insecure:
+            raise ValueError(
+                "refusing to start in production with a default or empty secret: " + ", ".join(insecure)
+            )
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment is Environment.development
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'pixforge.db').resolve()}"
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return not self.is_development
+        return self.log_format == "json"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,154 @@
+"""Engines, sessions and the project's single commit point.
+
+Nothing else in the code base commits: services and repositories flush, and the unit of work is
+closed here, for a request by `get_db_session` (which FastAPI runs with scope="function", so the
+commit lands before the response and before any BackgroundTask starts) and for a task by
+`session_scope()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from app.config import Settings
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    connect_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 15.0
+    pool_size: int = 10
+    max_overflow: int = 10
+    pool_timeout_seconds: float = 5.0
+    echo: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineOptions:
+        return cls(
+            connect_timeout_seconds=settings.db_connect_timeout_seconds,
+            statement_timeout_seconds=settings.db_statement_timeout_seconds,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout_seconds=settings.db_pool_timeout_seconds,
+            echo=settings.db_echo,
+        )
+
+
+def create_engine(url: str | URL, options: EngineOptions | None = None) -> AsyncEngine:
+    """An async engine for SQLite (aiosqlite), PostgreSQL (asyncpg) or MySQL/MariaDB (asyncmy).
+
+    Each backend gets a connect timeout and a statement timeout, so a database that is down or
+    stuck turns into a fast error (answered 503) instead of a hung request.
+    """
+    options = options or EngineOptions()
+    url = make_url(url)
+    backend = url.get_backend_name()
+    kwargs: dict[str, Any] = {"echo": options.echo, "pool_pre_ping": True}
+    if backend == "sqlite":
+        return _create_sqlite_engine(url, options, kwargs)
+    kwargs.update(
+        pool_size=options.pool_size,
+        max_overflow=options.max_overflow,
+        pool_timeout=options.pool_timeout_seconds,
+        pool_recycle=1800,
+    )
+    if backend == "postgresql":
+        statement_ms = int(options.statement_timeout_seconds * 1000)
+        kwargs["connect_args"] = {
+            "timeout": options.connect_timeout_seconds,
+            # The client-side limit is a little looser so the server's own error wins when both fire.
+            "command_timeout": options.statement_timeout_seconds + 5,
+            "server_settings": {"statement_timeout": str(statement_ms), "application_name": "pixforge"},
+        }
+        return create_async_engine(url, **kwargs)
+    if backend in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"connect_timeout": max(1, round(options.connect_timeout_seconds))}
+        engine = create_async_engine(url, **kwargs)
+        _install_mysql_statement_timeout(engine, options.statement_timeout_seconds)
+        return engine
+    raise ValueError(f"unsupported database backend {backend!r}: use sqlite, postgresql or mysql/mariadb")
+
+
+def _create_sqlite_engine(url: URL, options: EngineOptions, kwargs: dict[str, Any]) -> AsyncEngine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    busy_timeout_ms = int(options.statement_timeout_seconds * 1000)
+    kwargs["connect_args"] = {"timeout": options.statement_timeout_seconds}
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # sqlite3's own transaction handling breaks SAVEPOINT; SQLAlchemy emits BEGIN itself below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _install_mysql_statement_timeout(engine: AsyncEngine, seconds: float) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # MariaDB names it max_statement_time (seconds); MySQL max_execution_time (ms, SELECT only).
+            cursor.execute(f"SET SESSION max_statement_time = {seconds:.3f}")
+        except Exception:
+            cursor.execute(f"SET SESSION max_execution_time = {int(seconds * 1000)}")
+        finally:
+            cursor.close()
+
+
+class Database:
+    """The process's engine and session factory, built once in the app's lifespan."""
+
+    def __init__(self, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession] | None = None):
+        self.engine = engine
+        self.sessionmaker = sessionmaker or async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(create_engine(settings.resolved_database_url, EngineOptions.from_settings(settings)))
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def session_scope(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work for code outside a request (tasks, CLI): commit on success, else roll back."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
+
+
+async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work. Use through `SessionDep` (scope="function")."""
+    database: Database = request.app.state.database
+    async with database.session_scope() as session:
+        yield session

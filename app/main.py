@@ -1,0 +1,62 @@
+"""The application factory: settings, logging, database, middlewares, errors, routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from app.config import Environment, Settings, get_settings
+from app.db.session import Database
+from app.errors import install_error_handlers
+from app.logging import configure_logging
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.routers import api_router, root_router
+
+log = structlog.get_logger("app.main")
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    database = database or Database.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("app.startup", environment=settings.environment.value)
+        yield
+        await database.dispose()
+        log.info("app.shutdown")
+
+    app = FastAPI(
+        title=settings.app_name,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+    )
+    app.state.settings = settings
+    app.state.database = database
+
+    install_error_handlers(app)
+    # Added innermost first: CORS wraps the request context so even a last-resort 500 carries the
+    # CORS headers a browser needs to read it.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RequestContextMiddleware, hsts=settings.environment is Environment.production)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "X-CSRF-Token"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        max_age=600,
+    )
+
+    app.include_router(root_router)
+    app.include_router(api_router)
+    return app

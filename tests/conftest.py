@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Environment, Settings
+from app.db.session import Database, create_engine
+from app.main import create_app
+from tests.databases import TestDatabase, configured_databases, fresh_database, migrate
+
+DATABASES = configured_databases()
+
+
+@pytest.fixture(scope="session", params=DATABASES, ids=[database.id for database in DATABASES])
+def test_database(request: pytest.FixtureRequest) -> TestDatabase:
+    database: TestDatabase = request.param
+    return database
+
+
+@pytest.fixture(scope="session")
+def database_url(test_database: TestDatabase) -> Iterator[str]:
+    """A database migrated once per backend with `alembic upgrade head`, dropped at the end."""
+    with fresh_database(test_database) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection per test inside a transaction that is rolled back at the end: every commit the
+    code under test makes only releases a savepoint, so tests never see each other's rows."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        yield connection
+        if transaction.is_active:
+            await transaction.rollback()
+
+
+@pytest.fixture
+def database(engine: AsyncEngine, connection: AsyncConnection) -> Database:
+    sessionmaker = async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+    return Database(engine, sessionmaker)
+
+
+@pytest.fixture
+async def session(database: Database) -> AsyncIterator[AsyncSession]:
+    """The test's own session, on the same rolled-back connection as the app's."""
+    async with database.sessionmaker() as session:
+        yield session
+
+
+def make_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"environment": Environment.testing, "log_format": "json"}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url=database_url)
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database) -> FastAPI:
+    return create_app(settings, database)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def outside_http() -> Iterator[respx.MockRouter]:
+    """Fakes of outside HTTP services. Any request to a host no test mocked fails the test, so the
+    suite can never reach a real provider."""
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        yield router

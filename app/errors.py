@@ -202,7 +202,7 @@ async def _handle_database_error(request: Request, exc: Exception) -> JSONRespon
     app_error = database_error_as_app_error(exc)
     if app_error is None:
         raise exc
-    log.warning("database.unavailable", error_type=type(exc).__name__, error=str(exc).splitlines()[0])
+    log.warning("database.unavailable", error_type=type(exc).__name__, error=str(exc).partition("\n")[0])
     return render_app_error(app_error, request_id_of(request))
 
 

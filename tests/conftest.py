@@ -92,3 +92,13 @@ def outside_http() -> Iterator[respx.MockRouter]:
     suite can never reach a real provider."""
     with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
         yield router
+
+
+@pytest.fixture(autouse=True)
+def _only_on_postgresql(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("postgres_only") is None:
+        return
+    if "test_database" not in request.fixturenames:
+        raise pytest.UsageError("postgres_only tests must use a database fixture")
+    if request.getfixturevalue("test_database").id != "postgresql":
+        pytest.skip("needs PostgreSQL")

@@ -1,0 +1,73 @@
+"""The console script as an operator uses it: migrate a fresh database, then serve."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli import main
+
+PIXFORGE = [sys.executable, "-m", "app.cli"]
+
+
+def _environment(data_dir: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "PORT"))}
+    env.update(DATA_DIR=str(data_dir), ENVIRONMENT="development", LOG_FORMAT="json")
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "serve" in out
+    assert "migrate" in out
+
+
+def test_migrate_then_serve_on_the_embedded_defaults(tmp_path: Path) -> None:
+    env = _environment(tmp_path / "data")
+    subprocess.run([*PIXFORGE, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+    with sqlite3.connect(tmp_path / "data" / "pixforge.db") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"users", "alembic_version"} <= tables
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [*PIXFORGE, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=2).status_code == 200
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=10)[0].decode()
+    access = [line for line in output.splitlines() if '"http.request"' in line]
+    assert any('"/readyz"' in line and '"request_id"' in line for line in access), output

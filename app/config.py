@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"]
     )
     docs_enabled: bool = True
+    # Seconds between housekeeping rounds (due emails, expired token rows).
+    maintenance_interval_seconds: float = Field(default=30.0, gt=0)
 
     # --- database ----------------------------------------------------------------------------------
     # Empty means the embedded SQLite file `<data_dir>/pixforge.db`.
@@ -57,6 +60,57 @@ class Settings(BaseSettings):
 
     # --- secrets -----------------------------------------------------------------------------------
     secret_key: SecretStr = SecretStr("changethis")
+
+    # --- identity --------------------------------------------------------------------------------
+    # Public URL of this API (links in emails point at it) and of the frontend (where browsers land).
+    public_base_url: str = "http://127.0.0.1:8000"
+    frontend_url: str = "http://localhost:5173"
+    access_token_ttl_seconds: int = Field(default=600, ge=30)
+    refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=300)
+    email_verification_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    password_reset_ttl_seconds: int = Field(default=3600, ge=60)
+    # Argon2id cost for new password hashes (OWASP's minimum is 19 MiB, 2 passes).
+    password_hash_memory_kib: int = Field(default=65536, ge=1024)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    # Also set httpOnly cookies on login/refresh (SPA on the same site); the CSRF cookie guards them.
+    auth_cookies_enabled: bool = False
+    auth_cookie_domain: str | None = None
+    # Credits every new account receives once.
+    signup_bonus_credits: Decimal = Field(default=Decimal(10), ge=0, decimal_places=3)
+    # Clerk session tokens: `azp` values accepted (empty: azp not checked), and clock skew.
+    clerk_authorized_parties: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    clerk_clock_skew_seconds: int = Field(default=5, ge=0, le=60)
+    # An unknown `kid` refetches the JWKS at most this often.
+    clerk_jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    # Where Google sends the browser back, and where we send it after sign-in.
+    google_redirect_uri: str | None = None
+    google_login_success_url: str | None = None
+
+    # --- rate limits ("N/second|minute|hour|day"); storage is REDIS_URL when set, else memory ---------
+    rate_limits_enabled: bool = True
+    rate_limit_login_per_ip: str = "20/minute"
+    rate_limit_login_per_account: str = "5/minute"
+    rate_limit_register_per_ip: str = "10/hour"
+    rate_limit_password_forgot_per_ip: str = "10/hour"
+    rate_limit_password_forgot_per_account: str = "3/hour"
+    rate_limit_verification_per_ip: str = "20/hour"
+    rate_limit_verification_per_account: str = "5/hour"
+
+    # --- email -------------------------------------------------------------------------------------
+    # Who sends transactional mail: "console" logs recipient and subject only (never the body),
+    # "smtp" speaks to SMTP_HOST, "brevo" calls Brevo's API with BREVO_API_KEY.
+    email_provider: Literal["console", "smtp", "brevo"] = "console"
+    email_from_address: str = "no-reply@pixforge.local"
+    email_from_name: str = "Pixforge"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # STARTTLS after connecting (port 587); SMTP_USE_SSL opens TLS from the start (port 465) instead.
+    smtp_starttls: bool = True
+    smtp_use_ssl: bool = False
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    brevo_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # --- outside services (every base URL is a setting so tests and proxies can point elsewhere) ----
     redis_url: str | None = None
@@ -79,7 +133,7 @@ class Settings(BaseSettings):
     clerk_jwks_url: str | None = None
     clerk_webhook_secret: SecretStr | None = None
     google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
-    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+    google_token_url: str = "https://oauth2.googleapis.com/token"
     google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None
@@ -93,7 +147,7 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "clerk_authorized_parties", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -125,6 +179,14 @@ class Settings(BaseSettings):
                 "refusing to start in production with a default or empty secret: " + ", ".join(insecure)
             )
         return self
+
+    @property
+    def resolved_google_redirect_uri(self) -> str:
+        return self.google_redirect_uri or f"{self.public_base_url}/api/v1/auth/google/callback"
+
+    @property
+    def resolved_google_login_success_url(self) -> str:
+        return self.google_login_success_url or f"{self.frontend_url}/auth/callback"
 
     @property
     def is_development(self) -> bool:

@@ -1,7 +1,9 @@
-"""The application factory: settings, logging, database, middlewares, errors, routers."""
+"""The application factory: settings, logging, database, collaborators, middlewares, errors, routers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,25 +12,42 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app.config import Environment, Settings, get_settings
+from app.container import Container
 from app.db.session import Database
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import api_router, root_router
+from app.tasks import maintenance
 
 log = structlog.get_logger("app.main")
 
 
-def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, database: Database | None = None, container: Container | None = None
+) -> FastAPI:
+    """`database`/`container` given by the caller stay the caller's to close (tests share them)."""
     settings = settings or get_settings()
     configure_logging(settings)
+    owns_database = database is None
     database = database or Database.from_settings(settings)
+    owns_container = container is None
+    container = container or Container.build(settings, database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("app.startup", environment=settings.environment.value)
+        housekeeping = asyncio.create_task(
+            maintenance.run_forever(container, settings.maintenance_interval_seconds), name="maintenance"
+        )
         yield
-        await database.dispose()
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
+        if owns_container:
+            await container.aclose()
+        if owns_database:
+            await database.dispose()
         log.info("app.shutdown")
 
     app = FastAPI(
@@ -41,6 +60,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.container = container
 
     install_error_handlers(app)
     # Added innermost first: CORS wraps the request context so even a last-resort 500 carries the

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Environment, Settings
+from app.container import Container
 from app.db.session import Database, create_engine
 from app.main import create_app
 from tests.databases import TestDatabase, configured_databases, fresh_database, migrate
@@ -64,7 +65,13 @@ async def session(database: Database) -> AsyncIterator[AsyncSession]:
 
 
 def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"environment": Environment.testing, "log_format": "json"}
+    values: dict[str, object] = {
+        "environment": Environment.testing,
+        "log_format": "json",
+        # The cheapest Argon2id the settings allow: hashing cost is not what these tests measure.
+        "password_hash_memory_kib": 1024,
+        "password_hash_time_cost": 1,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -75,8 +82,15 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, database: Database) -> FastAPI:
-    return create_app(settings, database)
+async def container(settings: Settings, database: Database) -> AsyncIterator[Container]:
+    container = Container.build(settings, database)
+    yield container
+    await container.aclose()
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database, container: Container) -> FastAPI:
+    return create_app(settings, database, container)
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def _install_mysql_statement_timeout(engine: AsyncEngine, seconds: float) -> Non
         try:
             # MariaDB names it max_statement_time (seconds); MySQL max_execution_time (ms, SELECT only).
             cursor.execute(f"SET SESSION max_statement_time = {seconds:.3f}")
-        except Exception:
+        except Exception:  # noqa: BLE001 - MySQL refuses the MariaDB name; any error means "try MySQL's"
             cursor.execute(f"SET SESSION max_execution_time = {int(seconds * 1000)}")
         finally:
             cursor.close()

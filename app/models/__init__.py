@@ -1,6 +1,26 @@
 """Every table, imported here so Alembic and the mappers see the whole schema."""
 
 from app.db.base import Base
+from app.models.auth import ApiKey, OneTimeToken, OneTimeTokenPurpose, RefreshToken, RevokedAccessToken
+from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
+from app.models.email import EmailStatus, OutboxEmail
 from app.models.user import User, UserRole
+from app.models.webhook_event import WebhookEvent
 
-__all__ = ["Base", "User", "UserRole"]
+__all__ = [
+    "MILLICREDITS_PER_CREDIT",
+    "ApiKey",
+    "Base",
+    "CreditAccount",
+    "CreditLedgerEntry",
+    "EmailStatus",
+    "LedgerReason",
+    "OneTimeToken",
+    "OneTimeTokenPurpose",
+    "OutboxEmail",
+    "RefreshToken",
+    "RevokedAccessToken",
+    "User",
+    "UserRole",
+    "WebhookEvent",
+]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TimestampMixin, UUIDPrimaryKeyMixin
@@ -31,3 +31,10 @@ class User(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     plan: Mapped[str] = mapped_column(String(32), default="free")
     role: Mapped[str] = mapped_column(String(16), default=UserRole.user.value)
     is_active: Mapped[bool] = mapped_column(default=True)
+    last_login_at: Mapped[datetime | None]
+    # Tokens issued at or before this second are refused: a password reset or erasure ends every session.
+    sessions_revoked_at: Mapped[datetime | None]
+    # Clerk's `updated_at` (ms) of the data we hold, so an older webhook never overwrites a newer one.
+    clerk_updated_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Set when the account is erased: the row stays (ledger and payments point at it) with no personal data.
+    erased_at: Mapped[datetime | None]

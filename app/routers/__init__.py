@@ -2,9 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.routers import health
+from app.routers import api_keys, auth, credits, health, users, webhooks
 
 api_router = APIRouter(prefix="/api/v1")
+for module in (auth, users, api_keys, credits, webhooks):
+    api_router.include_router(module.router)
 
 root_router = APIRouter()
 root_router.include_router(health.router)

@@ -24,7 +24,7 @@ class Readiness:
 async def check_readiness(database: Database, timeout_seconds: float) -> Readiness:
     try:
         await asyncio.wait_for(database.ping(), timeout=timeout_seconds)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported as such
         log.warning("readiness.database_unreachable", error_type=type(exc).__name__)
         return Readiness({"database": "unreachable"})
     return Readiness({"database": "ok"})

@@ -1,0 +1,50 @@
+"""Rate limits on the `limits` library (the engine under slowapi), through its asyncio API so a Redis
+round trip never blocks the event loop. Memory storage by default, Redis when REDIS_URL is set."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import structlog
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+log = structlog.get_logger("app.integrations.rate_limit")
+
+
+class RateLimitExceeded(Exception):
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"retry after {retry_after_seconds}s")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RateLimiter:
+    def __init__(self, storage_uri: str, *, enabled: bool = True, key_prefix: str = "pixforge") -> None:
+        options = {"implementation": "redispy"} if storage_uri.startswith("async+redis") else {}
+        self._storage = storage_from_string(storage_uri, key_prefix=key_prefix, **options)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self.enabled = enabled
+        self._parsed: dict[str, RateLimitItem] = {}
+
+    @classmethod
+    def for_redis_url(cls, redis_url: str | None, *, enabled: bool = True) -> RateLimiter:
+        if redis_url:
+            return cls("async+" + redis_url, enabled=enabled)
+        return cls("async+memory://", enabled=enabled)
+
+    async def hit(self, limit: str, *identifiers: str) -> None:
+        """Count one attempt against `limit` for this identity; raise when it is over the limit."""
+        if not self.enabled:
+            return
+        item = self._parsed.get(limit) or self._parsed.setdefault(limit, parse(limit))
+        if await self._limiter.hit(item, *identifiers):
+            return
+        stats = await self._limiter.get_window_stats(item, *identifiers)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        log.info("rate_limit.exceeded", limit=limit, scope=identifiers[0] if identifiers else None)
+        raise RateLimitExceeded(retry_after)
+
+    async def reset(self) -> None:
+        await self._limiter.storage.reset()

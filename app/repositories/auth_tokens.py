@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import CursorResult
+
+from app.db.upsert import insert_if_absent
+from app.models import ApiKey, OneTimeToken, RefreshToken, RevokedAccessToken
+from app.repositories.base import Repository
+
+
+def _changed(result: Any) -> int:
+    cursor: CursorResult[Any] = result
+    return cursor.rowcount
+
+
+class RefreshTokenRepository(Repository[RefreshToken]):
+    model = RefreshToken
+
+    async def mark_used(self, token_id: uuid.UUID, now: datetime) -> bool:
+        """Atomically claim a live token; False when it was already used, revoked or expired, so two
+        concurrent refreshes with one token cannot both succeed."""
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.id == token_id,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+                RefreshToken.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        return _changed(result) == 1
+
+    async def revoke_family(self, family_id: uuid.UUID, now: datetime) -> int:
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return _changed(result)
+
+    async def revoke_all_for_user(self, user_id: uuid.UUID, now: datetime) -> int:
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return _changed(result)
+
+    async def delete_expired(self, now: datetime) -> int:
+        return _changed(
+            await self.session.execute(delete(RefreshToken).where(RefreshToken.expires_at <= now))
+        )
+
+
+class RevokedAccessTokenRepository(Repository[RevokedAccessToken]):
+    model = RevokedAccessToken
+
+    async def revoke(self, jti: str, expires_at: datetime) -> None:
+        await insert_if_absent(self.session, RevokedAccessToken, {"jti": jti, "expires_at": expires_at})
+
+    async def is_revoked(self, jti: str) -> bool:
+        return (
+            await self.session.scalar(select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti))
+            is not None
+        )
+
+    async def delete_expired(self, now: datetime) -> int:
+        return _changed(
+            await self.session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= now))
+        )
+
+
+class OneTimeTokenRepository(Repository[OneTimeToken]):
+    model = OneTimeToken
+
+    async def consume(self, token_hash: str, purpose: str, now: datetime) -> uuid.UUID | None:
+        """Spend a live token once; the user it belongs to, or None if unknown, expired or spent."""
+        token = await self.session.scalar(
+            select(OneTimeToken).where(OneTimeToken.token_hash == token_hash, OneTimeToken.purpose == purpose)
+        )
+        if token is None:
+            return None
+        result = await self.session.execute(
+            update(OneTimeToken)
+            .where(OneTimeToken.id == token.id, OneTimeToken.used_at.is_(None), OneTimeToken.expires_at > now)
+            .values(used_at=now)
+        )
+        return token.user_id if _changed(result) == 1 else None
+
+    async def expire_unused(self, user_id: uuid.UUID, purpose: str, now: datetime) -> None:
+        """Older links stop working when a new one is sent or the account changes."""
+        await self.session.execute(
+            update(OneTimeToken)
+            .where(
+                OneTimeToken.user_id == user_id,
+                OneTimeToken.purpose == purpose,
+                OneTimeToken.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+
+    async def delete_for_user(self, user_id: uuid.UUID) -> None:
+        await self.session.execute(delete(OneTimeToken).where(OneTimeToken.user_id == user_id))
+
+    async def delete_expired(self, now: datetime) -> int:
+        return _changed(
+            await self.session.execute(delete(OneTimeToken).where(OneTimeToken.expires_at <= now))
+        )
+
+
+class ApiKeyRepository(Repository[ApiKey]):
+    model = ApiKey
+
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
+        return await self.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+
+    async def list_for_user(self, user_id: uuid.UUID) -> list[ApiKey]:
+        result = await self.session.scalars(
+            select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc(), ApiKey.id)
+        )
+        return list(result)
+
+    async def get_for_user(self, key_id: uuid.UUID, user_id: uuid.UUID) -> ApiKey | None:
+        return await self.session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id))
+
+    async def touch(self, key_id: uuid.UUID, now: datetime) -> None:
+        await self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+
+    async def delete_for_user(self, user_id: uuid.UUID) -> None:
+        await self.session.execute(delete(ApiKey).where(ApiKey.user_id == user_id))

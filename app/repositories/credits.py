@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import CursorResult
+
+from app.db.base import utcnow
+from app.db.upsert import insert_if_absent
+from app.models import CreditAccount, CreditLedgerEntry
+from app.repositories.base import Repository
+
+
+class CreditRepository(Repository[CreditAccount]):
+    model = CreditAccount
+
+    async def get_by_user(self, user_id: uuid.UUID) -> CreditAccount | None:
+        return await self.session.scalar(select(CreditAccount).where(CreditAccount.user_id == user_id))
+
+    async def ensure_account(self, user_id: uuid.UUID) -> CreditAccount:
+        await insert_if_absent(
+            self.session,
+            CreditAccount,
+            {"id": uuid.uuid4(), "user_id": user_id, "balance": 0, "reserved": 0, "updated_at": utcnow()},
+        )
+        account = await self.get_by_user(user_id)
+        assert account is not None
+        return account
+
+    async def move(self, account_id: uuid.UUID, balance_delta: int, reserved_delta: int = 0) -> int | None:
+        """Apply the deltas only if neither balance nor reserved would go negative, in one conditional
+        UPDATE: concurrent spenders serialize on the row and each re-checks the condition, so the check
+        cannot be raced on any backend. Returns the new balance, or None when refused."""
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            update(CreditAccount)
+            .where(
+                CreditAccount.id == account_id,
+                CreditAccount.balance + balance_delta >= 0,
+                CreditAccount.reserved + reserved_delta >= 0,
+            )
+            .values(
+                balance=CreditAccount.balance + balance_delta,
+                reserved=CreditAccount.reserved + reserved_delta,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return None
+        # This transaction holds the row lock now, so the read sees exactly the value it wrote.
+        balance = await self.session.scalar(
+            select(CreditAccount.balance)
+            .where(CreditAccount.id == account_id)
+            .execution_options(populate_existing=True)
+        )
+        return int(balance) if balance is not None else None
+
+    async def current_balance(self, account_id: uuid.UUID) -> int:
+        balance = await self.session.scalar(
+            select(CreditAccount.balance).where(CreditAccount.id == account_id)
+        )
+        return int(balance or 0)
+
+    async def get_entry_by_key(self, idempotency_key: str) -> CreditLedgerEntry | None:
+        return await self.session.scalar(
+            select(CreditLedgerEntry).where(CreditLedgerEntry.idempotency_key == idempotency_key)
+        )
+
+    async def add_entry(self, entry: CreditLedgerEntry) -> CreditLedgerEntry:
+        self.session.add(entry)
+        await self.session.flush()
+        return entry
+
+    async def ledger_sum(self, account_id: uuid.UUID) -> int:
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(CreditLedgerEntry.amount), 0)).where(
+                CreditLedgerEntry.account_id == account_id
+            )
+        )
+        return int(total or 0)
+
+    async def list_entries(
+        self, account_id: uuid.UUID, limit: int, before: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[CreditLedgerEntry]:
+        """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+        statement = select(CreditLedgerEntry).where(CreditLedgerEntry.account_id == account_id)
+        if before is not None:
+            created_at, entry_id = before
+            statement = statement.where(
+                or_(
+                    CreditLedgerEntry.created_at < created_at,
+                    (CreditLedgerEntry.created_at == created_at) & (CreditLedgerEntry.id < entry_id),
+                )
+            )
+        statement = statement.order_by(CreditLedgerEntry.created_at.desc(), CreditLedgerEntry.id.desc())
+        return list(await self.session.scalars(statement.limit(limit)))

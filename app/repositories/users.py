@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from app.models import User
+from app.repositories.base import Repository
+
+
+class UserRepository(Repository[User]):
+    model = User
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await self.session.scalar(select(User).where(User.email == email))
+
+    async def get_by_clerk_id(self, clerk_id: str) -> User | None:
+        return await self.session.scalar(select(User).where(User.clerk_id == clerk_id))
+
+    async def get_by_google_sub(self, google_sub: str) -> User | None:
+        return await self.session.scalar(select(User).where(User.google_sub == google_sub))
+
+    async def username_taken(self, username: str, by_other_than: object = None) -> bool:
+        statement = select(func.count()).select_from(User).where(User.username == username)
+        if by_other_than is not None:
+            statement = statement.where(User.id != by_other_than)
+        return bool(await self.session.scalar(statement))

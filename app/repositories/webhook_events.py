@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.db.base import utcnow
+from app.db.upsert import insert_if_absent
+from app.models import WebhookEvent
+from app.repositories.base import Repository
+
+
+class WebhookEventRepository(Repository[WebhookEvent]):
+    model = WebhookEvent
+
+    async def record(self, provider: str, event_id: str, event_type: str, payload: dict[str, Any]) -> bool:
+        """True for a first delivery. A concurrent duplicate blocks on the unique key until the first
+        delivery's transaction ends, then is told it is a duplicate."""
+        return await insert_if_absent(
+            self.session,
+            WebhookEvent,
+            {
+                "id": uuid.uuid4(),
+                "provider": provider,
+                "event_id": event_id,
+                "event_type": event_type,
+                "payload": payload,
+                "received_at": utcnow(),
+            },
+        )
+
+    async def get_by_event_id(self, provider: str, event_id: str) -> WebhookEvent | None:
+        return await self.session.scalar(
+            select(WebhookEvent).where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+        )
+
+    async def mark_handled(self, provider: str, event_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+            .values(handled_at=now, error=None)
+        )

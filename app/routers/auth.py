@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+
+from app.container import Container
+from app.dependencies import (
+    ACCESS_COOKIE,
+    CSRF_COOKIE,
+    REFRESH_COOKIE,
+    ClientIp,
+    ContainerDep,
+    PrincipalDep,
+    SessionDep,
+    require_csrf,
+)
+from app.errors import BadRequest
+from app.schemas.auth import (
+    EmailIn,
+    LoginIn,
+    LogoutIn,
+    MessageOut,
+    PasswordResetIn,
+    RefreshIn,
+    RegisteredOut,
+    RegisterIn,
+    TokenIn,
+    TokenOut,
+)
+from app.security import new_secret_token
+from app.services import auth as auth_service
+from app.services import email as email_service
+from app.services import google_login
+from app.services.auth import TokenPair
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+GOOGLE_STATE_COOKIE = "pf_google_state"
+_CHECK_INBOX = "If an account uses this address, a message is on its way."
+
+
+def _send_outbox(background: BackgroundTasks, container: Container) -> None:
+    background.add_task(email_service.deliver_due, container.database, container.email)
+
+
+def _tokens(pair: TokenPair, response: Response, container: Container) -> TokenOut:
+    if container.settings.auth_cookies_enabled:
+        secure = not container.settings.is_development
+        domain = container.settings.auth_cookie_domain
+        response.set_cookie(
+            ACCESS_COOKIE,
+            pair.access_token,
+            max_age=pair.access_expires_in,
+            httponly=True,
+            secure=secure,
+            samesite="lax",
+            domain=domain,
+        )
+        response.set_cookie(
+            REFRESH_COOKIE,
+            pair.refresh_token,
+            max_age=pair.refresh_expires_in,
+            httponly=True,
+            secure=secure,
+            samesite="strict",
+            domain=domain,
+            path="/api/v1/auth",
+        )
+        response.set_cookie(
+            CSRF_COOKIE,
+            new_secret_token(),
+            max_age=pair.refresh_expires_in,
+            httponly=False,
+            secure=secure,
+            samesite="strict",
+            domain=domain,
+        )
+    return TokenOut(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.access_expires_in,
+        refresh_expires_in=pair.refresh_expires_in,
+    )
+
+
+@router.post("/register", status_code=201, response_model=RegisteredOut)
+async def register(
+    body: RegisterIn, session: SessionDep, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
+) -> RegisteredOut:
+    await auth_service.rate_limit(
+        container, container.settings.rate_limit_register_per_ip, "register", "ip", ip
+    )
+    user = await auth_service.register(
+        session, container, email=body.email, password=body.password, name=body.name
+    )
+    _send_outbox(background, container)
+    assert user.email is not None
+    return RegisteredOut(id=str(user.id), email=user.email)
+
+
+async def _verification_limits(container: Container, ip: str, account: str | None = None) -> None:
+    settings = container.settings
+    await auth_service.rate_limit(container, settings.rate_limit_verification_per_ip, "verify", "ip", ip)
+    if account:
+        await auth_service.rate_limit(
+            container,
+            settings.rate_limit_verification_per_account,
+            "verify",
+            "account",
+            account.strip().lower(),
+        )
+
+
+@router.post("/verify", response_model=MessageOut)
+async def verify(body: TokenIn, session: SessionDep, container: ContainerDep, ip: ClientIp) -> MessageOut:
+    await _verification_limits(container, ip)
+    await auth_service.verify_email(session, body.token)
+    return MessageOut(message="Your email address is confirmed; you can sign in.")
+
+
+@router.get("/verify", response_class=RedirectResponse, status_code=303)
+async def verify_link(
+    session: SessionDep, container: ContainerDep, ip: ClientIp, token: Annotated[str, Query(max_length=512)]
+) -> RedirectResponse:
+    """The link in the email: confirms, then sends the browser to the frontend with the outcome."""
+    await _verification_limits(container, ip)
+    try:
+        await auth_service.verify_email(session, token)
+        outcome = "verified"
+    except auth_service.InvalidOneTimeToken:
+        outcome = "invalid"
+    return RedirectResponse(
+        f"{container.settings.frontend_url}/email-verified?{urlencode({'status': outcome})}", 303
+    )
+
+
+@router.post("/resend-verification", status_code=202, response_model=MessageOut)
+async def resend_verification(
+    body: EmailIn, session: SessionDep, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
+) -> MessageOut:
+    await _verification_limits(container, ip, body.email)
+    await auth_service.resend_verification(session, container, body.email)
+    _send_outbox(background, container)
+    return MessageOut(message=_CHECK_INBOX)
+
+
+_LOGIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/LoginIn"}},
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+                }
+            },
+        },
+    }
+}
+
+
+async def _read_login(request: Request) -> LoginIn:
+    """JSON for apps; OAuth2's password form (username = email) for Swagger UI and OAuth2 clients."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            return LoginIn.model_validate({"email": form.get("username"), "password": form.get("password")})
+        return LoginIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from exc
+
+
+@router.post("/login", response_model=TokenOut, openapi_extra=_LOGIN_BODY)
+async def login(
+    request: Request, response: Response, session: SessionDep, container: ContainerDep, ip: ClientIp
+) -> TokenOut:
+    settings = container.settings
+    await auth_service.rate_limit(container, settings.rate_limit_login_per_ip, "login", "ip", ip)
+    body = await _read_login(request)
+    await auth_service.rate_limit(
+        container, settings.rate_limit_login_per_account, "login", "account", body.email.strip().lower()
+    )
+    pair = await auth_service.login(session, container, email=body.email, password=body.password)
+    return _tokens(pair, response, container)
+
+
+@router.post("/refresh", response_model=TokenOut)
+async def refresh(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    container: ContainerDep,
+    body: RefreshIn | None = None,
+) -> TokenOut:
+    token = body.refresh_token if body else None
+    if not token and (token := request.cookies.get(REFRESH_COOKIE)):
+        require_csrf(request)
+    if not token:
+        raise auth_service.InvalidToken()
+    return _tokens(await auth_service.refresh(session, container, token), response, container)
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    request: Request,
+    session: SessionDep,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    body: LogoutIn | None = None,
+) -> Response:
+    refresh_token = (body.refresh_token if body else None) or request.cookies.get(REFRESH_COOKIE)
+    await auth_service.logout(session, container, principal, refresh_token)
+    response = Response(status_code=204)
+    for name, path in ((ACCESS_COOKIE, "/"), (REFRESH_COOKIE, "/api/v1/auth"), (CSRF_COOKIE, "/")):
+        response.delete_cookie(name, path=path, domain=container.settings.auth_cookie_domain)
+    return response
+
+
+@router.post("/password/forgot", status_code=202, response_model=MessageOut)
+async def forgot_password(
+    body: EmailIn, session: SessionDep, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
+) -> MessageOut:
+    settings = container.settings
+    await auth_service.rate_limit(container, settings.rate_limit_password_forgot_per_ip, "forgot", "ip", ip)
+    await auth_service.rate_limit(
+        container,
+        settings.rate_limit_password_forgot_per_account,
+        "forgot",
+        "account",
+        body.email.strip().lower(),
+    )
+    await auth_service.forgot_password(session, container, body.email)
+    _send_outbox(background, container)
+    return MessageOut(message=_CHECK_INBOX)
+
+
+@router.post("/password/reset", response_model=MessageOut)
+async def reset_password(
+    body: PasswordResetIn, session: SessionDep, container: ContainerDep, ip: ClientIp
+) -> MessageOut:
+    await _verification_limits(container, ip)
+    await auth_service.reset_password(session, container, body.token, body.password)
+    return MessageOut(message="Your password is changed and every session is signed out; sign in again.")
+
+
+@router.get("/google", response_class=RedirectResponse, status_code=302)
+async def google_start(container: ContainerDep) -> RedirectResponse:
+    started = google_login.start(container)
+    response = RedirectResponse(started.authorization_url, status_code=302)
+    response.set_cookie(
+        GOOGLE_STATE_COOKIE,
+        started.state_cookie,
+        max_age=int(google_login.STATE_TTL.total_seconds()),
+        httponly=True,
+        secure=not container.settings.is_development,
+        samesite="lax",  # sent on Google's top-level redirect back to us
+        path="/api/v1/auth/google",
+    )
+    return response
+
+
+@router.get("/google/callback", response_class=RedirectResponse, status_code=302)
+async def google_callback(
+    request: Request,
+    session: SessionDep,
+    container: ContainerDep,
+    code: Annotated[str | None, Query(max_length=2048)] = None,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    error: Annotated[str | None, Query(max_length=200)] = None,
+) -> RedirectResponse:
+    """Google sends the browser here; we send it on to the frontend with the session in the fragment
+    (never in the query, so it stays out of server logs and Referer headers)."""
+    target = container.settings.resolved_google_login_success_url
+    try:
+        pair = await google_login.complete(
+            session,
+            container,
+            code=code,
+            state=state,
+            error=error,
+            state_cookie=request.cookies.get(GOOGLE_STATE_COOKIE),
+        )
+    except BadRequest as exc:
+        response = RedirectResponse(f"{target}#{urlencode({'error': exc.code})}", status_code=302)
+    else:
+        fragment = urlencode(
+            {
+                "access_token": pair.access_token,
+                "refresh_token": pair.refresh_token,
+                "token_type": "bearer",
+                "expires_in": pair.access_expires_in,
+            }
+        )
+        response = RedirectResponse(f"{target}#{fragment}", status_code=302)
+        _tokens(pair, response, container)
+    response.delete_cookie(GOOGLE_STATE_COOKIE, path="/api/v1/auth/google")
+    return response

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.db.base import utcnow
+from app.dependencies import ContainerDep, CurrentUser, PrincipalDep, SessionDep
+from app.errors import Forbidden
+from app.models import CreditLedgerEntry, User
+from app.schemas.users import AccountExportOut, ApiKeyOut, CreditsOut, LedgerEntryOut, UserOut, UserUpdateIn
+from app.services import clerk as clerk_service
+from app.services import credits as credits_service
+from app.services import users as users_service
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        username=user.username,
+        photo_url=user.photo_url,
+        email_verified=user.email_verified_at is not None,
+        plan=user.plan,
+        role=user.role,
+        created_at=user.created_at,
+    )
+
+
+@router.get("/me", response_model=UserOut)
+async def me(user: CurrentUser) -> UserOut:
+    return user_out(user)
+
+
+@router.patch("/me", response_model=UserOut)
+async def update_me(body: UserUpdateIn, user: CurrentUser, session: SessionDep) -> UserOut:
+    changes = body.model_dump(exclude_unset=True, mode="json")
+    return user_out(await users_service.update_profile(session, user, changes))
+
+
+@router.delete("/me", status_code=204)
+async def erase_me(user: CurrentUser, session: SessionDep) -> Response:
+    """Erase the account: personal data and credentials go; ledger and payments stay, anonymous."""
+    await users_service.erase(session, user)
+    return Response(status_code=204)
+
+
+@router.get("/me/export", response_model=AccountExportOut)
+async def export_me(user: CurrentUser, session: SessionDep) -> AccountExportOut:
+    exported = await users_service.export(session, user)
+    return AccountExportOut(
+        user=user_out(user).model_dump(mode="json")
+        | {"clerk_id": user.clerk_id, "google_sub": user.google_sub, "last_login_at": user.last_login_at},
+        credits={
+            "balance": float(credits_service.to_credits(exported.balance)),
+            "reserved": float(credits_service.to_credits(exported.reserved)),
+        },
+        ledger=[ledger_entry_out(entry) for entry in exported.ledger],
+        api_keys=[ApiKeyOut.model_validate(key) for key in exported.api_keys],
+        emails=[
+            {
+                "to": email.recipient,
+                "subject": email.subject,
+                "status": email.status,
+                "created_at": email.created_at,
+            }
+            for email in exported.emails
+        ],
+        exported_at=utcnow(),
+    )
+
+
+@router.get("/credits", response_model=CreditsOut)
+async def my_credits(user: CurrentUser, session: SessionDep) -> CreditsOut:
+    balance = await credits_service.balance_of(session, user.id)
+    return CreditsOut(credits=credits_service.to_credits(balance), plan=user.plan)
+
+
+@router.post("/createupdateuser", response_model=UserOut)
+async def create_update_clerk_user(
+    principal: PrincipalDep, session: SessionDep, container: ContainerDep
+) -> UserOut:
+    """For Clerk frontends: make sure the signed-in Clerk user exists here (created on first use)."""
+    if principal.via != "clerk":
+        raise Forbidden("This endpoint takes a Clerk session token.")
+    user = await clerk_service.user_for_session(session, container, principal.user.clerk_id or "")
+    assert user is not None
+    return user_out(user)
+
+
+def ledger_entry_out(entry: CreditLedgerEntry) -> LedgerEntryOut:
+    return LedgerEntryOut(
+        id=entry.id,
+        amount=credits_service.to_credits(entry.amount),
+        reason=entry.reason,
+        reference=entry.reference,
+        balance_after=credits_service.to_credits(entry.balance_after),
+        created_at=entry.created_at,
+    )

@@ -1,0 +1,390 @@
+"""Local accounts and sessions: register, verify, login, refresh (rotation with reuse detection),
+logout, password reset; and resolving any bearer credential to a user."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from html import escape
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Container
+from app.db.base import utcnow
+from app.errors import AppError, BadRequest, Forbidden, RateLimited, ServiceUnavailable
+from app.integrations.clerk import ClerkUnavailable, InvalidClerkToken
+from app.integrations.rate_limit import RateLimitExceeded
+from app.models import OneTimeToken, OneTimeTokenPurpose, RefreshToken, User
+from app.repositories.auth_tokens import (
+    ApiKeyRepository,
+    OneTimeTokenRepository,
+    RefreshTokenRepository,
+    RevokedAccessTokenRepository,
+)
+from app.repositories.users import UserRepository
+from app.security import (
+    LOCAL_ISSUER,
+    InvalidLocalToken,
+    LocalTokenClaims,
+    new_secret_token,
+    sha256_hex,
+    unverified_issuer,
+)
+from app.services import email as email_service
+from app.services import users as users_service
+from app.services.users import EmailTaken, normalize_email
+
+log = structlog.get_logger("app.auth")
+
+API_KEY_PREFIX = "pk_"
+
+
+class InvalidToken(AppError):
+    status_code = 401
+    code = "invalid_token"
+    default_detail = "The token is invalid or expired."
+
+    def __init__(self) -> None:
+        # One message for every cause: the client learns nothing that helps forge the next attempt.
+        super().__init__(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class NotAuthenticated(AppError):
+    status_code = 401
+    code = "unauthenticated"
+    default_detail = "Sign in, or send a bearer token or API key."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
+
+
+class InvalidCredentials(AppError):
+    status_code = 401
+    code = "invalid_credentials"
+    default_detail = "The email or password is incorrect."
+
+
+class EmailNotVerified(Forbidden):
+    code = "email_not_verified"
+    default_detail = "Verify your email address before signing in; we can send the link again."
+
+
+class CsrfFailed(Forbidden):
+    code = "csrf_failed"
+    default_detail = "Missing or wrong X-CSRF-Token for a cookie-authenticated request."
+
+
+class InvalidOneTimeToken(BadRequest):
+    code = "invalid_or_expired_token"
+    default_detail = "This link is invalid, expired or already used."
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    access_expires_in: int
+    refresh_expires_in: int
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and how: `via` is "local", "clerk" or "api_key"; `access` holds the local token's
+    claims (logout needs them)."""
+
+    user: User
+    via: str
+    access: LocalTokenClaims | None = None
+
+
+async def rate_limit(ctx: Container, limit: str, *identifiers: str) -> None:
+    try:
+        await ctx.rate_limiter.hit(limit, *identifiers)
+    except RateLimitExceeded as exc:
+        raise RateLimited(exc.retry_after_seconds) from exc
+
+
+# --- registration and verification -----------------------------------------------------------------
+
+
+async def register(
+    session: AsyncSession, ctx: Container, *, email: str, password: str, name: str | None
+) -> User:
+    email = normalize_email(email)
+    if await UserRepository(session).get_by_email(email) is not None:
+        raise EmailTaken()
+    password_hash = await ctx.passwords.hash(password)
+    try:
+        user = await users_service.create_user(
+            session, ctx.settings, email=email, password_hash=password_hash, name=name
+        )
+    except IntegrityError as exc:  # a concurrent registration of the same address won
+        raise EmailTaken() from exc
+    await _send_verification(session, ctx, user)
+    log.info("auth.registered", user_id=str(user.id))
+    return user
+
+
+async def verify_email(session: AsyncSession, token: str) -> User:
+    user_id = await OneTimeTokenRepository(session).consume(
+        sha256_hex(token), OneTimeTokenPurpose.verify_email.value, utcnow()
+    )
+    user = await users_service.get_active(session, user_id) if user_id else None
+    if user is None:
+        raise InvalidOneTimeToken()
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+    return user
+
+
+async def resend_verification(session: AsyncSession, ctx: Container, email: str) -> None:
+    """Same outcome whether or not the address has an account, so it cannot be used to probe."""
+    user = await _find_by_email(session, email)
+    if user is not None and user.email_verified_at is None and user.password_hash is not None:
+        await OneTimeTokenRepository(session).expire_unused(
+            user.id, OneTimeTokenPurpose.verify_email.value, utcnow()
+        )
+        await _send_verification(session, ctx, user)
+
+
+async def _send_verification(session: AsyncSession, ctx: Container, user: User) -> None:
+    assert user.email is not None
+    token = await _issue_one_time_token(
+        session, user.id, OneTimeTokenPurpose.verify_email, ctx.settings.email_verification_ttl_seconds
+    )
+    link = f"{ctx.settings.public_base_url}/api/v1/auth/verify?token={token}"
+    await email_service.enqueue(
+        session,
+        to=user.email,
+        subject=f"Confirm your email for {ctx.settings.app_name}",
+        text=f"Hello{_greeting(user)},\n\nConfirm your email address by opening this link:\n{link}\n\n"
+        f"The link works once and expires in {ctx.settings.email_verification_ttl_seconds // 3600} hours.",
+        html=f"<p>Hello{escape(_greeting(user))},</p>"
+        f'<p><a href="{escape(link)}">Confirm your email address</a></p>',
+        tag="verify_email",
+        user_id=user.id,
+    )
+
+
+async def _issue_one_time_token(
+    session: AsyncSession, user_id: uuid.UUID, purpose: OneTimeTokenPurpose, ttl_seconds: int
+) -> str:
+    token = new_secret_token()
+    await OneTimeTokenRepository(session).add(
+        OneTimeToken(
+            user_id=user_id,
+            purpose=purpose.value,
+            token_hash=sha256_hex(token),
+            expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+        )
+    )
+    return token
+
+
+def _greeting(user: User) -> str:
+    return f" {user.name}" if user.name else ""
+
+
+async def _find_by_email(session: AsyncSession, email: str) -> User | None:
+    try:
+        normalized = normalize_email(email)
+    except ValueError:
+        return None
+    user = await UserRepository(session).get_by_email(normalized)
+    return user if user is not None and user.is_active and user.erased_at is None else None
+
+
+# --- sessions --------------------------------------------------------------------------------------
+
+
+async def login(session: AsyncSession, ctx: Container, *, email: str, password: str) -> TokenPair:
+    user = await _find_by_email(session, email)
+    # Verified either way (against a decoy hash when there is no account): same time, same answer.
+    matches, new_hash = await ctx.passwords.verify(password, user.password_hash if user else None)
+    if user is None or not matches:
+        raise InvalidCredentials()
+    if user.email_verified_at is None:
+        raise EmailNotVerified()
+    if new_hash is not None:
+        user.password_hash = new_hash
+    user.last_login_at = utcnow()
+    log.info("auth.login", user_id=str(user.id))
+    return await issue_session(session, ctx, user)
+
+
+async def issue_session(
+    session: AsyncSession, ctx: Container, user: User, family_id: uuid.UUID | None = None
+) -> TokenPair:
+    family_id = family_id or uuid.uuid4()
+    access, _ = ctx.tokens.issue(user.id, "access")
+    refresh, refresh_claims = ctx.tokens.issue(user.id, "refresh", family_id=family_id)
+    await RefreshTokenRepository(session).add(
+        RefreshToken(
+            id=uuid.UUID(refresh_claims.jti),
+            user_id=user.id,
+            family_id=family_id,
+            expires_at=refresh_claims.expires_at,
+        )
+    )
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        access_expires_in=int(ctx.tokens.access_ttl.total_seconds()),
+        refresh_expires_in=int(ctx.tokens.refresh_ttl.total_seconds()),
+    )
+
+
+async def refresh(session: AsyncSession, ctx: Container, refresh_token: str) -> TokenPair:
+    """Rotate: the presented token dies and a new pair is issued in the same family. Presenting a token
+    that was already rotated means it was stolen (or the client is confused): the whole family dies."""
+    claims = _decode_local(ctx, refresh_token, "refresh")
+    repository = RefreshTokenRepository(session)
+    now = utcnow()
+    token_id = uuid.UUID(claims.jti)
+    if not await repository.mark_used(token_id, now):
+        stored = await repository.get(token_id)
+        if stored is not None and stored.used_at is not None and stored.revoked_at is None:
+            await repository.revoke_family(stored.family_id, now)
+            log.warning(
+                "auth.refresh_token_reused", user_id=str(stored.user_id), family_id=str(stored.family_id)
+            )
+        raise InvalidToken()
+    stored = await repository.get(token_id)
+    user = await users_service.get_active(session, claims.user_id)
+    if stored is None or user is None or _revoked_by_user(user, claims):
+        raise InvalidToken()
+    return await issue_session(session, ctx, user, family_id=stored.family_id)
+
+
+async def logout(
+    session: AsyncSession, ctx: Container, principal: Principal, refresh_token: str | None
+) -> None:
+    if principal.access is not None:
+        await RevokedAccessTokenRepository(session).revoke(principal.access.jti, principal.access.expires_at)
+    if refresh_token:
+        try:
+            claims = ctx.tokens.decode(refresh_token, "refresh")
+        except InvalidLocalToken:
+            return
+        if claims.user_id == principal.user.id and claims.family_id is not None:
+            await RefreshTokenRepository(session).revoke_family(claims.family_id, utcnow())
+
+
+async def forgot_password(session: AsyncSession, ctx: Container, email: str) -> None:
+    """Always the same answer; only an existing local account gets a message."""
+    user = await _find_by_email(session, email)
+    if user is None or user.email is None:
+        return
+    await OneTimeTokenRepository(session).expire_unused(
+        user.id, OneTimeTokenPurpose.reset_password.value, utcnow()
+    )
+    token = await _issue_one_time_token(
+        session, user.id, OneTimeTokenPurpose.reset_password, ctx.settings.password_reset_ttl_seconds
+    )
+    link = f"{ctx.settings.frontend_url}/reset-password?token={token}"
+    await email_service.enqueue(
+        session,
+        to=user.email,
+        subject=f"Reset your {ctx.settings.app_name} password",
+        text=f"Hello{_greeting(user)},\n\nSet a new password here:\n{link}\n\n"
+        "If you did not ask for this, ignore this email: your password stays as it is.",
+        html=f'<p>Hello{escape(_greeting(user))},</p><p><a href="{escape(link)}">Set a new password</a></p>',
+        tag="reset_password",
+        user_id=user.id,
+    )
+
+
+async def reset_password(session: AsyncSession, ctx: Container, token: str, new_password: str) -> None:
+    user_id = await OneTimeTokenRepository(session).consume(
+        sha256_hex(token), OneTimeTokenPurpose.reset_password.value, utcnow()
+    )
+    user = await users_service.get_active(session, user_id) if user_id else None
+    if user is None:
+        raise InvalidOneTimeToken()
+    user.password_hash = await ctx.passwords.hash(new_password)
+    # Whoever knew the old password may hold sessions: all of them end now.
+    now = utcnow()
+    user.sessions_revoked_at = now
+    if user.email_verified_at is None:
+        user.email_verified_at = now  # the reset link proved the address
+    await RefreshTokenRepository(session).revoke_all_for_user(user.id, now)
+    log.info("auth.password_reset", user_id=str(user.id))
+
+
+# --- resolving a credential ------------------------------------------------------------------------
+
+
+async def authenticate(session: AsyncSession, ctx: Container, credential: str) -> Principal:
+    if credential.startswith(API_KEY_PREFIX):
+        return await _authenticate_api_key(session, credential)
+    issuer = unverified_issuer(credential)
+    if issuer == LOCAL_ISSUER:
+        return await _authenticate_local(session, ctx, credential)
+    if ctx.clerk is not None and issuer == ctx.clerk.issuer:
+        return await _authenticate_clerk(session, ctx, credential)
+    raise InvalidToken()
+
+
+async def _authenticate_local(session: AsyncSession, ctx: Container, token: str) -> Principal:
+    claims = _decode_local(ctx, token, "access")
+    if await RevokedAccessTokenRepository(session).is_revoked(claims.jti):
+        raise InvalidToken()
+    user = await users_service.get_active(session, claims.user_id)
+    if user is None or _revoked_by_user(user, claims):
+        raise InvalidToken()
+    return Principal(user, "local", claims)
+
+
+def _revoked_by_user(user: User, claims: LocalTokenClaims) -> bool:
+    if user.sessions_revoked_at is None:
+        return False
+    return claims.issued_at_ms <= int(user.sessions_revoked_at.timestamp() * 1000)
+
+
+def _decode_local(ctx: Container, token: str, token_type: str) -> LocalTokenClaims:
+    try:
+        return ctx.tokens.decode(token, token_type)  # type: ignore[arg-type]
+    except InvalidLocalToken as exc:
+        log.info("auth.token_refused", reason=str(exc))
+        raise InvalidToken() from exc
+
+
+async def _authenticate_clerk(session: AsyncSession, ctx: Container, token: str) -> Principal:
+    assert ctx.clerk is not None
+    try:
+        clerk_session = await ctx.clerk.verify(token)
+    except InvalidClerkToken as exc:
+        log.info("auth.clerk_token_refused", reason=str(exc))
+        raise InvalidToken() from exc
+    except ClerkUnavailable as exc:
+        raise ServiceUnavailable("Sign-in with Clerk is unavailable right now; retry shortly.") from exc
+    from app.services import clerk as clerk_service
+
+    user = await clerk_service.user_for_session(session, ctx, clerk_session.user_id)
+    if user is None:
+        raise InvalidToken()
+    return Principal(user, "clerk")
+
+
+async def _authenticate_api_key(session: AsyncSession, credential: str) -> Principal:
+    prefix, _, _ = credential.removeprefix(API_KEY_PREFIX).partition("_")
+    repository = ApiKeyRepository(session)
+    key = await repository.get_by_prefix(prefix) if prefix else None
+    # Compared in constant time so response timing does not reveal how much of a guess was right.
+    if (
+        key is None
+        or key.revoked_at is not None
+        or not hmac.compare_digest(key.secret_hash, sha256_hex(credential))
+    ):
+        raise InvalidToken()
+    user = await users_service.get_active(session, key.user_id)
+    if user is None:
+        raise InvalidToken()
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        await repository.touch(key.id, now)
+    return Principal(user, "api_key")

@@ -1,0 +1,239 @@
+"""The credits ledger: the only code that moves a balance.
+
+Every movement is one savepoint holding a conditional UPDATE of the cached balance and one append-only
+ledger row with a unique idempotency key; running a movement again with the same key changes nothing
+and returns the first result. Amounts are millicredits (1 credit = 1000) inside, decimals at the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import AppError, Conflict
+from app.models import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
+from app.repositories.credits import CreditRepository
+from app.services.pagination import decode_cursor, encode_cursor
+
+GRANT_REASONS = frozenset(
+    {
+        LedgerReason.signup_bonus,
+        LedgerReason.purchase,
+        LedgerReason.subscription,
+        LedgerReason.admin_adjustment,
+    }
+)
+
+
+def to_millicredits(credits: Decimal) -> int:
+    millis = credits * MILLICREDITS_PER_CREDIT
+    if millis != millis.to_integral_value():
+        raise ValueError("credits have at most 3 decimal places")
+    return int(millis)
+
+
+def to_credits(millicredits: int) -> Decimal:
+    return (Decimal(millicredits) / MILLICREDITS_PER_CREDIT).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
+
+
+class InsufficientCredits(AppError):
+    status_code = 402
+    code = "insufficient_credits"
+
+    def __init__(self, required: int, available: int) -> None:
+        super().__init__(
+            f"This needs {to_credits(required)} credits and {to_credits(available)} are available.",
+            extra={"required": float(to_credits(required)), "available": float(to_credits(available))},
+        )
+
+
+class IdempotencyKeyConflict(Conflict):
+    code = "idempotency_key_reused"
+    default_detail = "This idempotency key was already used for a different movement."
+
+
+@dataclass(frozen=True)
+class Movement:
+    entry: CreditLedgerEntry
+    replayed: bool  # True when the key had been applied before: nothing moved this time
+
+
+@dataclass(frozen=True)
+class Refund:
+    taken: Movement | None
+    shortfall: int  # millicredits that could not be clawed back because they were already spent
+
+
+async def account_for(session: AsyncSession, user_id: uuid.UUID) -> CreditAccount:
+    return await CreditRepository(session).ensure_account(user_id)
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[CreditLedgerEntry]
+    next_cursor: str | None
+
+
+async def ledger_page(
+    session: AsyncSession, user_id: uuid.UUID, limit: int, cursor: str | None
+) -> LedgerPage:
+    """The user's movements, newest first."""
+    before = decode_cursor(cursor) if cursor else None
+    account = await CreditRepository(session).get_by_user(user_id)
+    if account is None:
+        return LedgerPage([], None)
+    entries = await CreditRepository(session).list_entries(account.id, limit + 1, before)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    last = entries[-1] if more else None
+    return LedgerPage(entries, encode_cursor(last.created_at, last.id) if last else None)
+
+
+async def balance_of(session: AsyncSession, user_id: uuid.UUID) -> int:
+    account = await CreditRepository(session).get_by_user(user_id)
+    return account.balance if account else 0
+
+
+async def grant(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    amount: int,
+    reason: LedgerReason,
+    key: str,
+    reference: str | None = None,
+) -> Movement:
+    if reason not in GRANT_REASONS:
+        raise ValueError(f"{reason} is not a grant")
+    return await _move(session, user_id, amount, 0, reason, key, reference)
+
+
+async def debit(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    amount: int,
+    reason: LedgerReason,
+    key: str,
+    reference: str | None = None,
+) -> Movement:
+    """Spend now, all or nothing: 402 when the balance does not cover it."""
+    return await _move(session, user_id, -amount, 0, reason, key, reference)
+
+
+async def reserve(
+    session: AsyncSession, user_id: uuid.UUID, amount: int, key: str, reference: str | None = None
+) -> Movement:
+    """Hold credits for a job: they leave the balance now and are captured or released later."""
+    return await _move(session, user_id, -amount, amount, LedgerReason.job_reserve, key, reference)
+
+
+async def capture(session: AsyncSession, reservation_key: str) -> Movement:
+    """The job succeeded: the held credits are spent for good (a zero-amount row closes the hold)."""
+    held = await _reservation(session, reservation_key)
+    return await _settle(session, held, LedgerReason.job_capture, balance_delta=0)
+
+
+async def release(session: AsyncSession, reservation_key: str) -> Movement:
+    """The job failed or was abandoned: the held credits go back to the balance."""
+    held = await _reservation(session, reservation_key)
+    return await _settle(session, held, LedgerReason.job_release, balance_delta=-held.amount)
+
+
+async def refund(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    amount: int,
+    key: str,
+    reference: str | None = None,
+    reason: LedgerReason = LedgerReason.refund,
+) -> Refund:
+    """Claw back up to `amount`, never below zero; the part already spent is returned as `shortfall`."""
+    repository = CreditRepository(session)
+    existing = await repository.get_entry_by_key(key)
+    if existing is not None:
+        return Refund(Movement(existing, replayed=True), shortfall=amount + existing.amount)
+    account = await repository.ensure_account(user_id)
+    while True:
+        available = await repository.current_balance(account.id)
+        take = min(amount, available)
+        if take == 0:
+            return Refund(None, shortfall=amount)
+        try:
+            movement = await _move(session, user_id, -take, 0, reason, key, reference)
+        except InsufficientCredits:
+            continue  # spent concurrently between the read and the update: look again
+        return Refund(movement, shortfall=amount - take)
+
+
+async def _reservation(session: AsyncSession, reservation_key: str) -> CreditLedgerEntry:
+    held = await CreditRepository(session).get_entry_by_key(reservation_key)
+    if held is None or held.reason != LedgerReason.job_reserve.value:
+        raise ValueError(f"no reservation under key {reservation_key!r}")
+    return held
+
+
+async def _settle(
+    session: AsyncSession, held: CreditLedgerEntry, reason: LedgerReason, balance_delta: int
+) -> Movement:
+    # Capture and release share one key, so a reservation is settled exactly once, whichever comes first.
+    key = f"{held.idempotency_key}:settle"
+    account = await CreditRepository(session).get(held.account_id)
+    assert account is not None
+    movement = await _move(session, account.user_id, balance_delta, held.amount, reason, key, held.reference)
+    if movement.entry.reason != reason.value:
+        raise IdempotencyKeyConflict(f"The reservation was already settled as {movement.entry.reason}.")
+    return movement
+
+
+async def _move(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    balance_delta: int,
+    reserved_delta: int,
+    reason: LedgerReason,
+    key: str,
+    reference: str | None,
+) -> Movement:
+    if balance_delta < 0 and reason in GRANT_REASONS:
+        raise ValueError("grants add credits")
+    repository = CreditRepository(session)
+    existing = await repository.get_entry_by_key(key)
+    if existing is not None:
+        return _replay(existing, balance_delta, reason)
+    account = await repository.ensure_account(user_id)
+    try:
+        async with session.begin_nested():
+            balance = await repository.move(account.id, balance_delta, reserved_delta)
+            if balance is None:
+                raise InsufficientCredits(-balance_delta, await repository.current_balance(account.id))
+            entry = await repository.add_entry(
+                CreditLedgerEntry(
+                    account_id=account.id,
+                    amount=balance_delta,
+                    reason=reason.value,
+                    reference=reference,
+                    idempotency_key=key,
+                    balance_after=balance,
+                )
+            )
+    except IntegrityError:
+        # A concurrent movement with the same key committed first; ours was rolled back with the savepoint.
+        existing = await repository.get_entry_by_key(key)
+        if existing is None:
+            raise
+        return _replay(existing, balance_delta, reason)
+    return Movement(entry, replayed=False)
+
+
+def _replay(existing: CreditLedgerEntry, balance_delta: int, reason: LedgerReason) -> Movement:
+    if existing.reason != reason.value and not {existing.reason, reason.value} <= _SETTLE_REASONS:
+        raise IdempotencyKeyConflict()
+    if existing.reason == reason.value and existing.amount != balance_delta and reason != LedgerReason.refund:
+        raise IdempotencyKeyConflict()
+    return Movement(existing, replayed=True)
+
+
+_SETTLE_REASONS = {LedgerReason.job_capture.value, LedgerReason.job_release.value}

@@ -1,0 +1,167 @@
+"""Sign-in with Google: the authorization redirect (state, PKCE, nonce) and the callback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from jose import JWTError, jwt
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Container
+from app.db.base import utcnow
+from app.errors import BadRequest, ProviderNotConfigured, ServiceUnavailable
+from app.integrations.google import GoogleOAuthClient, GoogleSignInFailed, GoogleUnavailable
+from app.models import User
+from app.repositories.users import UserRepository
+from app.services import auth as auth_service
+from app.services import users as users_service
+
+log = structlog.get_logger("app.google")
+STATE_TTL = timedelta(minutes=10)
+_STATE_AUDIENCE = "pixforge-google-state"
+
+
+class GoogleSignInRefused(BadRequest):
+    code = "google_sign_in_failed"
+    default_detail = "Google sign-in failed; start again."
+
+
+@dataclass(frozen=True)
+class GoogleStart:
+    authorization_url: str
+    state_cookie: str  # signed, to be set httpOnly on the browser until the callback
+
+
+def _client(ctx: Container) -> GoogleOAuthClient:
+    if ctx.google is None:
+        raise ProviderNotConfigured("Google sign-in is not configured on this server.")
+    return ctx.google
+
+
+def start(ctx: Container) -> GoogleStart:
+    client = _client(ctx)
+    state, verifier, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    url = client.authorization_url(
+        redirect_uri=ctx.settings.resolved_google_redirect_uri,
+        state=state,
+        code_challenge=challenge,
+        nonce=nonce,
+    )
+    # The browser carries its own state, verifier and nonce, signed by us: no server-side session table,
+    # and a callback from another browser (login CSRF) has no matching cookie.
+    cookie = jwt.encode(
+        {
+            "aud": _STATE_AUDIENCE,
+            "exp": int((utcnow() + STATE_TTL).timestamp()),
+            "state": state,
+            "verifier": verifier,
+            "nonce": nonce,
+        },
+        ctx.settings.secret_key.get_secret_value(),
+        algorithm="HS256",
+    )
+    return GoogleStart(url, cookie)
+
+
+async def complete(
+    session: AsyncSession,
+    ctx: Container,
+    *,
+    code: str | None,
+    state: str | None,
+    error: str | None,
+    state_cookie: str | None,
+) -> auth_service.TokenPair:
+    client = _client(ctx)
+    saved = _read_state_cookie(ctx, state_cookie)
+    if saved is None or not state or not hmac.compare_digest(str(saved["state"]), state):
+        raise GoogleSignInRefused("The sign-in state does not match; start again from the sign-in button.")
+    if error or not code:
+        raise GoogleSignInRefused(f"Google did not sign you in ({error or 'no code'}).")
+    try:
+        identity = await client.exchange_code(
+            code=code,
+            code_verifier=str(saved["verifier"]),
+            redirect_uri=ctx.settings.resolved_google_redirect_uri,
+            nonce=str(saved["nonce"]),
+        )
+    except GoogleSignInFailed as exc:
+        log.info("google.sign_in_refused", reason=str(exc))
+        raise GoogleSignInRefused() from exc
+    except GoogleUnavailable as exc:
+        raise ServiceUnavailable("Google is not answering; retry shortly.") from exc
+    user = await _find_or_create(
+        session,
+        ctx,
+        identity.subject,
+        identity.email,
+        identity.email_verified,
+        identity.name,
+        identity.picture,
+    )
+    user.last_login_at = utcnow()
+    return await auth_service.issue_session(session, ctx, user)
+
+
+def _read_state_cookie(ctx: Container, cookie: str | None) -> dict[str, Any] | None:
+    if not cookie:
+        return None
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            cookie, ctx.settings.secret_key.get_secret_value(), algorithms=["HS256"], audience=_STATE_AUDIENCE
+        )
+    except JWTError:
+        return None
+    return claims
+
+
+async def _find_or_create(
+    session: AsyncSession,
+    ctx: Container,
+    subject: str,
+    email: str | None,
+    email_verified: bool,
+    name: str | None,
+    picture: str | None,
+) -> User:
+    repository = UserRepository(session)
+    user = await repository.get_by_google_sub(subject)
+    if user is not None:
+        if not user.is_active or user.erased_at is not None:
+            raise GoogleSignInRefused("This account is closed.")
+        return user
+    normalized = users_service.normalize_email(email) if email else None
+    if normalized and email_verified:
+        existing = await repository.get_by_email(normalized)
+        if existing is not None and existing.is_active and existing.erased_at is None:
+            # Google vouches for the address, so it is the owner of the existing account.
+            existing.google_sub = subject
+            existing.email_verified_at = existing.email_verified_at or utcnow()
+            await session.flush()
+            return existing
+    if normalized and (not email_verified or await repository.get_by_email(normalized) is not None):
+        normalized = None
+    try:
+        return await users_service.create_user(
+            session,
+            ctx.settings,
+            google_sub=subject,
+            email=normalized,
+            email_verified_at=utcnow() if normalized else None,
+            name=name,
+            photo_url=picture,
+        )
+    except IntegrityError:
+        user = await repository.get_by_google_sub(subject)
+        if user is None:
+            raise
+        return user

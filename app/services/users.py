@@ -1,0 +1,138 @@
+"""Accounts: creation (with the signup bonus, once), profile, export and erasure."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db.base import utcnow
+from app.errors import Conflict, NotFound
+from app.models import CreditLedgerEntry, LedgerReason, User
+from app.repositories.auth_tokens import ApiKeyRepository, OneTimeTokenRepository, RefreshTokenRepository
+from app.repositories.credits import CreditRepository
+from app.repositories.outbox import OutboxRepository
+from app.repositories.users import UserRepository
+from app.services import credits
+from app.services.credits import to_millicredits
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    default_detail = "An account with this email already exists."
+
+
+class UsernameTaken(Conflict):
+    code = "username_taken"
+    default_detail = "This username is taken."
+
+
+def normalize_email(email: str) -> str:
+    """Trimmed and lower-cased: one address, one account, however it is typed."""
+    try:
+        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+async def get_active(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    user = await UserRepository(session).get(user_id)
+    return user if user is not None and user.is_active and user.erased_at is None else None
+
+
+async def create_user(session: AsyncSession, settings: Settings, **fields: Any) -> User:
+    """A new account with its credit account and the signup bonus. A concurrent creation of the same
+    unique identity (email, Clerk id, Google sub) raises IntegrityError to the caller, with nothing left
+    behind, because the inserts run in a savepoint."""
+    async with session.begin_nested():
+        user = await UserRepository(session).add(User(**fields))
+    await grant_signup_bonus(session, settings, user.id)
+    return user
+
+
+async def grant_signup_bonus(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> None:
+    bonus = to_millicredits(settings.signup_bonus_credits)
+    await CreditRepository(session).ensure_account(user_id)
+    if bonus > 0:
+        # Keyed by user: however many paths create this account, the bonus lands once.
+        await credits.grant(session, user_id, bonus, LedgerReason.signup_bonus, key=f"signup_bonus:{user_id}")
+
+
+async def update_profile(session: AsyncSession, user: User, changes: dict[str, Any]) -> User:
+    username = changes.get("username")
+    if username is not None and await UserRepository(session).username_taken(username, by_other_than=user.id):
+        raise UsernameTaken()
+    for name, value in changes.items():
+        setattr(user, name, value)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise UsernameTaken() from exc
+    return user
+
+
+@dataclass(frozen=True)
+class AccountExport:
+    user: User
+    balance: int
+    reserved: int
+    ledger: list[CreditLedgerEntry]
+    api_keys: list[Any]
+    emails: list[Any] = field(default_factory=list)
+
+
+async def export(session: AsyncSession, user: User) -> AccountExport:
+    repository = CreditRepository(session)
+    account = await repository.ensure_account(user.id)
+    ledger = await repository.list_entries(account.id, limit=1_000_000)
+    return AccountExport(
+        user=user,
+        balance=account.balance,
+        reserved=account.reserved,
+        ledger=ledger,
+        api_keys=await ApiKeyRepository(session).list_for_user(user.id),
+        emails=await OutboxRepository(session).list_for_user(user.id),
+    )
+
+
+async def erase(session: AsyncSession, user: User) -> None:
+    """Right to erasure: every personal field is wiped and every credential revoked. The row itself,
+    its credit account, ledger and payments stay, detached from any person, for the accounts."""
+    now = utcnow()
+    await RefreshTokenRepository(session).revoke_all_for_user(user.id, now)
+    await OneTimeTokenRepository(session).delete_for_user(user.id)
+    await ApiKeyRepository(session).delete_for_user(user.id)
+    await OutboxRepository(session).delete_for_user(user.id)
+    user.email = None
+    user.name = None
+    user.username = None
+    user.photo_url = None
+    user.password_hash = None
+    # A tombstone instead of the Clerk id: it identifies no one, yet stops a late Clerk webhook or an old
+    # session from bringing the account back.
+    if user.clerk_id and not user.clerk_id.startswith("deleted:"):
+        user.clerk_id = clerk_tombstone(user.clerk_id)
+    user.google_sub = None
+    user.email_verified_at = None
+    user.is_active = False
+    user.erased_at = now
+    user.sessions_revoked_at = now
+    await session.flush()
+
+
+def clerk_tombstone(clerk_id: str) -> str:
+    return "deleted:" + hashlib.sha256(clerk_id.encode()).hexdigest()[:32]
+
+
+async def require_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await get_active(session, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user

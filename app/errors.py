@@ -31,8 +31,12 @@ class AppError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        keep_changes: bool = False,
     ) -> None:
         self.detail = detail or self.default_detail
+        # Most errors undo the request's writes; a few record something first (a revoked token family)
+        # and ask the unit of work to commit anyway.
+        self.keep_changes = keep_changes
         self.headers = dict(headers or {})
         # Machine-readable facts added to the body next to error/detail (e.g. required/available).
         self.extra = dict(extra or {})

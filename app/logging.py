@@ -61,3 +61,6 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO if settings.db_echo else logging.WARNING)
+    # Drivers that log statements with their parameters (password hashes, token links) at DEBUG.
+    for name in ("aiosqlite", "asyncmy", "asyncpg", "httpcore", "hpack"):
+        logging.getLogger(name).setLevel(logging.WARNING)

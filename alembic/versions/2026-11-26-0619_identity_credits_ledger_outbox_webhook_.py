@@ -8,9 +8,9 @@ Create Date: 2026-11-26 06:19:58.264225
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
 import app.db.base
+from alembic import op
 
 revision: str = "0002_identity_credits"
 down_revision: str | None = "0001_users"

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.config import Settings
+from app.errors import AppError
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def create_engine(url: str | URL, options: EngineOptions | None = None) -> Async
     options = options or EngineOptions()
     url = make_url(url)
     backend = url.get_backend_name()
-    kwargs: dict[str, Any] = {"echo": options.echo, "pool_pre_ping": True}
+    # hide_parameters: statement parameters (password hashes, token digests) stay out of logs and errors.
+    kwargs: dict[str, Any] = {"echo": options.echo, "pool_pre_ping": True, "hide_parameters": True}
     if backend == "sqlite":
         return _create_sqlite_engine(url, options, kwargs)
     kwargs.update(
@@ -141,6 +143,9 @@ class Database:
         async with self.sessionmaker() as session:
             try:
                 yield session
+            except AppError as error:
+                await (session.commit() if error.keep_changes else session.rollback())
+                raise
             except BaseException:
                 await session.rollback()
                 raise

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import EmailStr, Field
 
 from app.schemas.base import Schema
 
@@ -10,7 +10,7 @@ Password = Field(min_length=8, max_length=128)
 
 
 class RegisterIn(Schema):
-    email: str = Field(max_length=320, examples=["jane@example.com"])
+    email: EmailStr = Field(max_length=320, examples=["jane@example.com"])
     password: str = Password
     name: str | None = Field(default=None, max_length=200)
 
@@ -47,7 +47,7 @@ class TokenIn(Schema):
 
 
 class EmailIn(Schema):
-    email: str = Field(max_length=320)
+    email: EmailStr = Field(max_length=320)
 
 
 class PasswordResetIn(Schema):

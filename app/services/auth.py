@@ -48,9 +48,11 @@ class InvalidToken(AppError):
     code = "invalid_token"
     default_detail = "The token is invalid or expired."
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_changes: bool = False) -> None:
         # One message for every cause: the client learns nothing that helps forge the next attempt.
-        super().__init__(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        super().__init__(
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}, keep_changes=keep_changes
+        )
 
 
 class NotAuthenticated(AppError):
@@ -252,6 +254,8 @@ async def refresh(session: AsyncSession, ctx: Container, refresh_token: str) -> 
             log.warning(
                 "auth.refresh_token_reused", user_id=str(stored.user_id), family_id=str(stored.family_id)
             )
+            # The answer is 401, yet the revocation must be committed, not rolled back with the error.
+            raise InvalidToken(keep_changes=True)
         raise InvalidToken()
     stored = await repository.get(token_id)
     user = await users_service.get_active(session, claims.user_id)

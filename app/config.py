@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         return self.google_login_success_url or f"{self.frontend_url}/auth/callback"
 
     @property
+    def cookies_secure(self) -> bool:
+        """Cookies are Secure whenever the API is served over HTTPS (always in production)."""
+        return self.environment is Environment.production or self.public_base_url.startswith("https://")
+
+    @property
     def is_development(self) -> bool:
         return self.environment is Environment.development
 

@@ -48,6 +48,7 @@ class Container:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.rate_limiter.aclose()
 
 
 def _clerk(settings: Settings, http: httpx.AsyncClient) -> ClerkSessionVerifier | None:

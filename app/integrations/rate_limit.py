@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import structlog
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from redis.asyncio import ConnectionPool
 
 log = structlog.get_logger("app.integrations.rate_limit")
 
@@ -22,7 +24,12 @@ class RateLimitExceeded(Exception):
 
 class RateLimiter:
     def __init__(self, storage_uri: str, *, enabled: bool = True, key_prefix: str = "pixforge") -> None:
-        options = {"implementation": "redispy"} if storage_uri.startswith("async+redis") else {}
+        options: dict[str, Any] = {}
+        self._redis_pool: ConnectionPool | None = None
+        if storage_uri.startswith("async+redis"):
+            # Our own pool, so shutdown can close its connections.
+            self._redis_pool = ConnectionPool.from_url(storage_uri.removeprefix("async+"))
+            options = {"implementation": "redispy", "connection_pool": self._redis_pool}
         self._storage = storage_from_string(storage_uri, key_prefix=key_prefix, **options)
         self._limiter = MovingWindowRateLimiter(self._storage)
         self.enabled = enabled
@@ -45,6 +52,10 @@ class RateLimiter:
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         log.info("rate_limit.exceeded", limit=limit, scope=identifiers[0] if identifiers else None)
         raise RateLimitExceeded(retry_after)
+
+    async def aclose(self) -> None:
+        if self._redis_pool is not None:
+            await self._redis_pool.aclose()
 
     async def reset(self) -> None:
         await self._limiter.storage.reset()

@@ -49,7 +49,7 @@ def _send_outbox(background: BackgroundTasks, container: Container) -> None:
 
 def _tokens(pair: TokenPair, response: Response, container: Container) -> TokenOut:
     if container.settings.auth_cookies_enabled:
-        secure = not container.settings.is_development
+        secure = container.settings.cookies_secure
         domain = container.settings.auth_cookie_domain
         response.set_cookie(
             ACCESS_COOKIE,
@@ -261,7 +261,7 @@ async def google_start(container: ContainerDep) -> RedirectResponse:
         started.state_cookie,
         max_age=int(google_login.STATE_TTL.total_seconds()),
         httponly=True,
-        secure=not container.settings.is_development,
+        secure=container.settings.cookies_secure,
         samesite="lax",  # sent on Google's top-level redirect back to us
         path="/api/v1/auth/google",
     )

@@ -40,5 +40,9 @@ lint: install-dev
 test: lint
 	$(BIN)/pytest
 
+# Benchmarks print numbers and ratios; they need the local PostgreSQL (BENCH_DATABASE_URL to change it).
+bench: install-dev
+	$(BIN)/python -m bench.identity
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

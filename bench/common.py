@@ -1,0 +1,105 @@
+"""Shared bench plumbing: a throw-away PostgreSQL database, a real server process, a load loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.databases import TestDatabase, fresh_database, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def bench_database() -> Iterator[str]:
+    with fresh_database(TestDatabase("postgresql", ADMIN_URL)) as url:
+        migrate(url)
+        yield url
+
+
+@contextmanager
+def api_server(env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "WARNING", "RATE_LIMITS_ENABLED": "false", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        process.stderr.read().decode() if process.stderr else "server died"
+                    ) from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def row(self, baseline: Result | None) -> str:
+        p50 = statistics.median(self.latencies) * 1000
+        p95 = statistics.quantiles(self.latencies, n=20)[18] * 1000 if len(self.latencies) > 20 else p50
+        ratio = f"{self.rate / baseline.rate:6.3f}" if baseline else "  1.000"
+        return f"{self.name:<28} {self.requests:>6} {self.rate:>10.1f} {p50:>9.1f} {p95:>9.1f} {ratio:>8}"
+
+
+HEADER = f"{'scenario':<28} {'reqs':>6} {'req/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'vs base':>8}"
+
+
+async def load(name: str, total: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> Result:
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for index in counter:
+            started = time.perf_counter()
+            await one(index)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Result(name, total, time.perf_counter() - started, latencies)
+
+
+def unique_email() -> str:
+    return f"bench-{uuid.uuid4().hex[:12]}@example.com"

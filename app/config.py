@@ -86,6 +86,24 @@ class Settings(BaseSettings):
     google_redirect_uri: str | None = None
     google_login_success_url: str | None = None
 
+    # --- billing -----------------------------------------------------------------------------------
+    # Where providers send the browser after checkout (default FRONTEND_URL/billing/success|cancel).
+    checkout_success_url: str | None = None
+    checkout_cancel_url: str | None = None
+    # USD prices of the plans in cents, "code=cents,..." (e.g. "basic=699,premium=1299"); applied to the
+    # catalogue at startup over the seeded defaults.
+    plan_prices_usd: str = ""
+    # Stripe Tax: compute tax automatically, and collect customers' tax ids (EU VAT) at checkout.
+    stripe_automatic_tax: bool = False
+    stripe_tax_id_collection: bool = False
+    # Dodo: a pay-what-you-want product for buying any number of credits, its price per credit and bounds.
+    dodo_credits_product_id: str | None = None
+    dodo_price_per_credit_cents: int = Field(default=5, ge=1)
+    dodo_min_custom_credits: int = Field(default=10, ge=1)
+    dodo_max_custom_credits: int = Field(default=100_000, ge=1)
+    # How long a response to a request with an Idempotency-Key is kept for replay.
+    idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
     # --- rate limits ("N/second|minute|hour|day"); storage is REDIS_URL when set, else memory ---------
     rate_limits_enabled: bool = True
     rate_limit_login_per_ip: str = "20/minute"
@@ -147,6 +165,12 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    @field_validator("plan_prices_usd")
+    @classmethod
+    def _price_overrides_parse(cls, value: str) -> str:
+        parse_price_overrides(value)
+        return value
+
     @field_validator("cors_origins", "clerk_authorized_parties", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -189,6 +213,18 @@ class Settings(BaseSettings):
         return self.google_login_success_url or f"{self.frontend_url}/auth/callback"
 
     @property
+    def usd_price_overrides(self) -> dict[str, int]:
+        return parse_price_overrides(self.plan_prices_usd)
+
+    @property
+    def resolved_checkout_success_url(self) -> str:
+        return self.checkout_success_url or f"{self.frontend_url}/billing/success"
+
+    @property
+    def resolved_checkout_cancel_url(self) -> str:
+        return self.checkout_cancel_url or f"{self.frontend_url}/billing/cancel"
+
+    @property
     def cookies_secure(self) -> bool:
         """Cookies are Secure whenever the API is served over HTTPS (always in production)."""
         return self.environment is Environment.production or self.public_base_url.startswith("https://")
@@ -208,6 +244,17 @@ class Settings(BaseSettings):
         if self.log_format == "auto":
             return not self.is_development
         return self.log_format == "json"
+
+
+def parse_price_overrides(raw: str) -> dict[str, int]:
+    """ "basic=699, premium=1299" -> {"basic": 699, "premium": 1299}."""
+    overrides = {}
+    for part in filter(None, (chunk.strip() for chunk in raw.split(","))):
+        code, _, cents = part.partition("=")
+        if not code.strip() or not cents.strip().isdigit():
+            raise ValueError(f"PLAN_PRICES_USD entry {part!r} is not code=cents")
+        overrides[code.strip()] = int(cents)
+    return overrides
 
 
 @lru_cache

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+from pydantic import SecretStr
 
 from app.config import Settings
 from app.db.session import Database
 from app.integrations.clerk import ClerkSessionVerifier
+from app.integrations.dodo_gateway import DodoGateway
 from app.integrations.email import EmailSender, build_email_sender
 from app.integrations.google import GoogleOAuthClient
 from app.integrations.rate_limit import RateLimiter
+from app.integrations.razorpay_gateway import RazorpayGateway
+from app.integrations.stripe_gateway import StripeGateway
 from app.security import LocalTokenCodec, PasswordHasher
 
 
@@ -26,6 +30,9 @@ class Container:
     rate_limiter: RateLimiter
     clerk: ClerkSessionVerifier | None
     google: GoogleOAuthClient | None
+    stripe: StripeGateway | None
+    razorpay: RazorpayGateway | None
+    dodo: DodoGateway | None
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:
@@ -44,11 +51,18 @@ class Container:
             rate_limiter=RateLimiter.for_redis_url(settings.redis_url, enabled=settings.rate_limits_enabled),
             clerk=_clerk(settings, http),
             google=_google(settings, http),
+            stripe=_stripe(settings),
+            razorpay=_razorpay(settings),
+            dodo=_dodo(settings),
         )
 
     async def aclose(self) -> None:
         await self.http.aclose()
         await self.rate_limiter.aclose()
+        if self.stripe is not None:
+            await self.stripe.aclose()
+        if self.dodo is not None:
+            await self.dodo.aclose()
 
 
 def _clerk(settings: Settings, http: httpx.AsyncClient) -> ClerkSessionVerifier | None:
@@ -75,4 +89,42 @@ def _google(settings: Settings, http: httpx.AsyncClient) -> GoogleOAuthClient | 
         auth_url=settings.google_auth_url,
         token_url=settings.google_token_url,
         jwks_url=settings.google_jwks_url,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None and value.get_secret_value() else None
+
+
+def _stripe(settings: Settings) -> StripeGateway | None:
+    secret_key = _secret(settings.stripe_secret_key)
+    if secret_key is None:
+        return None
+    return StripeGateway(
+        secret_key=secret_key,
+        webhook_secret=_secret(settings.stripe_webhook_secret),
+        api_base=settings.stripe_api_base,
+        automatic_tax=settings.stripe_automatic_tax,
+        tax_id_collection=settings.stripe_tax_id_collection,
+    )
+
+
+def _razorpay(settings: Settings) -> RazorpayGateway | None:
+    key_secret = _secret(settings.razorpay_key_secret)
+    if not settings.razorpay_key_id or key_secret is None:
+        return None
+    return RazorpayGateway(
+        key_id=settings.razorpay_key_id,
+        key_secret=key_secret,
+        webhook_secret=_secret(settings.razorpay_webhook_secret),
+        base_url=settings.razorpay_base_url,
+    )
+
+
+def _dodo(settings: Settings) -> DodoGateway | None:
+    api_key = _secret(settings.dodo_api_key)
+    if api_key is None:
+        return None
+    return DodoGateway(
+        api_key=api_key, webhook_secret=_secret(settings.dodo_webhook_secret), base_url=settings.dodo_base_url
     )

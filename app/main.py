@@ -18,6 +18,7 @@ from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import api_router, root_router
+from app.services import catalogue
 from app.tasks import maintenance
 
 log = structlog.get_logger("app.main")
@@ -37,6 +38,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("app.startup", environment=settings.environment.value)
+        if settings.usd_price_overrides:
+            async with database.session_scope() as session:
+                await catalogue.apply_usd_price_settings(session, settings.usd_price_overrides)
         housekeeping = asyncio.create_task(
             maintenance.run_forever(container, settings.maintenance_interval_seconds), name="maintenance"
         )

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from alembic import command
 from app.cli import alembic_config
-from app.db.session import create_engine
+from app.db.session import EngineOptions, create_engine
 
 DEFAULT_URLS = "sqlite"
 
@@ -44,7 +44,8 @@ def configured_databases() -> list[TestDatabase]:
 
 
 async def _admin_execute(admin_url: str, statement: str) -> None:
-    engine = create_engine(admin_url)
+    # Dropping a database waits for other sessions' locks: give it longer than a request would get.
+    engine = create_engine(admin_url, EngineOptions(statement_timeout_seconds=120))
     try:
         async with engine.connect() as connection:
             connection = await connection.execution_options(isolation_level="AUTOCOMMIT")

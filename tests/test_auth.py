@@ -38,7 +38,8 @@ class TestRegister:
         user = await session.scalar(select(User).where(User.email == "jane.doe@example.com"))
         assert user is not None
         assert user.email_verified_at is None
-        assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
+        assert user.password_hash is not None
+        assert user.password_hash.startswith("$argon2id$")
         assert user.plan == "free"
         bonus = await session.scalar(
             select(CreditLedgerEntry.amount).where(CreditLedgerEntry.reason == "signup_bonus")
@@ -198,7 +199,8 @@ class TestLogin:
         await sign_in(client, "legacy@example.com")
         session.expunge_all()
         upgraded = await session.scalar(select(User.password_hash).where(User.email == "legacy@example.com"))
-        assert upgraded is not None and upgraded.startswith("$argon2id$")
+        assert upgraded is not None
+        assert upgraded.startswith("$argon2id$")
         await sign_in(client, "legacy@example.com")  # the new hash verifies too
 
     async def test_access_token_lasts_ten_minutes(

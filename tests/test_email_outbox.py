@@ -86,10 +86,14 @@ async def test_gives_up_after_the_last_attempt(session: AsyncSession, database: 
 
 
 async def test_a_claimed_message_is_not_sent_twice(session: AsyncSession, database: Database) -> None:
-    await email_service.enqueue(session, to="y@example.com", subject="s", text="t", html=None, tag="test", user_id=None)
+    await email_service.enqueue(
+        session, to="y@example.com", subject="s", text="t", html=None, tag="test", user_id=None
+    )
     await session.flush()
     sender = FlakySender(failures=0)
-    sent = await email_service.deliver_due(database, sender) + await email_service.deliver_due(database, sender)
+    sent = await email_service.deliver_due(database, sender) + await email_service.deliver_due(
+        database, sender
+    )
     assert sent == 1
     assert len(sender.sent) == 1
 

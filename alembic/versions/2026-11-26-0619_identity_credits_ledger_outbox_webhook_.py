@@ -155,6 +155,7 @@ def upgrade() -> None:
         sa.Column("reference", sa.String(length=255), nullable=True),
         sa.Column("idempotency_key", sa.String(length=255), nullable=False),
         sa.Column("balance_after", sa.BigInteger(), nullable=False),
+        sa.Column("requested_amount", sa.BigInteger(), nullable=True),
         sa.Column("created_at", app.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(

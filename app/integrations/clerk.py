@@ -98,6 +98,9 @@ class ClerkSessionVerifier:
             if kid not in self._keys and self._may_refresh():
                 await self._refresh()
         if kid not in self._keys:
+            if not self._keys:
+                # Nothing was ever fetched (Clerk unreachable, refetch throttled): we cannot judge the token.
+                raise ClerkUnavailable("Clerk's signing keys are not available yet.")
             raise InvalidClerkToken("unknown kid")
         return self._keys[kid]
 

@@ -2,6 +2,17 @@
 
 from app.db.base import Base
 from app.models.auth import ApiKey, OneTimeToken, OneTimeTokenPurpose, RefreshToken, RevokedAccessToken
+from app.models.billing import (
+    CreditDebt,
+    IdempotencyRecord,
+    Order,
+    OrderStatus,
+    Plan,
+    PlanKind,
+    PlanPrice,
+    Provider,
+    Subscription,
+)
 from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
 from app.models.email import EmailStatus, OutboxEmail
 from app.models.user import User, UserRole
@@ -12,14 +23,23 @@ __all__ = [
     "ApiKey",
     "Base",
     "CreditAccount",
+    "CreditDebt",
     "CreditLedgerEntry",
     "EmailStatus",
+    "IdempotencyRecord",
     "LedgerReason",
     "OneTimeToken",
     "OneTimeTokenPurpose",
+    "Order",
+    "OrderStatus",
     "OutboxEmail",
+    "Plan",
+    "PlanKind",
+    "PlanPrice",
+    "Provider",
     "RefreshToken",
     "RevokedAccessToken",
+    "Subscription",
     "User",
     "UserRole",
     "WebhookEvent",

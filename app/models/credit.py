@@ -54,4 +54,6 @@ class CreditLedgerEntry(UUIDPrimaryKeyMixin, Base):
     reference: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     balance_after: Mapped[int] = mapped_column(BigInteger)
+    # What the caller asked for, where the movement may take less (a refund stops at a zero balance).
+    requested_amount: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

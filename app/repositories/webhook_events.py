@@ -36,6 +36,21 @@ class WebhookEventRepository(Repository[WebhookEvent]):
             select(WebhookEvent).where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
         )
 
+    async def get_for_update(self, provider: str, event_id: str) -> WebhookEvent | None:
+        return await self.session.scalar(
+            select(WebhookEvent)
+            .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
+    async def record_error(self, provider: str, event_id: str, error: str) -> None:
+        await self.session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+            .values(error=error[:4000])
+        )
+
     async def mark_handled(self, provider: str, event_id: str, now: datetime) -> None:
         await self.session.execute(
             update(WebhookEvent)

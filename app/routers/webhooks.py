@@ -5,6 +5,7 @@ from fastapi import APIRouter, Request
 from app.dependencies import ContainerDep, SessionDep
 from app.schemas.webhooks import WebhookAck
 from app.services import clerk as clerk_service
+from app.services import payment_webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -17,3 +18,26 @@ async def clerk_webhook(request: Request, session: SessionDep, container: Contai
     body = await request.body()
     processed = await clerk_service.receive_webhook(session, container, body, request.headers)
     return WebhookAck(status="processed" if processed else "duplicate")
+
+
+@router.post("/stripe", response_model=WebhookAck)
+async def stripe_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
+    """Stripe events, verified with Stripe-Signature (5 minute tolerance)."""
+    outcome = await payment_webhooks.receive_stripe(session, container, await request.body(), request.headers)
+    return WebhookAck(status=outcome)
+
+
+@router.post("/razorpay", response_model=WebhookAck)
+async def razorpay_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
+    """Razorpay events, verified with X-Razorpay-Signature (HMAC of the raw body)."""
+    outcome = await payment_webhooks.receive_razorpay(
+        session, container, await request.body(), request.headers
+    )
+    return WebhookAck(status=outcome)
+
+
+@router.post("/dodo", response_model=WebhookAck)
+async def dodo_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
+    """Dodo Payments events, verified as Standard Webhooks (webhook-id/-timestamp/-signature)."""
+    outcome = await payment_webhooks.receive_dodo(session, container, await request.body(), request.headers)
+    return WebhookAck(status=outcome)

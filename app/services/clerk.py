@@ -17,8 +17,8 @@ from app.errors import BadRequest, ProviderNotConfigured
 from app.integrations.clerk import InvalidWebhookSignature, verify_svix_webhook
 from app.models import User
 from app.repositories.users import UserRepository
-from app.repositories.webhook_events import WebhookEventRepository
 from app.services import users as users_service
+from app.services import webhook_inbox
 
 log = structlog.get_logger("app.clerk")
 PROVIDER = "clerk"
@@ -106,6 +106,7 @@ async def _create_or_get(session: AsyncSession, ctx: Container, profile: ClerkPr
         # A verified address that already has a local (or Google) account: it is the same person.
         existing = await repository.get_by_email(profile.email)
         if existing is not None and existing.clerk_id is None and existing.erased_at is None:
+            users_service.link_verified_owner(existing)
             existing.clerk_id = profile.clerk_id
             await session.flush()
             return existing
@@ -174,29 +175,34 @@ async def receive_webhook(
 async def handle_webhook(session: AsyncSession, ctx: Container, event_id: str, event: dict[str, Any]) -> bool:
     """Apply one verified delivery; False (and nothing changed) when this `svix-id` was seen before."""
     event_type = str(event.get("type", ""))
-    events = WebhookEventRepository(session)
-    if not await events.record(PROVIDER, event_id, event_type, event):
-        log.info("clerk.webhook_duplicate", event_id=event_id)
+    raw_data = event.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+
+    async def apply() -> bool:
+        if event_type in ("user.created", "user.updated") and "id" in data:
+            await sync_profile(session, ctx, ClerkProfile.from_user_object(data))
+            return True
+        if event_type == "user.deleted" and "id" in data:
+            await _delete(session, str(data["id"]))
+            return True
         return False
-    data = event.get("data") or {}
-    if event_type in ("user.created", "user.updated") and isinstance(data, dict) and "id" in data:
-        await sync_profile(session, ctx, ClerkProfile.from_user_object(data))
-    elif event_type == "user.deleted" and isinstance(data, dict) and "id" in data:
-        user = await UserRepository(session).get_by_clerk_id(str(data["id"]))
-        if user is not None:
-            await users_service.erase(session, user)
-        elif not await _was_erased(session, str(data["id"])):
-            # Deleted before its creation reached us: leave only the tombstone, so a late
-            # user.created cannot bring it back.
-            await UserRepository(session).add(
-                User(
-                    clerk_id=users_service.clerk_tombstone(str(data["id"])),
-                    is_active=False,
-                    erased_at=utcnow(),
-                    sessions_revoked_at=utcnow(),
-                )
+
+    outcome = await webhook_inbox.receive(session, PROVIDER, event_id, event_type, event, apply)
+    return outcome != "duplicate"
+
+
+async def _delete(session: AsyncSession, clerk_id: str) -> None:
+    user = await UserRepository(session).get_by_clerk_id(clerk_id)
+    if user is not None:
+        await users_service.erase(session, user)
+    elif not await _was_erased(session, clerk_id):
+        # Deleted before its creation reached us: leave only the tombstone, so a late user.created
+        # cannot bring it back.
+        await UserRepository(session).add(
+            User(
+                clerk_id=users_service.clerk_tombstone(clerk_id),
+                is_active=False,
+                erased_at=utcnow(),
+                sessions_revoked_at=utcnow(),
             )
-    else:
-        log.info("clerk.webhook_ignored", event_type=event_type)
-    await events.mark_handled(PROVIDER, event_id, utcnow())
-    return True
+        )

@@ -64,7 +64,7 @@ class Movement:
 
 @dataclass(frozen=True)
 class Refund:
-    taken: Movement | None
+    taken: Movement  # amount 0 when nothing was left to take
     shortfall: int  # millicredits that could not be clawed back because they were already spent
 
 
@@ -98,6 +98,12 @@ async def balance_of(session: AsyncSession, user_id: uuid.UUID) -> int:
     return account.balance if account else 0
 
 
+def _positive(amount: int) -> int:
+    if amount <= 0:
+        raise ValueError(f"a movement amount must be positive, got {amount}")
+    return amount
+
+
 async def grant(
     session: AsyncSession,
     user_id: uuid.UUID,
@@ -108,7 +114,7 @@ async def grant(
 ) -> Movement:
     if reason not in GRANT_REASONS:
         raise ValueError(f"{reason} is not a grant")
-    return await _move(session, user_id, amount, 0, reason, key, reference)
+    return await _move(session, user_id, _positive(amount), 0, reason, key, reference)
 
 
 async def debit(
@@ -120,13 +126,14 @@ async def debit(
     reference: str | None = None,
 ) -> Movement:
     """Spend now, all or nothing: 402 when the balance does not cover it."""
-    return await _move(session, user_id, -amount, 0, reason, key, reference)
+    return await _move(session, user_id, -_positive(amount), 0, reason, key, reference)
 
 
 async def reserve(
     session: AsyncSession, user_id: uuid.UUID, amount: int, key: str, reference: str | None = None
 ) -> Movement:
     """Hold credits for a job: they leave the balance now and are captured or released later."""
+    _positive(amount)
     return await _move(session, user_id, -amount, amount, LedgerReason.job_reserve, key, reference)
 
 
@@ -150,22 +157,35 @@ async def refund(
     reference: str | None = None,
     reason: LedgerReason = LedgerReason.refund,
 ) -> Refund:
-    """Claw back up to `amount`, never below zero; the part already spent is returned as `shortfall`."""
+    """Claw back up to `amount`, never below zero; the part already spent is returned as `shortfall`.
+    A row is written even when nothing could be taken, so the key is spent either way."""
+    _positive(amount)
     repository = CreditRepository(session)
-    existing = await repository.get_entry_by_key(key)
-    if existing is not None:
-        return Refund(Movement(existing, replayed=True), shortfall=amount + existing.amount)
     account = await repository.ensure_account(user_id)
     while True:
-        available = await repository.current_balance(account.id)
-        take = min(amount, available)
-        if take == 0:
-            return Refund(None, shortfall=amount)
+        existing = await repository.get_entry_by_key(key)
+        if existing is not None:
+            return _replayed_refund(existing, account.id, amount, reason)
+        take = min(amount, await repository.current_balance(account.id))
         try:
-            movement = await _move(session, user_id, -take, 0, reason, key, reference)
+            movement = await _move(session, user_id, -take, 0, reason, key, reference, requested=amount)
         except InsufficientCredits:
             continue  # spent concurrently between the read and the update: look again
+        if movement.replayed:
+            return _replayed_refund(movement.entry, account.id, amount, reason)
         return Refund(movement, shortfall=amount - take)
+
+
+def _replayed_refund(
+    existing: CreditLedgerEntry, account_id: uuid.UUID, amount: int, reason: LedgerReason
+) -> Refund:
+    if (
+        existing.account_id != account_id
+        or existing.reason != reason.value
+        or existing.requested_amount != amount
+    ):
+        raise IdempotencyKeyConflict()
+    return Refund(Movement(existing, replayed=True), shortfall=amount + existing.amount)
 
 
 async def _reservation(session: AsyncSession, reservation_key: str) -> CreditLedgerEntry:
@@ -196,14 +216,13 @@ async def _move(
     reason: LedgerReason,
     key: str,
     reference: str | None,
+    requested: int | None = None,
 ) -> Movement:
-    if balance_delta < 0 and reason in GRANT_REASONS:
-        raise ValueError("grants add credits")
     repository = CreditRepository(session)
+    account = await repository.ensure_account(user_id)
     existing = await repository.get_entry_by_key(key)
     if existing is not None:
-        return _replay(existing, balance_delta, reason)
-    account = await repository.ensure_account(user_id)
+        return _replay(existing, account.id, balance_delta, reason)
     try:
         async with session.begin_nested():
             balance = await repository.move(account.id, balance_delta, reserved_delta)
@@ -217,6 +236,7 @@ async def _move(
                     reference=reference,
                     idempotency_key=key,
                     balance_after=balance,
+                    requested_amount=requested,
                 )
             )
     except IntegrityError:
@@ -224,14 +244,21 @@ async def _move(
         existing = await repository.get_entry_by_key(key)
         if existing is None:
             raise
-        return _replay(existing, balance_delta, reason)
+        return _replay(existing, account.id, balance_delta, reason)
     return Movement(entry, replayed=False)
 
 
-def _replay(existing: CreditLedgerEntry, balance_delta: int, reason: LedgerReason) -> Movement:
-    if existing.reason != reason.value and not {existing.reason, reason.value} <= _SETTLE_REASONS:
+def _replay(
+    existing: CreditLedgerEntry, account_id: uuid.UUID, balance_delta: int, reason: LedgerReason
+) -> Movement:
+    """The movement under this key already happened. It must be the same movement: same account, and
+    the same reason and amount (a settlement may have gone either way; a refund may have taken less)."""
+    if existing.account_id != account_id:
         raise IdempotencyKeyConflict()
-    if existing.reason == reason.value and existing.amount != balance_delta and reason != LedgerReason.refund:
+    settling = {existing.reason, reason.value} <= _SETTLE_REASONS
+    if not settling and existing.reason != reason.value:
+        raise IdempotencyKeyConflict()
+    if not settling and reason is not LedgerReason.refund and existing.amount != balance_delta:
         raise IdempotencyKeyConflict()
     return Movement(existing, replayed=True)
 

@@ -144,8 +144,8 @@ async def _find_or_create(
         existing = await repository.get_by_email(normalized)
         if existing is not None and existing.is_active and existing.erased_at is None:
             # Google vouches for the address, so it is the owner of the existing account.
+            users_service.link_verified_owner(existing)
             existing.google_sub = subject
-            existing.email_verified_at = existing.email_verified_at or utcnow()
             await session.flush()
             return existing
     if normalized and (not email_verified or await repository.get_by_email(normalized) is not None):

@@ -8,13 +8,16 @@ from app.repositories.auth_tokens import (
     RefreshTokenRepository,
     RevokedAccessTokenRepository,
 )
+from app.repositories.billing import IdempotencyRepository
 
 
 async def sweep_expired(session: AsyncSession) -> dict[str, int]:
-    """Rows past their expiry protect nothing any more: an expired token fails on its own `exp`."""
+    """Rows past their expiry protect nothing any more: an expired token fails on its own `exp`, an
+    expired idempotency key may be reused."""
     now = utcnow()
     return {
         "revoked_access_tokens": await RevokedAccessTokenRepository(session).delete_expired(now),
         "refresh_tokens": await RefreshTokenRepository(session).delete_expired(now),
         "one_time_tokens": await OneTimeTokenRepository(session).delete_expired(now),
+        "idempotency_keys": await IdempotencyRepository(session).delete_expired(now),
     }

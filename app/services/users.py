@@ -127,6 +127,17 @@ async def erase(session: AsyncSession, user: User) -> None:
     await session.flush()
 
 
+def link_verified_owner(user: User) -> None:
+    """Someone proved (through Clerk or Google) that they own this account's address. If the account
+    never proved it, whoever registered it may not be that owner (pre-account takeover): the password
+    they chose and any session they hold stop working."""
+    now = utcnow()
+    if user.email_verified_at is None:
+        user.password_hash = None
+        user.sessions_revoked_at = now
+        user.email_verified_at = now
+
+
 def clerk_tombstone(clerk_id: str) -> str:
     return "deleted:" + hashlib.sha256(clerk_id.encode()).hexdigest()[:32]
 

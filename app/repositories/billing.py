@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import CursorResult
+
+from app.db.upsert import insert_if_absent
+from app.models import CreditDebt, IdempotencyRecord, Order, OrderStatus, Plan, PlanPrice, Subscription
+from app.repositories.base import Repository
+
+
+class PlanRepository(Repository[Plan]):
+    model = Plan
+
+    async def list_active(self) -> list[tuple[Plan, list[PlanPrice]]]:
+        plans = list(
+            await self.session.scalars(select(Plan).where(Plan.is_active.is_(True)).order_by(Plan.sort_order))
+        )
+        prices = await self.prices_for([plan.id for plan in plans])
+        return [(plan, prices.get(plan.id, [])) for plan in plans]
+
+    async def prices_for(self, plan_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[PlanPrice]]:
+        grouped: dict[uuid.UUID, list[PlanPrice]] = {}
+        if not plan_ids:
+            return grouped
+        result = await self.session.scalars(
+            select(PlanPrice).where(PlanPrice.plan_id.in_(plan_ids)).order_by(PlanPrice.currency)
+        )
+        for price in result:
+            grouped.setdefault(price.plan_id, []).append(price)
+        return grouped
+
+    async def get_by_code(self, code: str) -> Plan | None:
+        return await self.session.scalar(select(Plan).where(Plan.code == code))
+
+    async def set_price(self, plan_id: uuid.UUID, currency: str, amount: int) -> None:
+        await self.session.execute(
+            update(PlanPrice)
+            .where(PlanPrice.plan_id == plan_id, PlanPrice.currency == currency)
+            .values(amount=amount)
+        )
+
+
+class OrderRepository(Repository[Order]):
+    model = Order
+
+    async def get_for_user(self, order_id: uuid.UUID, user_id: uuid.UUID) -> Order | None:
+        return await self.session.scalar(select(Order).where(Order.id == order_id, Order.user_id == user_id))
+
+    async def get_by_provider_order_id(self, provider: str, provider_order_id: str) -> Order | None:
+        return await self.session.scalar(
+            select(Order).where(Order.provider == provider, Order.provider_order_id == provider_order_id)
+        )
+
+    async def get_by_provider_payment_id(self, provider: str, provider_payment_id: str) -> Order | None:
+        return await self.session.scalar(
+            select(Order).where(Order.provider == provider, Order.provider_payment_id == provider_payment_id)
+        )
+
+    async def mark_paid(self, order_id: uuid.UUID, payment_id: str | None, now: datetime) -> bool:
+        """created/failed -> paid, once: concurrent fulfilments of one payment serialize on the row and
+        only the first sees a status it may change."""
+        values: dict[str, Any] = {"status": OrderStatus.paid.value, "paid_at": now, "updated_at": now}
+        if payment_id is not None:
+            values["provider_payment_id"] = payment_id
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            update(Order)
+            .where(
+                Order.id == order_id, Order.status.in_([OrderStatus.created.value, OrderStatus.failed.value])
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    async def mark_failed(self, order_id: uuid.UUID, reason: str, now: datetime) -> bool:
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            update(Order)
+            .where(Order.id == order_id, Order.status == OrderStatus.created.value)
+            .values(status=OrderStatus.failed.value, failure_reason=reason[:500], updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    async def list_for_user(self, user_id: uuid.UUID, limit: int) -> list[Order]:
+        result = await self.session.scalars(
+            select(Order)
+            .where(Order.user_id == user_id)
+            .order_by(Order.created_at.desc(), Order.id.desc())
+            .limit(limit)
+        )
+        return list(result)
+
+
+class SubscriptionRepository(Repository[Subscription]):
+    model = Subscription
+
+    async def get_by_provider_id(self, provider: str, provider_subscription_id: str) -> Subscription | None:
+        return await self.session.scalar(
+            select(Subscription).where(
+                Subscription.provider == provider,
+                Subscription.provider_subscription_id == provider_subscription_id,
+            )
+        )
+
+    async def ensure(self, values: dict[str, Any]) -> Subscription:
+        await insert_if_absent(self.session, Subscription, {"id": uuid.uuid4(), **values})
+        subscription = await self.get_by_provider_id(values["provider"], values["provider_subscription_id"])
+        assert subscription is not None
+        return subscription
+
+
+class CreditDebtRepository(Repository[CreditDebt]):
+    model = CreditDebt
+
+    async def record(self, values: dict[str, Any]) -> None:
+        await insert_if_absent(self.session, CreditDebt, {"id": uuid.uuid4(), **values})
+
+    async def list_for_user(self, user_id: uuid.UUID) -> list[CreditDebt]:
+        return list(await self.session.scalars(select(CreditDebt).where(CreditDebt.user_id == user_id)))
+
+
+class IdempotencyRepository(Repository[IdempotencyRecord]):
+    model = IdempotencyRecord
+
+    async def claim(self, values: dict[str, Any]) -> bool:
+        return await insert_if_absent(self.session, IdempotencyRecord, {"id": uuid.uuid4(), **values})
+
+    async def find(self, user_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+        return await self.session.scalar(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key
+            )
+        )
+
+    async def delete_expired(self, now: datetime) -> int:
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now)
+        )
+        return result.rowcount

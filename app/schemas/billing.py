@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.schemas.base import Schema
+from app.schemas.users import Credits
+
+Currency = Field(default="USD", pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code.")
+
+
+class PriceOut(Schema):
+    currency: str
+    amount: int = Field(description="Minor units (cents, paise).")
+    providers: list[str]
+
+
+class PlanOut(Schema):
+    id: uuid.UUID
+    code: str
+    name: str
+    description: str | None
+    kind: str
+    credits: Credits
+    interval: str | None
+    prices: list[PriceOut]
+
+
+class CreateOrderIn(Schema):
+    plan_id: str = Field(min_length=1, max_length=64, description="Plan id or code.")
+
+
+class RazorpayOrderOut(Schema):
+    order_id: uuid.UUID
+    key_id: str
+    razorpay_order_id: str
+    amount: int
+    currency: str
+    credits: Credits
+
+
+class VerifyOrderIn(Schema):
+    razorpay_order_id: str = Field(min_length=1, max_length=64)
+    razorpay_payment_id: str = Field(min_length=1, max_length=64)
+    razorpay_signature: str = Field(min_length=1, max_length=128)
+
+
+class CheckoutIn(Schema):
+    provider: Literal["stripe", "dodo"] = "stripe"
+    plan_id: str | None = Field(default=None, min_length=1, max_length=64)
+    credits: int | None = Field(
+        default=None, ge=1, description="Dodo only: buy this many credits instead of a plan."
+    )
+    currency: str = Currency
+
+
+class SubscribeIn(Schema):
+    plan_id: str = Field(min_length=1, max_length=64)
+    currency: str = Currency
+
+
+class CheckoutOut(Schema):
+    order_id: uuid.UUID
+    provider: str
+    checkout_url: str
+    session_id: str
+
+
+class OrderOut(Schema):
+    id: uuid.UUID
+    provider: str
+    plan_id: uuid.UUID | None
+    kind: str
+    status: str
+    credits: Credits
+    amount: int
+    currency: str
+    provider_order_id: str | None
+    provider_payment_id: str | None
+    refunded_amount: int
+    billing_country: str | None
+    customer_tax_ids: list[dict[str, Any]] | None
+    tax_amount: int | None
+    created_at: datetime
+    paid_at: datetime | None
+
+
+class OrderVerifiedOut(Schema):
+    success: bool
+    order: OrderOut
+    credits: Credits = Field(description="Balance after the purchase.")

@@ -1,0 +1,362 @@
+"""Orders with Razorpay, Stripe and Dodo: created here, paid by a client verification or a webhook,
+credited exactly once whichever comes first and however often each arrives."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Container
+from app.db.base import utcnow
+from app.errors import AppError, BadRequest, ProviderNotConfigured, ServiceUnavailable
+from app.integrations.dodo_gateway import DodoGateway
+from app.integrations.payments import CheckoutRequest, InvalidPaymentSignature, PaymentGatewayError
+from app.integrations.razorpay_gateway import RazorpayGateway
+from app.integrations.stripe_gateway import StripeGateway
+from app.models import LedgerReason, Order, OrderStatus, PlanKind, Provider, Subscription, User
+from app.repositories.billing import CreditDebtRepository, OrderRepository, SubscriptionRepository
+from app.repositories.users import UserRepository
+from app.services import credits
+from app.services.catalogue import PricedPlan, get_active_plan, providers_for
+
+log = structlog.get_logger("app.billing")
+FREE_PLAN = "free"
+
+
+class ProviderError(AppError):
+    status_code = 502
+    code = "payment_provider_error"
+    default_detail = "The payment provider refused the request."
+
+
+class InvalidPaymentVerification(BadRequest):
+    code = "invalid_signature"
+    default_detail = "The payment signature does not match."
+
+
+class PlanNotAvailable(BadRequest):
+    code = "plan_not_available"
+
+
+def _require(gateway: Any, name: str) -> Any:
+    if gateway is None:
+        raise ProviderNotConfigured(f"{name} is not configured on this server.")
+    return gateway
+
+
+def _gateway_error(exc: PaymentGatewayError) -> AppError:
+    if exc.retryable:
+        return ServiceUnavailable(f"{exc} Retry shortly.")
+    return ProviderError(str(exc))
+
+
+def _metadata(order: Order, user: User) -> dict[str, str]:
+    return {"order_id": str(order.id), "user_id": str(user.id), "plan_id": str(order.plan_id or "")}
+
+
+async def _new_order(
+    session: AsyncSession,
+    user: User,
+    provider: Provider,
+    priced: PricedPlan | None,
+    currency: str,
+    **fields: Any,
+) -> Order:
+    if priced is not None:
+        price = priced.price(currency)
+        if price is None:
+            raise PlanNotAvailable(f"{priced.plan.name} is not sold in {currency}.")
+        fields.setdefault("amount", price.amount)
+        fields.setdefault("credits", priced.plan.credits)
+        fields.setdefault("kind", priced.plan.kind)
+        fields.setdefault("plan_id", priced.plan.id)
+    return await OrderRepository(session).add(
+        Order(user_id=user.id, provider=provider.value, currency=currency.upper(), **fields)
+    )
+
+
+# --- Razorpay (orders + Checkout handler verification) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class RazorpayOrder:
+    order: Order
+    key_id: str
+
+
+async def create_razorpay_order(
+    session: AsyncSession, ctx: Container, user: User, plan_ref: str
+) -> RazorpayOrder:
+    gateway: RazorpayGateway = _require(ctx.razorpay, "Razorpay")
+    priced = await get_active_plan(session, plan_ref)
+    if priced.plan.kind != PlanKind.credit_pack:
+        raise PlanNotAvailable("Razorpay sells credit packs; use payment/subscribe for subscriptions.")
+    order = await _new_order(session, user, Provider.razorpay, priced, "INR")
+    try:
+        created = await gateway.create_order(
+            amount=order.amount, currency=order.currency, receipt=order.id.hex, notes=_metadata(order, user)
+        )
+    except PaymentGatewayError as exc:
+        raise _gateway_error(exc) from exc
+    order.provider_order_id = str(created["id"])
+    await session.flush()
+    return RazorpayOrder(order, gateway.key_id)
+
+
+async def verify_razorpay_payment(
+    session: AsyncSession, ctx: Container, user: User, *, order_id: str, payment_id: str, signature: str
+) -> Order:
+    gateway: RazorpayGateway = _require(ctx.razorpay, "Razorpay")
+    try:
+        gateway.verify_payment(order_id=order_id, payment_id=payment_id, signature=signature)
+    except InvalidPaymentSignature as exc:
+        raise InvalidPaymentVerification() from exc
+    order = await OrderRepository(session).get_by_provider_order_id(Provider.razorpay.value, order_id)
+    if order is None or order.user_id != user.id:
+        raise InvalidPaymentVerification("This payment does not belong to one of your orders.")
+    await fulfil(session, order, payment_id)
+    return order
+
+
+# --- hosted checkouts (Stripe, Dodo) ---------------------------------------------------------------
+
+
+async def create_checkout(
+    session: AsyncSession,
+    ctx: Container,
+    user: User,
+    *,
+    provider: Provider,
+    plan_ref: str | None,
+    custom_credits: int | None,
+    currency: str,
+    idempotency_key: str,
+) -> Order:
+    settings = ctx.settings
+    if provider is Provider.stripe:
+        stripe: StripeGateway = _require(ctx.stripe, "Stripe")
+        if plan_ref is None:
+            raise PlanNotAvailable("Stripe checkout needs a plan_id.")
+        priced = await get_active_plan(session, plan_ref)
+        order = await _new_order(session, user, provider, priced, currency)
+        return await _stripe_checkout(session, stripe, ctx, user, order, priced, idempotency_key)
+    if provider is Provider.dodo:
+        dodo: DodoGateway = _require(ctx.dodo, "Dodo Payments")
+        if plan_ref is not None:
+            priced = await get_active_plan(session, plan_ref)
+            if Provider.dodo.value not in providers_for(ctx, priced.plan, currency.upper()):
+                raise PlanNotAvailable(f"{priced.plan.name} is not sold through Dodo Payments.")
+            order = await _new_order(session, user, provider, priced, currency)
+            product_id, amount = priced.plan.dodo_product_id, None
+        else:
+            credits_wanted = _custom_credits(settings, custom_credits)
+            product_id = settings.dodo_credits_product_id
+            if not product_id:
+                raise PlanNotAvailable(
+                    "Buying a custom amount of credits is not enabled (DODO_CREDITS_PRODUCT_ID)."
+                )
+            amount = credits_wanted * settings.dodo_price_per_credit_cents
+            order = await _new_order(
+                session,
+                user,
+                provider,
+                None,
+                currency,
+                amount=amount,
+                credits=credits_wanted * 1000,
+                kind=PlanKind.credit_pack.value,
+            )
+        assert product_id is not None
+        try:
+            hosted = await dodo.create_checkout(
+                product_id=product_id,
+                quantity=1,
+                amount=amount,
+                customer_email=user.email,
+                metadata=_metadata(order, user),
+                return_url=settings.resolved_checkout_success_url,
+                cancel_url=settings.resolved_checkout_cancel_url,
+            )
+        except PaymentGatewayError as exc:
+            raise _gateway_error(exc) from exc
+        order.provider_order_id, order.checkout_url = hosted.session_id, hosted.url
+        await session.flush()
+        return order
+    raise PlanNotAvailable("Razorpay uses orders/create-order, not a hosted checkout.")
+
+
+def _custom_credits(settings: Any, wanted: int | None) -> int:
+    low, high = settings.dodo_min_custom_credits, settings.dodo_max_custom_credits
+    if wanted is None or not low <= wanted <= high:
+        raise PlanNotAvailable(f"Choose a plan_id, or between {low} and {high} credits.")
+    return wanted
+
+
+async def subscribe(
+    session: AsyncSession, ctx: Container, user: User, plan_ref: str, currency: str, idempotency_key: str
+) -> Order:
+    stripe: StripeGateway = _require(ctx.stripe, "Stripe")
+    priced = await get_active_plan(session, plan_ref)
+    if priced.plan.kind != PlanKind.subscription:
+        raise PlanNotAvailable(f"{priced.plan.name} is not a subscription.")
+    order = await _new_order(session, user, Provider.stripe, priced, currency)
+    return await _stripe_checkout(session, stripe, ctx, user, order, priced, idempotency_key)
+
+
+async def _stripe_checkout(
+    session: AsyncSession,
+    stripe: StripeGateway,
+    ctx: Container,
+    user: User,
+    order: Order,
+    priced: PricedPlan,
+    idempotency_key: str,
+) -> Order:
+    request = CheckoutRequest(
+        order_id=str(order.id),
+        user_id=str(user.id),
+        customer_email=user.email,
+        product_name=priced.plan.name,
+        amount=order.amount,
+        currency=order.currency,
+        recurring_interval=priced.plan.interval if priced.plan.kind == PlanKind.subscription else None,
+        success_url=ctx.settings.resolved_checkout_success_url + "?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url=ctx.settings.resolved_checkout_cancel_url,
+        metadata=_metadata(order, user),
+    )
+    try:
+        # Keyed by our order: a retry of this call can never open a second session for one order.
+        hosted = await stripe.create_checkout(
+            request, idempotency_key=f"pixforge-order-{order.id}-{idempotency_key}"
+        )
+    except PaymentGatewayError as exc:
+        raise _gateway_error(exc) from exc
+    order.provider_order_id, order.checkout_url = hosted.session_id, hosted.url
+    await session.flush()
+    return order
+
+
+async def list_orders(session: AsyncSession, user: User, limit: int = 100) -> list[Order]:
+    return await OrderRepository(session).list_for_user(user.id, limit)
+
+
+# --- effects shared by verifications and webhooks --------------------------------------------------
+
+
+async def fulfil(session: AsyncSession, order: Order, payment_id: str | None) -> bool:
+    """Mark the order paid and grant its credits, once. True when this call did it."""
+    if not await OrderRepository(session).mark_paid(order.id, payment_id, utcnow()):
+        return False
+    await session.refresh(order)
+    if order.kind == PlanKind.credit_pack:
+        await credits.grant(
+            session,
+            order.user_id,
+            order.credits,
+            LedgerReason.purchase,
+            key=f"order:{order.id}",
+            reference=f"{order.provider}:{payment_id or order.provider_order_id}",
+        )
+    log.info("billing.order_paid", order_id=str(order.id), provider=order.provider)
+    return True
+
+
+async def fail(session: AsyncSession, order: Order, reason: str) -> None:
+    if await OrderRepository(session).mark_failed(order.id, reason, utcnow()):
+        log.info("billing.order_failed", order_id=str(order.id), provider=order.provider)
+
+
+async def refund(session: AsyncSession, order: Order, refunded_total: int, key: str) -> None:
+    """The provider has refunded `refunded_total` (minor units, cumulative) of this order: take back the
+    matching share of its credits, never below a zero balance; what was already spent becomes a debt."""
+    delta = refunded_total - order.refunded_amount
+    if delta <= 0 or order.amount <= 0:
+        return
+    share = order.credits * min(delta, order.amount) // order.amount
+    order.refunded_amount = refunded_total
+    if refunded_total >= order.amount:
+        order.status = OrderStatus.refunded.value
+    if share > 0 and order.kind == PlanKind.credit_pack and order.paid_at is not None:
+        outcome = await credits.refund(session, order.user_id, share, key=key, reference=f"order:{order.id}")
+        if outcome.shortfall > 0:
+            await CreditDebtRepository(session).record(
+                {
+                    "user_id": order.user_id,
+                    "order_id": order.id,
+                    "amount": outcome.shortfall,
+                    "reason": "refund",
+                    "reference": key,
+                    "created_at": utcnow(),
+                }
+            )
+            log.warning("billing.refund_shortfall", order_id=str(order.id), shortfall=outcome.shortfall)
+    await session.flush()
+
+
+async def subscription_paid(
+    session: AsyncSession,
+    *,
+    provider: Provider,
+    subscription_id: str,
+    user_id: uuid.UUID,
+    plan_ref: str,
+    period_key: str,
+    current_period_end: Any = None,
+) -> None:
+    """A billing period was paid: its credits (once per period) and the subscriber's plan."""
+    priced = await get_active_plan(session, plan_ref)
+    subscription = await SubscriptionRepository(session).ensure(
+        {
+            "user_id": user_id,
+            "plan_id": priced.plan.id,
+            "provider": provider.value,
+            "provider_subscription_id": subscription_id,
+            "status": "active",
+        }
+    )
+    subscription.status = "active"
+    if current_period_end is not None:
+        subscription.current_period_end = current_period_end
+    await credits.grant(
+        session,
+        user_id,
+        priced.plan.credits,
+        LedgerReason.subscription,
+        key=period_key,
+        reference=subscription_id,
+    )
+    user = await UserRepository(session).get(user_id)
+    if user is not None and priced.plan.grants_plan:
+        user.plan = priced.plan.grants_plan
+    await session.flush()
+
+
+async def subscription_changed(
+    session: AsyncSession,
+    *,
+    provider: Provider,
+    subscription_id: str,
+    status: str,
+    cancel_at_period_end: bool = False,
+    current_period_end: Any = None,
+    ended: bool = False,
+) -> Subscription | None:
+    """Status changes; when it has ended, the subscriber is back on the free plan."""
+    subscription = await SubscriptionRepository(session).get_by_provider_id(provider.value, subscription_id)
+    if subscription is None:
+        return None
+    subscription.status = status
+    subscription.cancel_at_period_end = cancel_at_period_end
+    if current_period_end is not None:
+        subscription.current_period_end = current_period_end
+    if ended:
+        subscription.ended_at = utcnow()
+        user = await UserRepository(session).get(subscription.user_id)
+        if user is not None:
+            user.plan = FREE_PLAN
+    await session.flush()
+    return subscription

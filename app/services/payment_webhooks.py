@@ -1,0 +1,306 @@
+"""Stripe, Razorpay and Dodo webhooks: verified on the raw body, recorded in the inbox, applied once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Container
+from app.errors import BadRequest, ProviderNotConfigured
+from app.integrations.payments import InvalidPaymentSignature, json_object
+from app.models import Order, Provider
+from app.repositories.billing import OrderRepository
+from app.services import billing, webhook_inbox
+from app.services.webhook_inbox import Outcome
+
+log = structlog.get_logger("app.payment_webhooks")
+ENDED_STRIPE_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
+
+
+class InvalidWebhookSignature(BadRequest):
+    code = "invalid_signature"
+    default_detail = "The webhook signature is missing, wrong or too old."
+
+
+def _timestamp(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int) else None
+
+
+async def _order_from_metadata(
+    session: AsyncSession, provider: Provider, metadata: dict[str, Any]
+) -> Order | None:
+    try:
+        order_id = uuid.UUID(str(metadata.get("order_id")))
+    except ValueError:
+        return None
+    order = await OrderRepository(session).get(order_id)
+    return order if order is not None and order.provider == provider.value else None
+
+
+# --- Stripe ----------------------------------------------------------------------------------------
+
+
+async def receive_stripe(
+    session: AsyncSession, ctx: Container, body: bytes, headers: Mapping[str, str]
+) -> Outcome:
+    if ctx.stripe is None or not ctx.settings.stripe_webhook_secret:
+        raise ProviderNotConfigured("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET).")
+    try:
+        event = ctx.stripe.verify_event(body, headers.get("stripe-signature"))
+    except InvalidPaymentSignature as exc:
+        log.warning("stripe.webhook_rejected", reason=str(exc))
+        raise InvalidWebhookSignature() from exc
+    event_type = str(event.get("type"))
+    data = json_object(json_object(event.get("data")).get("object"))
+
+    async def apply() -> bool:
+        return await _apply_stripe(session, event_type, data)
+
+    return await webhook_inbox.receive(
+        session, Provider.stripe.value, str(event["id"]), event_type, event, apply
+    )
+
+
+async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
+    if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        order = await _stripe_session_order(session, data)
+        if order is None:
+            return False
+        _record_stripe_tax(order, data)
+        if data.get("payment_status") == "paid" or event_type.endswith("async_payment_succeeded"):
+            if data.get("mode") == "subscription":
+                order.provider_subscription_id = (
+                    data.get("subscription") if isinstance(data.get("subscription"), str) else None
+                )
+            await billing.fulfil(
+                session,
+                order,
+                data.get("payment_intent") if isinstance(data.get("payment_intent"), str) else None,
+            )
+        return True
+    if event_type in ("checkout.session.async_payment_failed", "checkout.session.expired"):
+        order = await _stripe_session_order(session, data)
+        if order is not None:
+            await billing.fail(session, order, event_type)
+        return order is not None
+    if event_type == "invoice.paid":
+        details = json_object(json_object(data.get("parent")).get("subscription_details"))
+        subscription_id, metadata = details.get("subscription"), json_object(details.get("metadata"))
+        if not isinstance(subscription_id, str) or not metadata.get("user_id") or not metadata.get("plan_id"):
+            return False
+        period_end = max(
+            (
+                json_object(line.get("period")).get("end", 0)
+                for line in json_object(data.get("lines")).get("data", [])
+                if isinstance(line, dict)
+            ),
+            default=None,
+        )
+        await billing.subscription_paid(
+            session,
+            provider=Provider.stripe,
+            subscription_id=subscription_id,
+            user_id=uuid.UUID(str(metadata["user_id"])),
+            plan_ref=str(metadata["plan_id"]),
+            period_key=f"stripe_invoice:{data['id']}",
+            current_period_end=_timestamp(period_end),
+        )
+        return True
+    if event_type in ("customer.subscription.updated", "customer.subscription.deleted"):
+        items = json_object(data.get("items")).get("data") or [{}]
+        status = str(data.get("status"))
+        changed = await billing.subscription_changed(
+            session,
+            provider=Provider.stripe,
+            subscription_id=str(data.get("id")),
+            status=status,
+            cancel_at_period_end=bool(data.get("cancel_at_period_end")),
+            current_period_end=_timestamp(json_object(items[0]).get("current_period_end")),
+            ended=event_type.endswith("deleted") or status in ENDED_STRIPE_STATUSES,
+        )
+        return changed is not None
+    if event_type == "charge.refunded":
+        payment_intent = data.get("payment_intent")
+        order = (
+            await OrderRepository(session).get_by_provider_payment_id(Provider.stripe.value, payment_intent)
+            if isinstance(payment_intent, str)
+            else None
+        )
+        if order is None:
+            return False
+        refunded = int(data.get("amount_refunded") or 0)
+        await billing.refund(session, order, refunded, key=f"stripe_refund:{data.get('id')}:{refunded}")
+        return True
+    return False
+
+
+async def _stripe_session_order(session: AsyncSession, data: dict[str, Any]) -> Order | None:
+    order = await _order_from_metadata(session, Provider.stripe, json_object(data.get("metadata")))
+    if order is None and isinstance(data.get("id"), str):
+        order = await OrderRepository(session).get_by_provider_order_id(Provider.stripe.value, data["id"])
+    return order
+
+
+def _record_stripe_tax(order: Order, data: dict[str, Any]) -> None:
+    details = json_object(data.get("customer_details"))
+    country = json_object(details.get("address")).get("country")
+    if isinstance(country, str):
+        order.billing_country = country[:2]
+    tax_ids = details.get("tax_ids")
+    if isinstance(tax_ids, list) and tax_ids:
+        order.customer_tax_ids = [
+            {"type": item.get("type"), "value": item.get("value")}
+            for item in tax_ids
+            if isinstance(item, dict)
+        ]
+    tax = json_object(data.get("total_details")).get("amount_tax")
+    if isinstance(tax, int):
+        order.tax_amount = tax
+
+
+# --- Razorpay --------------------------------------------------------------------------------------
+
+
+async def receive_razorpay(
+    session: AsyncSession, ctx: Container, body: bytes, headers: Mapping[str, str]
+) -> Outcome:
+    if ctx.razorpay is None or not ctx.settings.razorpay_webhook_secret:
+        raise ProviderNotConfigured("Razorpay webhooks are not configured (RAZORPAY_WEBHOOK_SECRET).")
+    try:
+        event = ctx.razorpay.verify_event(body, headers.get("x-razorpay-signature"))
+    except InvalidPaymentSignature as exc:
+        log.warning("razorpay.webhook_rejected", reason=str(exc))
+        raise InvalidWebhookSignature() from exc
+    event_type = str(event.get("event"))
+    payload = json_object(event.get("payload"))
+    payment = json_object(json_object(payload.get("payment")).get("entity"))
+    # Razorpay sends a unique id per event in a header; fall back to the event's own content.
+    event_id = (
+        headers.get("x-razorpay-event-id") or f"{event_type}:{payment.get('id')}:{event.get('created_at')}"
+    )
+
+    async def apply() -> bool:
+        return await _apply_razorpay(session, event_type, payload, payment)
+
+    return await webhook_inbox.receive(session, Provider.razorpay.value, event_id, event_type, event, apply)
+
+
+async def _apply_razorpay(
+    session: AsyncSession, event_type: str, payload: dict[str, Any], payment: dict[str, Any]
+) -> bool:
+    orders = OrderRepository(session)
+    if event_type in ("payment.captured", "order.paid", "payment.failed"):
+        order_id = payment.get("order_id") or json_object(
+            json_object(payload.get("order")).get("entity")
+        ).get("id")
+        order = (
+            await orders.get_by_provider_order_id(Provider.razorpay.value, str(order_id))
+            if order_id
+            else None
+        )
+        if order is None:
+            return False
+        if event_type == "payment.failed":
+            await billing.fail(session, order, str(payment.get("error_description") or "payment failed"))
+        else:
+            await billing.fulfil(session, order, str(payment["id"]) if payment.get("id") else None)
+        return True
+    if event_type == "refund.processed":
+        refund = json_object(json_object(payload.get("refund")).get("entity"))
+        payment_id = refund.get("payment_id") or payment.get("id")
+        order = (
+            await orders.get_by_provider_payment_id(Provider.razorpay.value, str(payment_id))
+            if payment_id
+            else None
+        )
+        if order is None:
+            return False
+        amount = int(refund.get("amount") or 0)
+        await billing.refund(
+            session, order, order.refunded_amount + amount, key=f"razorpay_refund:{refund.get('id')}"
+        )
+        return True
+    return False
+
+
+# --- Dodo ------------------------------------------------------------------------------------------
+
+
+async def receive_dodo(
+    session: AsyncSession, ctx: Container, body: bytes, headers: Mapping[str, str]
+) -> Outcome:
+    if ctx.dodo is None or not ctx.settings.dodo_webhook_secret:
+        raise ProviderNotConfigured("Dodo Payments webhooks are not configured (DODO_WEBHOOK_SECRET).")
+    try:
+        event = ctx.dodo.verify_event(body, headers)
+    except InvalidPaymentSignature as exc:
+        log.warning("dodo.webhook_rejected", reason=str(exc))
+        raise InvalidWebhookSignature() from exc
+    event_type = str(event.get("type"))
+    data = json_object(event.get("data"))
+
+    async def apply() -> bool:
+        return await _apply_dodo(session, event_type, data)
+
+    event_id = headers.get("webhook-id", "")
+    return await webhook_inbox.receive(session, Provider.dodo.value, event_id, event_type, event, apply)
+
+
+async def _apply_dodo(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
+    metadata = json_object(data.get("metadata"))
+    if event_type in ("payment.succeeded", "payment.failed", "payment.cancelled"):
+        order = await _order_from_metadata(session, Provider.dodo, metadata)
+        if order is None and isinstance(data.get("checkout_session_id"), str):
+            order = await OrderRepository(session).get_by_provider_order_id(
+                Provider.dodo.value, data["checkout_session_id"]
+            )
+        if order is None:
+            return False
+        if event_type == "payment.succeeded":
+            await billing.fulfil(session, order, str(data.get("payment_id")))
+        else:
+            await billing.fail(session, order, str(data.get("error_message") or event_type))
+        return True
+    if event_type == "refund.succeeded":
+        order = await OrderRepository(session).get_by_provider_payment_id(
+            Provider.dodo.value, str(data.get("payment_id"))
+        )
+        if order is None:
+            return False
+        amount = int(data.get("amount") or 0)
+        await billing.refund(
+            session, order, order.refunded_amount + amount, key=f"dodo_refund:{data.get('refund_id')}"
+        )
+        return True
+    if event_type in ("subscription.active", "subscription.renewed"):
+        if not metadata.get("user_id") or not metadata.get("plan_id"):
+            return False
+        await billing.subscription_paid(
+            session,
+            provider=Provider.dodo,
+            subscription_id=str(data.get("subscription_id")),
+            user_id=uuid.UUID(str(metadata["user_id"])),
+            plan_ref=str(metadata["plan_id"]),
+            period_key=f"dodo_subscription:{data.get('subscription_id')}:{data.get('previous_billing_date')}",
+        )
+        return True
+    if event_type in (
+        "subscription.cancelled",
+        "subscription.expired",
+        "subscription.failed",
+        "subscription.on_hold",
+    ):
+        changed = await billing.subscription_changed(
+            session,
+            provider=Provider.dodo,
+            subscription_id=str(data.get("subscription_id")),
+            status=event_type.split(".", 1)[1],
+            ended=event_type != "subscription.on_hold",
+        )
+        return changed is not None
+    return False

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     dodo_price_per_credit_cents: int = Field(default=5, ge=1)
     dodo_min_custom_credits: int = Field(default=10, ge=1)
     dodo_max_custom_credits: int = Field(default=100_000, ge=1)
+    # Retries of a provider API call (Stripe, Dodo SDKs) on connection errors, 409, 429 and 5xx.
+    payment_api_max_retries: int = Field(default=2, ge=0, le=5)
     # How long a response to a request with an Idempotency-Key is kept for replay.
     idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 

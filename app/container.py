@@ -106,6 +106,7 @@ def _stripe(settings: Settings) -> StripeGateway | None:
         api_base=settings.stripe_api_base,
         automatic_tax=settings.stripe_automatic_tax,
         tax_id_collection=settings.stripe_tax_id_collection,
+        max_retries=settings.payment_api_max_retries,
     )
 
 
@@ -126,5 +127,8 @@ def _dodo(settings: Settings) -> DodoGateway | None:
     if api_key is None:
         return None
     return DodoGateway(
-        api_key=api_key, webhook_secret=_secret(settings.dodo_webhook_secret), base_url=settings.dodo_base_url
+        api_key=api_key,
+        webhook_secret=_secret(settings.dodo_webhook_secret),
+        base_url=settings.dodo_base_url,
+        max_retries=settings.payment_api_max_retries,
     )

@@ -26,10 +26,11 @@ class StripeGateway:
         api_base: str,
         automatic_tax: bool,
         tax_id_collection: bool,
+        max_retries: int = 2,
     ) -> None:
         self._http = stripe.HTTPXClient()
         self._client = stripe.StripeClient(
-            secret_key, base_addresses={"api": api_base}, max_network_retries=2, http_client=self._http
+            secret_key, base_addresses={"api": api_base}, max_network_retries=max_retries, http_client=self._http
         )
         self._webhook_secret = webhook_secret
         self._automatic_tax = automatic_tax

@@ -32,6 +32,14 @@ from urllib.parse import parse_qsl
 import httpx
 import respx
 import stripe
+from stripe.params.checkout._session_create_params import (
+    SessionCreateParams,
+    SessionCreateParamsLineItem,
+    SessionCreateParamsLineItemPriceData,
+)
+from stripe.params.checkout._session_create_params import (
+    SessionCreateParamsLineItemPriceDataProductData as ProductDataParams,
+)
 
 API_VERSION = "2026-10-28.endive"
 WEBHOOK_USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
@@ -40,6 +48,20 @@ _DAY = 86_400
 _PERIOD = 30 * _DAY
 _EMBEDDED_UI_MODES = {"embedded_page", "elements", "embedded", "custom", "form"}
 _MODES = ("payment", "setup", "subscription")
+_REQUEST_OPTIONS = set(stripe.RequestOptions.__annotations__)
+# The parameters Stripe accepts, straight from the SDK's TypedDicts: anything else is `parameter_unknown`.
+_SESSION_PARAMS = set(SessionCreateParams.__annotations__) - _REQUEST_OPTIONS
+_LINE_ITEM_PARAMS = set(SessionCreateParamsLineItem.__annotations__)
+_PRICE_DATA_PARAMS = set(SessionCreateParamsLineItemPriceData.__annotations__)
+_PRODUCT_DATA_PARAMS = set(ProductDataParams.__annotations__)
+# Parameters only some modes accept.
+_MODE_ONLY = {
+    "payment_intent_data": ("payment",),
+    "customer_creation": ("payment", "setup"),
+    "invoice_creation": ("payment",),
+    "subscription_data": ("subscription",),
+    "setup_intent_data": ("setup",),
+}
 
 
 def _token(length: int) -> str:
@@ -161,6 +183,15 @@ def _boolean(value: Any, param: str) -> bool:
     if value in ("true", "false"):
         return bool(value == "true")
     raise StripeInvalidRequest(f"Invalid boolean: {value}", param=param)
+
+
+def _reject_unknown(params: dict[str, Any], known: set[str], prefix: str = "") -> None:
+    for key in params:
+        if key not in known:
+            name = f"{prefix}[{key}]" if prefix else key
+            raise StripeInvalidRequest(
+                f"Received unknown parameter: {name}", param=name, code="parameter_unknown"
+            )
 
 
 def _mapping(value: Any, param: str) -> dict[str, Any]:
@@ -411,6 +442,7 @@ class FakeStripe:
         return self._respond(failure.status, body, request_id=request_id)
 
     def _build_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        _reject_unknown(params, _SESSION_PARAMS)
         mode = params.get("mode")
         if not mode:
             raise _missing("mode")
@@ -429,6 +461,11 @@ class FakeStripe:
                 raise _missing("return_url")
         elif not params.get("success_url"):
             raise _missing("success_url")
+        for name, modes in _MODE_ONLY.items():
+            if name in params and mode not in modes:
+                raise StripeInvalidRequest(
+                    f"You can only pass `{name}` in `{'` or `'.join(modes)}` mode.", param=name
+                )
         if params.get("customer") and params.get("customer_email"):
             raise StripeInvalidRequest(
                 "You may only specify one of these parameters: customer, customer_email.",
@@ -575,6 +612,7 @@ class FakeStripe:
         for index, item in enumerate(line_items):
             where = f"line_items[{index}]"
             item = _mapping(item, where)
+            _reject_unknown(item, _LINE_ITEM_PARAMS, where)
             if "quantity" not in item:
                 raise _missing(f"{where}[quantity]")
             quantity = _integer(item["quantity"], f"{where}[quantity]")
@@ -601,6 +639,11 @@ class FakeStripe:
                 )
             elif "price_data" in item:
                 data = _mapping(item["price_data"], f"{where}[price_data]")
+                _reject_unknown(data, _PRICE_DATA_PARAMS, f"{where}[price_data]")
+                if isinstance(data.get("product_data"), dict):
+                    _reject_unknown(
+                        data["product_data"], _PRODUCT_DATA_PARAMS, f"{where}[price_data][product_data]"
+                    )
                 if not data.get("currency"):
                     raise _missing(f"{where}[price_data][currency]")
                 if "product" not in data and "product_data" not in data:

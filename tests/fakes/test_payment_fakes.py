@@ -160,6 +160,22 @@ async def test_stripe_validation_errors_have_stripes_shape(stripe_client: stripe
         await stripe_client.v1.checkout.sessions.create_async(params=no_success_url)  # type: ignore[arg-type]
     assert missing_url.value.param == "success_url"
 
+    with pytest.raises(stripe.InvalidRequestError) as unknown_param:
+        await stripe_client.v1.checkout.sessions.create_async(params={**SESSION_PARAMS, "colour": "red"})  # type: ignore[arg-type]
+    assert (unknown_param.value.code, unknown_param.value.param) == ("parameter_unknown", "colour")
+    typo = {
+        **SESSION_PARAMS,
+        "line_items": [{"price_data": {"currency": "usd", "unit_amont": 5}, "quantity": 1}],
+    }
+    with pytest.raises(
+        stripe.InvalidRequestError, match=r"unknown parameter: line_items\[0\]\[price_data\]\[unit_amont\]"
+    ):
+        await stripe_client.v1.checkout.sessions.create_async(params=typo)  # type: ignore[arg-type]
+    with pytest.raises(stripe.InvalidRequestError, match="subscription_data"):
+        await stripe_client.v1.checkout.sessions.create_async(
+            params={**SESSION_PARAMS, "subscription_data": {"metadata": {"a": "b"}}}  # type: ignore[arg-type]
+        )
+
     one_time_in_subscription = {**SESSION_PARAMS, "mode": "subscription"}
     with pytest.raises(stripe.InvalidRequestError, match="recurring price"):
         await stripe_client.v1.checkout.sessions.create_async(params=one_time_in_subscription)  # type: ignore[arg-type]

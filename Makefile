@@ -43,6 +43,7 @@ test: lint
 # Benchmarks print numbers and ratios; they need the local PostgreSQL (BENCH_DATABASE_URL to change it).
 bench: install-dev
 	$(BIN)/python -m bench.identity
+	$(BIN)/python -m bench.credits
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -20,6 +20,9 @@ class CreditRepository(Repository[CreditAccount]):
         return await self.session.scalar(select(CreditAccount).where(CreditAccount.user_id == user_id))
 
     async def ensure_account(self, user_id: uuid.UUID) -> CreditAccount:
+        account = await self.get_by_user(user_id)
+        if account is not None:
+            return account
         await insert_if_absent(
             self.session,
             CreditAccount,
@@ -33,7 +36,7 @@ class CreditRepository(Repository[CreditAccount]):
         """Apply the deltas only if neither balance nor reserved would go negative, in one conditional
         UPDATE: concurrent spenders serialize on the row and each re-checks the condition, so the check
         cannot be raced on any backend. Returns the new balance, or None when refused."""
-        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+        statement = (
             update(CreditAccount)
             .where(
                 CreditAccount.id == account_id,
@@ -47,6 +50,10 @@ class CreditRepository(Repository[CreditAccount]):
             )
             .execution_options(synchronize_session=False)
         )
+        if self.session.get_bind().dialect.update_returning:
+            returned = await self.session.scalar(statement.returning(CreditAccount.balance))
+            return None if returned is None else int(returned)
+        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
         if result.rowcount != 1:
             return None
         # This transaction holds the row lock now, so the read sees exactly the value it wrote.

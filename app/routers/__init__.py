@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter
 
-from app.routers import api_keys, auth, billing, credits, health, users, webhooks
+from app.routers import admin, api_keys, auth, billing, credits, health, users, webhooks
 
 api_router = APIRouter(prefix="/api/v1")
-for module in (auth, users, api_keys, credits, billing, webhooks):
+for module in (auth, users, api_keys, credits, billing, webhooks, admin):
     api_router.include_router(module.router)
 
 root_router = APIRouter()

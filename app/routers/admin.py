@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field, field_validator
+
+from app.dependencies import AdminUser, ContainerDep, SessionDep
+from app.routers.idempotent import idempotent_response
+from app.routers.users import ledger_entry_out
+from app.schemas.base import Schema
+from app.schemas.users import LedgerEntryOut
+from app.services import admin as admin_service
+from app.services import credits
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class CreditAdjustmentIn(Schema):
+    amount: Decimal = Field(description="Credits to add (positive) or take (negative), up to 3 decimals.")
+    note: str = Field(min_length=1, max_length=200, description="Why; kept on the ledger row.")
+
+    @field_validator("amount")
+    @classmethod
+    def _non_zero_millicredits(cls, value: Decimal) -> Decimal:
+        if value == 0 or abs(value) > Decimal(10_000_000):
+            raise ValueError("amount must be non-zero and at most 10,000,000 credits either way")
+        credits.to_millicredits(value)  # at most 3 decimal places
+        return value
+
+
+@router.post("/users/{user_id}/credits", response_model=LedgerEntryOut)
+async def adjust_user_credits(
+    user_id: uuid.UUID,
+    body: CreditAdjustmentIn,
+    request: Request,
+    admin: AdminUser,
+    session: SessionDep,
+    container: ContainerDep,
+) -> JSONResponse:
+    """Grant or take credits. With an Idempotency-Key a retried adjustment is applied once."""
+    key = request.headers.get("idempotency-key")
+    ledger_key = f"admin:{admin.id}:{key}" if key else f"admin:{uuid.uuid4()}"
+
+    async def produce() -> LedgerEntryOut:
+        movement = await admin_service.adjust_credits(
+            session, admin, user_id, credits.to_millicredits(body.amount), body.note, ledger_key
+        )
+        return ledger_entry_out(movement.entry)
+
+    ttl = container.settings.idempotency_key_ttl_seconds
+    return await idempotent_response(request, session, admin, ttl, 200, produce)

@@ -75,6 +75,9 @@ def create_engine(url: str | URL, options: EngineOptions | None = None) -> Async
         return create_async_engine(url, **kwargs)
     if backend in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": max(1, round(options.connect_timeout_seconds))}
+        # InnoDB defaults to REPEATABLE READ, where a re-read after a unique-key clash or a refused
+        # conditional UPDATE still sees the old snapshot; READ COMMITTED behaves like PostgreSQL.
+        kwargs["isolation_level"] = "READ COMMITTED"
         engine = create_async_engine(url, **kwargs)
         _install_mysql_statement_timeout(engine, options.statement_timeout_seconds)
         return engine

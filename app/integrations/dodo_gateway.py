@@ -13,7 +13,9 @@ from app.integrations.payments import HostedCheckout, InvalidPaymentSignature, P
 
 
 class DodoGateway:
-    def __init__(self, *, api_key: str, webhook_secret: str | None, base_url: str, max_retries: int = 2) -> None:
+    def __init__(
+        self, *, api_key: str, webhook_secret: str | None, base_url: str, max_retries: int = 2
+    ) -> None:
         self._client = dodopayments.AsyncDodoPayments(
             bearer_token=api_key, base_url=base_url, max_retries=max_retries
         )

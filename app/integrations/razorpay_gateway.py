@@ -34,6 +34,8 @@ class RazorpayGateway:
         return order
 
     def verify_payment(self, *, order_id: str, payment_id: str, signature: str) -> None:
+        if not _hex(signature):
+            raise InvalidPaymentSignature("payment signature is not hex")
         try:
             self._client.utility.verify_payment_signature(
                 {
@@ -46,8 +48,8 @@ class RazorpayGateway:
             raise InvalidPaymentSignature("payment signature mismatch") from exc
 
     def verify_event(self, body: bytes, signature: str | None) -> dict[str, Any]:
-        if not self._webhook_secret or not signature:
-            raise InvalidPaymentSignature("missing signature or secret")
+        if not self._webhook_secret or not signature or not _hex(signature):
+            raise InvalidPaymentSignature("missing, malformed signature or no secret")
         try:
             text = body.decode("utf-8")
             self._client.utility.verify_webhook_signature(text, signature, self._webhook_secret)
@@ -57,3 +59,8 @@ class RazorpayGateway:
         if not isinstance(event, dict):
             raise InvalidPaymentSignature("not an event")
         return event
+
+
+def _hex(signature: str) -> bool:
+    """The SDK compares str with hmac.compare_digest, which raises on non-ASCII input: screen it first."""
+    return signature.isascii() and all(char in "0123456789abcdefABCDEF" for char in signature)

@@ -30,7 +30,10 @@ class StripeGateway:
     ) -> None:
         self._http = stripe.HTTPXClient()
         self._client = stripe.StripeClient(
-            secret_key, base_addresses={"api": api_base}, max_network_retries=max_retries, http_client=self._http
+            secret_key,
+            base_addresses={"api": api_base},
+            max_network_retries=max_retries,
+            http_client=self._http,
         )
         self._webhook_secret = webhook_secret
         self._automatic_tax = automatic_tax
@@ -85,6 +88,9 @@ class StripeGateway:
         """The event, if the raw body carries a valid signature no older than 5 minutes."""
         if not self._webhook_secret:
             raise InvalidPaymentSignature("no webhook secret")
+        if signature_header is None or not signature_header.isascii():
+            # The SDK's constant-time compare raises TypeError on non-ASCII text.
+            raise InvalidPaymentSignature("missing or non-ASCII Stripe-Signature")
         try:
             stripe.Webhook.construct_event(
                 body, signature_header, self._webhook_secret, tolerance=WEBHOOK_TOLERANCE_SECONDS

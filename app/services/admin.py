@@ -22,8 +22,12 @@ async def adjust_credits(
     target = await users_service.require_user(session, user_id)
     reference = f"admin:{admin.id}: {note}"[:255]
     if amount > 0:
-        movement = await credits.grant(session, target.id, amount, LedgerReason.admin_adjustment, key, reference)
+        movement = await credits.grant(
+            session, target.id, amount, LedgerReason.admin_adjustment, key, reference
+        )
     else:
-        movement = await credits.debit(session, target.id, -amount, LedgerReason.admin_adjustment, key, reference)
+        movement = await credits.debit(
+            session, target.id, -amount, LedgerReason.admin_adjustment, key, reference
+        )
     log.info("admin.credits_adjusted", admin_id=str(admin.id), user_id=str(target.id), amount=amount)
     return movement

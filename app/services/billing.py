@@ -21,7 +21,7 @@ from app.models import LedgerReason, Order, OrderStatus, PlanKind, Provider, Sub
 from app.repositories.billing import CreditDebtRepository, OrderRepository, SubscriptionRepository
 from app.repositories.users import UserRepository
 from app.services import credits
-from app.services.catalogue import PricedPlan, get_active_plan, providers_for
+from app.services.catalogue import PricedPlan, get_active_plan, get_plan, providers_for
 
 log = structlog.get_logger("app.billing")
 FREE_PLAN = "free"
@@ -274,9 +274,10 @@ async def refund(session: AsyncSession, order: Order, refunded_total: int, key: 
     """The provider has refunded `refunded_total` (minor units, cumulative) of this order: take back the
     matching share of its credits, never below a zero balance; what was already spent becomes a debt."""
     delta = refunded_total - order.refunded_amount
-    if delta <= 0 or order.amount <= 0:
-        return
-    share = order.credits * min(delta, order.amount) // order.amount
+    if delta <= 0 or order.amount <= 0 or await credits.movement_exists(session, key):
+        return  # nothing new, or this very refund was already applied (redelivered under another event id)
+    # Cumulative shares, so refunds in several parts add up to exactly the order's credits.
+    share = _credit_share(order, refunded_total) - _credit_share(order, order.refunded_amount)
     order.refunded_amount = refunded_total
     if refunded_total >= order.amount:
         order.status = OrderStatus.refunded.value
@@ -297,6 +298,10 @@ async def refund(session: AsyncSession, order: Order, refunded_total: int, key: 
     await session.flush()
 
 
+def _credit_share(order: Order, refunded: int) -> int:
+    return order.credits * min(refunded, order.amount) // order.amount
+
+
 async def subscription_paid(
     session: AsyncSession,
     *,
@@ -307,32 +312,36 @@ async def subscription_paid(
     period_key: str,
     current_period_end: Any = None,
 ) -> None:
-    """A billing period was paid: its credits (once per period) and the subscriber's plan."""
-    priced = await get_active_plan(session, plan_ref)
+    """A billing period was paid: its credits (once per period) and the subscriber's plan. A payment that
+    arrives after the subscription ended (events come in any order) grants its credits and nothing else."""
+    plan = await get_plan(session, plan_ref)  # a plan taken off sale still renews for its subscribers
     subscription = await SubscriptionRepository(session).ensure(
         {
             "user_id": user_id,
-            "plan_id": priced.plan.id,
+            "plan_id": plan.id,
             "provider": provider.value,
             "provider_subscription_id": subscription_id,
             "status": "active",
         }
     )
-    subscription.status = "active"
-    if current_period_end is not None:
-        subscription.current_period_end = current_period_end
     await credits.grant(
-        session,
-        user_id,
-        priced.plan.credits,
-        LedgerReason.subscription,
-        key=period_key,
-        reference=subscription_id,
+        session, user_id, plan.credits, LedgerReason.subscription, key=period_key, reference=subscription_id
     )
-    user = await UserRepository(session).get(user_id)
-    if user is not None and priced.plan.grants_plan:
-        user.plan = priced.plan.grants_plan
+    if subscription.ended_at is None:
+        subscription.status = "active"
+        if current_period_end is not None:
+            subscription.current_period_end = current_period_end
+        user = await UserRepository(session).get(user_id)
+        if user is not None and plan.grants_plan:
+            user.plan = plan.grants_plan
     await session.flush()
+
+
+def _subscriber(metadata: dict[str, Any]) -> tuple[uuid.UUID, str] | None:
+    try:
+        return uuid.UUID(str(metadata.get("user_id"))), str(metadata["plan_id"])
+    except (KeyError, ValueError):
+        return None
 
 
 async def subscription_changed(
@@ -344,11 +353,28 @@ async def subscription_changed(
     cancel_at_period_end: bool = False,
     current_period_end: Any = None,
     ended: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> Subscription | None:
-    """Status changes; when it has ended, the subscriber is back on the free plan."""
-    subscription = await SubscriptionRepository(session).get_by_provider_id(provider.value, subscription_id)
+    """Status changes; when it has ended, the subscriber is back on the free plan. A change that arrives
+    before anything else about the subscription creates its row from our metadata, so a later
+    (out-of-order) payment sees that it ended."""
+    repository = SubscriptionRepository(session)
+    subscription = await repository.get_by_provider_id(provider.value, subscription_id)
     if subscription is None:
-        return None
+        owner = _subscriber(metadata or {})
+        if owner is None:
+            return None
+        user_id, plan_ref = owner
+        plan = await get_plan(session, plan_ref)
+        subscription = await repository.ensure(
+            {
+                "user_id": user_id,
+                "plan_id": plan.id,
+                "provider": provider.value,
+                "provider_subscription_id": subscription_id,
+                "status": status,
+            }
+        )
     subscription.status = status
     subscription.cancel_at_period_end = cancel_at_period_end
     if current_period_end is not None:

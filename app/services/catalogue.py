@@ -46,16 +46,23 @@ async def active_plans(session: AsyncSession) -> list[PricedPlan]:
 
 async def get_active_plan(session: AsyncSession, plan_id: uuid.UUID | str) -> PricedPlan:
     """By id or by code ("basic"): the seed apps' frontends send either."""
-    repository = PlanRepository(session)
-    plan = None
-    try:
-        plan = await repository.get(uuid.UUID(str(plan_id)))
-    except ValueError:
-        plan = await repository.get_by_code(str(plan_id))
-    if plan is None or not plan.is_active:
+    plan = await get_plan(session, plan_id)
+    if not plan.is_active:
         raise NotFound("No such plan.")
-    prices = (await repository.prices_for([plan.id])).get(plan.id, [])
+    prices = (await PlanRepository(session).prices_for([plan.id])).get(plan.id, [])
     return PricedPlan(plan, prices)
+
+
+async def get_plan(session: AsyncSession, plan_ref: uuid.UUID | str) -> Plan:
+    """Any plan, on sale or not (renewals of a retired plan still need it)."""
+    repository = PlanRepository(session)
+    try:
+        plan = await repository.get(uuid.UUID(str(plan_ref)))
+    except ValueError:
+        plan = await repository.get_by_code(str(plan_ref))
+    if plan is None:
+        raise NotFound("No such plan.")
+    return plan
 
 
 async def apply_usd_price_settings(session: AsyncSession, overrides: dict[str, int]) -> None:

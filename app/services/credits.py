@@ -27,6 +27,9 @@ GRANT_REASONS = frozenset(
         LedgerReason.admin_adjustment,
     }
 )
+# An administrator's correction goes either way; every other reason has one direction.
+DEBIT_REASONS = frozenset({LedgerReason.admin_adjustment, LedgerReason.chargeback})
+REFUND_REASONS = frozenset({LedgerReason.refund, LedgerReason.chargeback})
 
 
 def to_millicredits(credits: Decimal) -> int:
@@ -93,6 +96,10 @@ async def ledger_page(
     return LedgerPage(entries, encode_cursor(last.created_at, last.id) if last else None)
 
 
+async def movement_exists(session: AsyncSession, key: str) -> bool:
+    return await CreditRepository(session).get_entry_by_key(key) is not None
+
+
 async def balance_of(session: AsyncSession, user_id: uuid.UUID) -> int:
     account = await CreditRepository(session).get_by_user(user_id)
     return account.balance if account else 0
@@ -126,6 +133,8 @@ async def debit(
     reference: str | None = None,
 ) -> Movement:
     """Spend now, all or nothing: 402 when the balance does not cover it."""
+    if reason not in DEBIT_REASONS:
+        raise ValueError(f"{reason} is not a reason to take credits")
     return await _move(session, user_id, -_positive(amount), 0, reason, key, reference)
 
 
@@ -160,6 +169,8 @@ async def refund(
     """Claw back up to `amount`, never below zero; the part already spent is returned as `shortfall`.
     A row is written even when nothing could be taken, so the key is spent either way."""
     _positive(amount)
+    if reason not in REFUND_REASONS:
+        raise ValueError(f"{reason} is not a refund reason")
     repository = CreditRepository(session)
     account = await repository.ensure_account(user_id)
     while True:
@@ -227,7 +238,9 @@ async def _move(
         async with session.begin_nested():
             balance = await repository.move(account.id, balance_delta, reserved_delta)
             if balance is None:
-                raise InsufficientCredits(-balance_delta, await repository.current_balance(account.id))
+                # Refused. A concurrent copy of this very movement may have committed first (the
+                # conditional UPDATE waited for it): then this call is its replay, not a shortage.
+                raise _Refused()
             entry = await repository.add_entry(
                 CreditLedgerEntry(
                     account_id=account.id,
@@ -239,6 +252,11 @@ async def _move(
                     requested_amount=requested,
                 )
             )
+    except _Refused:
+        existing = await repository.get_entry_by_key(key)
+        if existing is not None:
+            return _replay(existing, account.id, balance_delta, reason)
+        raise InsufficientCredits(-balance_delta, await repository.current_balance(account.id)) from None
     except IntegrityError:
         # A concurrent movement with the same key committed first; ours was rolled back with the savepoint.
         existing = await repository.get_entry_by_key(key)
@@ -246,6 +264,10 @@ async def _move(
             raise
         return _replay(existing, account.id, balance_delta, reason)
     return Movement(entry, replayed=False)
+
+
+class _Refused(Exception):
+    """The conditional UPDATE matched no row (internal to `_move`)."""
 
 
 def _replay(

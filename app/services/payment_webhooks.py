@@ -122,6 +122,7 @@ async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, 
             cancel_at_period_end=bool(data.get("cancel_at_period_end")),
             current_period_end=_timestamp(json_object(items[0]).get("current_period_end")),
             ended=event_type.endswith("deleted") or status in ENDED_STRIPE_STATUSES,
+            metadata=json_object(data.get("metadata")),
         )
         return changed is not None
     if event_type == "charge.refunded":
@@ -301,6 +302,7 @@ async def _apply_dodo(session: AsyncSession, event_type: str, data: dict[str, An
             subscription_id=str(data.get("subscription_id")),
             status=event_type.split(".", 1)[1],
             ended=event_type != "subscription.on_hold",
+            metadata=metadata,
         )
         return changed is not None
     return False

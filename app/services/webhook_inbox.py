@@ -46,8 +46,6 @@ async def receive(
     try:
         async with session.begin_nested():
             handled = await handler()
-    except AppError:
-        raise
     except Exception as exc:
         log.exception("webhook.apply_failed", provider=provider, event_id=event_id, event_type=event_type)
         await events.record_error(provider, event_id, "".join(traceback.format_exception_only(exc)).strip())

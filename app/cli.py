@@ -33,6 +33,37 @@ def migrate(revision: str = "head") -> None:
     command.upgrade(alembic_config(get_settings().resolved_database_url), revision)
 
 
+def sweep() -> None:
+    """One housekeeping round: retention, expired tokens, abandoned jobs (failed and refunded)."""
+    import asyncio
+
+    from app.container import Container
+    from app.db.session import Database
+    from app.logging import configure_logging
+    from app.services import images as images_service
+    from app.services import jobs as jobs_service
+    from app.services import sessions_sweep
+
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def round_() -> None:
+        database = Database.from_settings(settings)
+        container = Container.build(settings, database)
+        try:
+            removed = await images_service.sweep_expired(container)
+            async with database.session_scope() as session:
+                swept = await sessions_sweep.sweep_expired(session)
+            for job_id in await jobs_service.recover(container):
+                await jobs_service.run(container, job_id)
+            print({"images": removed, "tokens": swept})  # noqa: T201 - the command's output
+        finally:
+            await container.aclose()
+            await database.dispose()
+
+    asyncio.run(round_())
+
+
 def serve(host: str | None, port: int | None, reload: bool, workers: int) -> None:
     import uvicorn
 
@@ -60,12 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--workers", type=int, default=1)
     migrate_parser = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
     migrate_parser.add_argument("revision", nargs="?", default="head")
+    commands.add_parser("sweep", help="delete images past their retention, expired tokens; recover jobs")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.host, args.port, args.reload, args.workers)
     elif args.command == "migrate":
         migrate(args.revision)
+    elif args.command == "sweep":
+        sweep()
 
 
 if __name__ == "__main__":

@@ -106,6 +106,35 @@ class Settings(BaseSettings):
     # How long a response to a request with an Idempotency-Key is kept for replay.
     idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
+    # --- images and AI jobs --------------------------------------------------------------------------
+    # Where files live: "local" (DATA_DIR/storage, served by the API through signed URLs) or "s3".
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str = "pixforge"
+    s3_region: str = "us-east-1"
+    # Lifetime of the download URLs handed to clients.
+    signed_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    upload_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Images larger than this many pixels are refused from their header, before decoding.
+    upload_max_pixels: int = Field(default=25_000_000, ge=10_000)
+    # "auto": ClipDrop when CLIPDROP_API_KEY is set, else the local u2netp model.
+    background_removal_provider: Literal["auto", "local", "clipdrop"] = "auto"
+    # Credits per job (up to 3 decimals).
+    remove_background_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
+    vectorize_preview_cost_credits: Decimal = Field(default=Decimal("0.2"), ge=0, decimal_places=3)
+    vectorize_full_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
+    # Local engines: how many inferences run at once (each in a worker thread).
+    local_engine_concurrency: int = Field(default=2, ge=1, le=32)
+    # Provider timeouts/5xx are retried with exponential backoff up to this many attempts in all.
+    job_max_attempts: int = Field(default=3, ge=1, le=10)
+    job_retry_base_seconds: float = Field(default=1.0, ge=0)
+    # A job PROCESSING longer than this is presumed abandoned and recovered (re-run or failed).
+    job_lease_seconds: int = Field(default=600, ge=10)
+    # Hours before images of each kind (and plain uploads) are deleted; 0 keeps them.
+    retention_hours_uploads: int = Field(default=0, ge=0)
+    retention_hours_remove_background: int = Field(default=0, ge=0)
+    retention_hours_vectorize: int = Field(default=0, ge=0)
+    retention_hours_generate: int = Field(default=0, ge=0)
+
     # --- rate limits ("N/second|minute|hour|day"); storage is REDIS_URL when set, else memory ---------
     rate_limits_enabled: bool = True
     rate_limit_login_per_ip: str = "20/minute"
@@ -189,6 +218,14 @@ class Settings(BaseSettings):
         return [origin.rstrip("/") for origin in origins]
 
     @model_validator(mode="after")
+    def _providers_have_credentials(self) -> Settings:
+        if self.background_removal_provider == "clipdrop" and not (
+            self.clipdrop_api_key and self.clipdrop_api_key.get_secret_value()
+        ):
+            raise ValueError("BACKGROUND_REMOVAL_PROVIDER=clipdrop needs CLIPDROP_API_KEY")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
         if self.environment is not Environment.production:
             return self
@@ -225,6 +262,10 @@ class Settings(BaseSettings):
     @property
     def resolved_checkout_cancel_url(self) -> str:
         return self.checkout_cancel_url or f"{self.frontend_url}/billing/cancel"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
 
     @property
     def cookies_secure(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 import httpx
@@ -13,8 +14,13 @@ from app.integrations.clerk import ClerkSessionVerifier
 from app.integrations.dodo_gateway import DodoGateway
 from app.integrations.email import EmailSender, build_email_sender
 from app.integrations.google import GoogleOAuthClient
+from app.integrations.images.base import BackgroundRemover
+from app.integrations.images.clipdrop import ClipDropRemover
+from app.integrations.images.local_background import LocalBackgroundRemover
+from app.integrations.images.local_vectorizer import LocalVectorizer
 from app.integrations.rate_limit import RateLimiter
 from app.integrations.razorpay_gateway import RazorpayGateway
+from app.integrations.storage import LocalStorage, S3Storage, Storage
 from app.integrations.stripe_gateway import StripeGateway
 from app.security import LocalTokenCodec, PasswordHasher
 
@@ -33,6 +39,9 @@ class Container:
     stripe: StripeGateway | None
     razorpay: RazorpayGateway | None
     dodo: DodoGateway | None
+    storage: Storage
+    background_remover: BackgroundRemover
+    vectorizer: LocalVectorizer
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:
@@ -54,6 +63,9 @@ class Container:
             stripe=_stripe(settings),
             razorpay=_razorpay(settings),
             dodo=_dodo(settings),
+            storage=_storage(settings),
+            background_remover=_background_remover(settings, http),
+            vectorizer=LocalVectorizer(max_concurrency=settings.local_engine_concurrency),
         )
 
     async def aclose(self) -> None:
@@ -63,6 +75,7 @@ class Container:
             await self.stripe.aclose()
         if self.dodo is not None:
             await self.dodo.aclose()
+        await self.vectorizer.aclose()  # its worker processes
 
 
 def _clerk(settings: Settings, http: httpx.AsyncClient) -> ClerkSessionVerifier | None:
@@ -132,3 +145,31 @@ def _dodo(settings: Settings) -> DodoGateway | None:
         base_url=settings.dodo_base_url,
         max_retries=settings.payment_api_max_retries,
     )
+
+
+def _storage(settings: Settings) -> Storage:
+    if settings.storage_backend == "s3":
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=_secret(settings.s3_secret_access_key),
+        )
+    # Its own key, derived from SECRET_KEY: a download signature can never pass for a token signature.
+    signing_key = hmac.new(
+        settings.secret_key.get_secret_value().encode(), b"pixforge-files", "sha256"
+    ).digest()
+    return LocalStorage(
+        settings.storage_dir, public_base_url=settings.public_base_url, signing_key=signing_key
+    )
+
+
+def _background_remover(settings: Settings, http: httpx.AsyncClient) -> BackgroundRemover:
+    api_key = _secret(settings.clipdrop_api_key)
+    wants_clipdrop = settings.background_removal_provider == "clipdrop" or (
+        settings.background_removal_provider == "auto" and api_key is not None
+    )
+    if wants_clipdrop and api_key is not None:
+        return ClipDropRemover(http, api_key=api_key, base_url=settings.clipdrop_base_url)
+    return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency)

@@ -41,6 +41,8 @@ def create_app(
         if settings.usd_price_overrides:
             async with database.session_scope() as session:
                 await catalogue.apply_usd_price_settings(session, settings.usd_price_overrides)
+        # Jobs a previous process left behind run again (or are failed and refunded) first thing.
+        await maintenance.recover_jobs(container)
         housekeeping = asyncio.create_task(
             maintenance.run_forever(container, settings.maintenance_interval_seconds), name="maintenance"
         )

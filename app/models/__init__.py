@@ -15,11 +15,13 @@ from app.models.billing import (
 )
 from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
 from app.models.email import EmailStatus, OutboxEmail
+from app.models.image import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload
 from app.models.user import User, UserRole
 from app.models.webhook_event import WebhookEvent
 
 __all__ = [
     "MILLICREDITS_PER_CREDIT",
+    "TERMINAL_STATUSES",
     "ApiKey",
     "Base",
     "CreditAccount",
@@ -27,6 +29,9 @@ __all__ = [
     "CreditLedgerEntry",
     "EmailStatus",
     "IdempotencyRecord",
+    "Job",
+    "JobKind",
+    "JobStatus",
     "LedgerReason",
     "OneTimeToken",
     "OneTimeTokenPurpose",
@@ -40,6 +45,7 @@ __all__ = [
     "RefreshToken",
     "RevokedAccessToken",
     "Subscription",
+    "Upload",
     "User",
     "UserRole",
     "WebhookEvent",

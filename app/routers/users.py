@@ -40,9 +40,10 @@ async def update_me(body: UserUpdateIn, user: CurrentUser, session: SessionDep) 
 
 
 @router.delete("/me", status_code=204)
-async def erase_me(user: CurrentUser, session: SessionDep) -> Response:
-    """Erase the account: personal data and credentials go; ledger and payments stay, anonymous."""
-    await users_service.erase(session, user)
+async def erase_me(user: CurrentUser, session: SessionDep, container: ContainerDep) -> Response:
+    """Erase the account: personal data, credentials and stored images go; ledger and payments stay,
+    anonymous."""
+    await users_service.erase(session, container, user)
     return Response(status_code=204)
 
 

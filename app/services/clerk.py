@@ -183,7 +183,7 @@ async def handle_webhook(session: AsyncSession, ctx: Container, event_id: str, e
             await sync_profile(session, ctx, ClerkProfile.from_user_object(data))
             return True
         if event_type == "user.deleted" and "id" in data:
-            await _delete(session, str(data["id"]))
+            await _delete(session, ctx, str(data["id"]))
             return True
         return False
 
@@ -191,10 +191,10 @@ async def handle_webhook(session: AsyncSession, ctx: Container, event_id: str, e
     return outcome != "duplicate"
 
 
-async def _delete(session: AsyncSession, clerk_id: str) -> None:
+async def _delete(session: AsyncSession, ctx: Container, clerk_id: str) -> None:
     user = await UserRepository(session).get_by_clerk_id(clerk_id)
     if user is not None:
-        await users_service.erase(session, user)
+        await users_service.erase(session, ctx, user)
     elif not await _was_erased(session, clerk_id):
         # Deleted before its creation reached us: leave only the tombstone, so a late user.created
         # cannot bring it back.

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.container import Container
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound
 from app.models import CreditLedgerEntry, LedgerReason, User
@@ -20,6 +21,7 @@ from app.repositories.credits import CreditRepository
 from app.repositories.outbox import OutboxRepository
 from app.repositories.users import UserRepository
 from app.services import credits
+from app.services import images as images_service
 from app.services.credits import to_millicredits
 
 
@@ -102,10 +104,12 @@ async def export(session: AsyncSession, user: User) -> AccountExport:
     )
 
 
-async def erase(session: AsyncSession, user: User) -> None:
-    """Right to erasure: every personal field is wiped and every credential revoked. The row itself,
-    its credit account, ledger and payments stay, detached from any person, for the accounts."""
+async def erase(session: AsyncSession, ctx: Container, user: User) -> None:
+    """Right to erasure: every personal field is wiped, every credential revoked, every stored image
+    deleted. The row itself, its credit account, ledger and payments stay, detached from any person,
+    for the accounts."""
     now = utcnow()
+    await images_service.delete_user_files(session, ctx, user.id)
     await RefreshTokenRepository(session).revoke_all_for_user(user.id, now)
     await OneTimeTokenRepository(session).delete_for_user(user.id)
     await ApiKeyRepository(session).delete_for_user(user.id)

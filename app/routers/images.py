@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from app.container import Container
+from app.dependencies import ContainerDep, CurrentUser, SessionDep
+from app.errors import BadRequest
+from app.models import Job, JobKind
+from app.schemas.images import (
+    JobAcceptedOut,
+    JobOut,
+    JobOutputOut,
+    JobPageOut,
+    JobUpdateIn,
+    RemovedBackgroundOut,
+    UploadOut,
+    VectorizedOut,
+    VectorizeIn,
+)
+from app.services import credits, images, jobs, uploads
+
+router = APIRouter(tags=["images"])
+PNG_JPEG = frozenset({"PNG", "JPEG"})
+
+
+async def read_limited(file: StarletteUploadFile, limit: int) -> bytes:
+    """Read at most `limit` bytes (+1 to detect more) so an oversize file is refused without holding it."""
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise uploads.ImageTooLarge(f"The file is larger than {limit} bytes.")
+    return data
+
+
+async def job_out(ctx: Container, job: Job) -> JobOut:
+    outputs = [
+        JobOutputOut(
+            view=output.get("view", "main"),
+            url=await images.url_for(ctx, output["key"]),
+            content_type=output["content_type"],
+        )
+        for output in job.outputs
+    ]
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        outputs=outputs,
+        input_url=await images.url_for(ctx, job.input_key) if job.input_key else None,
+        credits=credits.to_credits(job.credits_reserved),
+        error=job.error_message,
+        error_code=job.error_code,
+        attempts=job.attempts,
+        time_taken=job.time_taken_ms / 1000 if job.time_taken_ms is not None else None,
+        is_favourite=job.is_favourite,
+        description=job.description,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.post("/uploads", status_code=201, response_model=UploadOut)
+async def upload(
+    user: CurrentUser, session: SessionDep, container: ContainerDep, file: Annotated[UploadFile, File()]
+) -> UploadOut:
+    """PNG, JPEG or WEBP, decided from the bytes; re-encoded without metadata, orientation applied."""
+    data = await read_limited(file, container.settings.upload_max_bytes)
+    stored = await uploads.store(session, container, user, data)
+    return UploadOut(
+        id=stored.id,
+        url=await images.url_for(container, stored.storage_key),
+        content_type=stored.content_type,
+        width=stored.width,
+        height=stored.height,
+        size=stored.size,
+    )
+
+
+async def _accepted(job: Job) -> JobAcceptedOut:
+    return JobAcceptedOut(image_id=job.id, status=job.status, status_url=f"/api/v1/images/{job.id}")
+
+
+@router.post(
+    "/images/remove-background",
+    response_model=RemovedBackgroundOut,
+    responses={202: {"model": JobAcceptedOut, "description": "With ?async=true: the job, accepted."}},
+)
+async def remove_background(
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    background: BackgroundTasks,
+    file: Annotated[UploadFile | None, File()] = None,
+    upload_id: Annotated[uuid.UUID | None, Form()] = None,
+    run_async: Annotated[bool, Query(alias="async")] = False,
+) -> RemovedBackgroundOut | JSONResponse:
+    """Cut out the subject. By default waits and returns the PNG inline (base64); with `?async=true`
+    answers 202 at once with the job to poll. Costs REMOVE_BACKGROUND_COST_CREDITS, charged on success."""
+    data = await read_limited(file, container.settings.upload_max_bytes) if file is not None else None
+    if run_async:
+        job = await jobs.submit_from_input(
+            session, container, user, JobKind.remove_background, data=data, upload_id=upload_id, options={}
+        )
+        background.add_task(jobs.run, container, job.id)
+        return JSONResponse((await _accepted(job)).model_dump(mode="json"), status_code=202)
+    job = await jobs.run_now(
+        container, user.id, JobKind.remove_background, data=data, upload_id=upload_id, options={}
+    )
+    png = await container.storage.get(job.outputs[0]["key"])
+    return RemovedBackgroundOut(
+        image_id=job.id,
+        image_base64=base64.b64encode(png).decode(),
+        content_type="image/png",
+        credits=credits.to_credits(await credits.balance_of(session, user.id)),
+    )
+
+
+async def _vectorize_request(request: Request, container: Container) -> tuple[VectorizeIn, bytes | None]:
+    """JSON {upload_id, mode, options}, or multipart with `file` (or `upload_id`), `mode`, `options`."""
+    try:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return VectorizeIn.model_validate_json(await request.body()), None
+        async with request.form() as form:  # closes the spooled files
+            raw_options = form.get("options")
+            fields = {
+                "mode": form.get("mode") or "full",
+                "options": json.loads(str(raw_options)) if raw_options else {},
+                "upload_id": form.get("upload_id"),
+            }
+            file = form.get("file")
+            data = (
+                await read_limited(file, container.settings.upload_max_bytes)
+                if isinstance(file, StarletteUploadFile)
+                else None
+            )
+        return VectorizeIn.model_validate(fields), data
+    except json.JSONDecodeError as exc:
+        raise BadRequest("options must be a JSON object.") from exc
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from exc
+
+
+@router.post(
+    "/images/vectorize",
+    response_model=VectorizedOut,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/VectorizeIn"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "upload_id": {"type": "string", "format": "uuid"},
+                            "mode": {"type": "string", "enum": ["preview", "full"]},
+                            "options": {"type": "string", "description": "JSON of VectorizeOptionsIn"},
+                        },
+                    }
+                },
+            }
+        }
+    },
+)
+async def vectorize(
+    request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> VectorizedOut:
+    """PNG or JPEG to SVG. `preview` (cheaper: fewer colours, smaller) or `full`; charged on success."""
+    body, data = await _vectorize_request(request, container)
+    if data is None and body.upload_id is None:
+        raise BadRequest("Send a file or an upload_id.")
+    options = {
+        "mode": body.mode,
+        "engine": images.vectorize_engine_options(body.mode, body.options.model_dump()),
+    }
+    job = await jobs.run_now(
+        container,
+        user.id,
+        JobKind.vectorize,
+        data=data,
+        upload_id=None if data is not None else body.upload_id,
+        options=options,
+        allowed=PNG_JPEG,
+    )
+    svg = (await container.storage.get(job.outputs[0]["key"])).decode()
+    return VectorizedOut(
+        image_id=job.id,
+        mode=body.mode,
+        svg=svg,
+        url=await images.url_for(container, job.outputs[0]["key"]),
+        credits=credits.to_credits(await credits.balance_of(session, user.id)),
+    )
+
+
+@router.get("/images", response_model=JobPageOut)
+async def gallery(
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    kind: Annotated[JobKind | None, Query()] = None,
+    status: Annotated[str | None, Query(pattern="^(PENDING|PROCESSING|COMPLETED|FAILED)$")] = None,
+    favourite: Annotated[bool | None, Query()] = None,
+) -> JobPageOut:
+    """Your images and jobs, newest first."""
+    page = await images.gallery(
+        session,
+        user,
+        limit=limit,
+        cursor=cursor,
+        kind=kind.value if kind else None,
+        status=status,
+        favourite=favourite,
+    )
+    return JobPageOut(
+        items=[await job_out(container, job) for job in page.jobs], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/images/{image_id}", response_model=JobOut)
+@router.get("/image/status/{image_id}", response_model=JobOut, include_in_schema=False)
+async def get_image(
+    image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> JobOut:
+    return await job_out(container, await images.get_job(session, user, image_id))
+
+
+@router.patch("/images/{image_id}", response_model=JobOut)
+async def update_image(
+    image_id: uuid.UUID, body: JobUpdateIn, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> JobOut:
+    changes = body.model_dump(exclude_unset=True)
+    return await job_out(container, await images.update_job(session, user, image_id, changes))
+
+
+@router.delete("/images/{image_id}", status_code=204)
+async def delete_image(
+    image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> Response:
+    await images.delete_job(session, container, user, image_id)
+    return Response(status_code=204)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from app.schemas.base import Schema
+from app.schemas.users import Credits
+
+
+class UploadOut(Schema):
+    id: uuid.UUID
+    url: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+
+
+class RemovedBackgroundOut(Schema):
+    """The seed app's shape: the PNG inline, plus the credits left."""
+
+    image_id: uuid.UUID
+    image_base64: str
+    content_type: str
+    credits: Credits
+
+
+class JobOutputOut(Schema):
+    view: str
+    url: str
+    content_type: str
+
+
+class JobOut(Schema):
+    id: uuid.UUID
+    kind: str
+    status: str
+    outputs: list[JobOutputOut]
+    input_url: str | None
+    credits: Credits = Field(description="Credits reserved (and, once completed, spent) for this job.")
+    error: str | None
+    error_code: str | None
+    attempts: int
+    time_taken: float | None = Field(description="Seconds.")
+    is_favourite: bool
+    description: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class JobAcceptedOut(Schema):
+    image_id: uuid.UUID
+    status: str
+    message: str = "Accepted; poll the status URL or listen to the events stream."
+    status_url: str
+
+
+class VectorizeOptionsIn(Schema):
+    colormode: Literal["color", "binary"] = "color"
+    color_precision: int | None = Field(default=None, ge=1, le=8)
+    filter_speckle: int | None = Field(default=None, ge=0, le=128)
+    layer_difference: int | None = Field(default=None, ge=1, le=255)
+    mode: Literal["spline", "polygon", "none"] = "spline"
+
+
+class VectorizeIn(Schema):
+    upload_id: uuid.UUID | None = None
+    mode: Literal["preview", "full"] = "full"
+    options: VectorizeOptionsIn = Field(default_factory=VectorizeOptionsIn)
+
+
+class VectorizedOut(Schema):
+    image_id: uuid.UUID
+    mode: str
+    svg: str
+    url: str
+    credits: Credits
+
+
+class JobUpdateIn(Schema):
+    is_favourite: bool | None = None
+    description: str | None = Field(default=None, max_length=500)
+
+
+class JobPageOut(Schema):
+    items: list[JobOut]
+    next_cursor: str | None

@@ -1,0 +1,136 @@
+"""The gallery: a user's jobs and their files, presented with expiring URLs; edits and deletion."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Container
+from app.db.base import utcnow
+from app.errors import NotFound
+from app.integrations.storage import StorageError
+from app.models import Job, JobKind, Upload, User
+from app.repositories.images import JobRepository, UploadRepository
+from app.services.pagination import decode_cursor, encode_cursor
+
+log = structlog.get_logger("app.images")
+
+
+def vectorize_engine_options(mode: str, requested: dict[str, Any]) -> dict[str, Any]:
+    """Preview is cheaper because it is coarser: fewer colours, more speckle removed, smaller."""
+    preview = mode == "preview"
+    engine: dict[str, Any] = {
+        "colormode": requested.get("colormode", "color"),
+        "mode": requested.get("mode", "spline"),
+    }
+    engine["color_precision"] = requested.get("color_precision") or (4 if preview else 6)
+    speckle = requested.get("filter_speckle")
+    engine["filter_speckle"] = speckle if speckle is not None else (8 if preview else 4)
+    engine["layer_difference"] = requested.get("layer_difference") or (32 if preview else 16)
+    engine["max_side"] = 512 if preview else 2048
+    return engine
+
+
+async def url_for(ctx: Container, key: str) -> str:
+    return await ctx.storage.url(key, ctx.settings.signed_url_ttl_seconds)
+
+
+async def get_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:
+    job = await JobRepository(session).get_for_user(job_id, user.id)
+    if job is None:
+        raise NotFound("No such image.")
+    return job
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+async def gallery(
+    session: AsyncSession,
+    user: User,
+    *,
+    limit: int,
+    cursor: str | None,
+    kind: str | None,
+    status: str | None,
+    favourite: bool | None,
+) -> JobPage:
+    before = decode_cursor(cursor) if cursor else None
+    jobs = await JobRepository(session).page_for_user(user.id, limit + 1, before, kind, status, favourite)
+    last = jobs[limit - 1] if len(jobs) > limit else None
+    return JobPage(jobs[:limit], encode_cursor(last.created_at, last.id) if last else None)
+
+
+async def update_job(session: AsyncSession, user: User, job_id: uuid.UUID, changes: dict[str, Any]) -> Job:
+    job = await get_job(session, user, job_id)
+    for name, value in changes.items():
+        setattr(job, name, value)
+    await session.flush()
+    return job
+
+
+async def delete_job(session: AsyncSession, ctx: Container, user: User, job_id: uuid.UUID) -> None:
+    job = await get_job(session, user, job_id)
+    await _delete_objects(ctx, [output["key"] for output in job.outputs])
+    await session.delete(job)
+    await session.flush()
+
+
+async def delete_user_files(session: AsyncSession, ctx: Container, user_id: uuid.UUID) -> None:
+    """Erasure: every job and upload of the user, rows and objects."""
+    for job in await JobRepository(session).for_user(user_id):
+        await _delete_objects(ctx, [output["key"] for output in job.outputs])
+        await session.delete(job)
+    for upload in await UploadRepository(session).for_user(user_id):
+        await _delete_objects(ctx, [upload.storage_key])
+        await session.delete(upload)
+    await session.flush()
+
+
+async def _delete_objects(ctx: Container, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            await ctx.storage.delete(key)
+        except StorageError:
+            # An orphaned object costs storage, a failed deletion must not keep the row: log and go on.
+            log.warning("storage.delete_failed", key=key)
+
+
+RETENTION_KINDS = (JobKind.remove_background, JobKind.vectorize, JobKind.generate)
+
+
+async def sweep_expired(ctx: Container, now: datetime | None = None, batch: int = 200) -> dict[str, int]:
+    """Delete images older than their kind's retention (0 keeps them forever), and nothing younger."""
+    now = now or utcnow()
+    settings = ctx.settings
+    removed: dict[str, int] = {}
+    for kind in RETENTION_KINDS:
+        hours = getattr(settings, f"retention_hours_{kind.value}")
+        if not hours:
+            continue
+        async with ctx.database.session_scope() as session:
+            expired = await JobRepository(session).older_than(kind.value, now - timedelta(hours=hours), batch)
+            for job in expired:
+                await _delete_objects(ctx, [output["key"] for output in job.outputs])
+                await session.delete(job)
+            removed[kind.value] = len(expired)
+    if settings.retention_hours_uploads:
+        async with ctx.database.session_scope() as session:
+            uploads: list[Upload] = await UploadRepository(session).older_than(
+                now - timedelta(hours=settings.retention_hours_uploads), batch
+            )
+            for upload in uploads:
+                await _delete_objects(ctx, [upload.storage_key])
+                await session.delete(upload)
+            removed["uploads"] = len(uploads)
+    if any(removed.values()):
+        log.info("retention.swept", **removed)
+    return removed

@@ -1,0 +1,264 @@
+"""AI jobs: submitted with a credit reservation in one transaction, run after commit by whoever picks
+them up (a BackgroundTask, a waiting request, the startup recovery), captured on success and released
+on failure. A job interrupted by a crash is found by its expired lease and re-run or failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Container
+from app.db.base import utcnow
+from app.errors import AppError
+from app.integrations.images.base import EngineError, VectorizeOptions
+from app.models import Job, JobKind, JobStatus, Upload, User
+from app.repositories.images import JobRepository
+from app.services import credits
+from app.services import uploads as uploads_service
+from app.services import users as users_service
+
+log = structlog.get_logger("app.jobs")
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    data: bytes
+    content_type: str
+    extension: str
+    view: str = "main"
+
+
+class JobFailed(AppError):
+    """A job run in the request failed; nothing was charged."""
+
+    status_code = 502
+    code = "job_failed"
+
+    def __init__(self, job: Job) -> None:
+        code = job.error_code or "job_failed"
+        status = 422 if code == "invalid_image" else 503 if _retryable_code(code) else 502
+        super().__init__(
+            job.error_message or "The job failed.",
+            extra={"job_id": str(job.id), "reason": code, "credits_charged": 0},
+            headers={"Retry-After": "30"} if status == 503 else None,
+            # The failed job and its released reservation were committed by the job's own units of work;
+            # nothing of the request's may undo them.
+            keep_changes=True,
+        )
+        self.status_code = status  # type: ignore[misc]
+
+
+def _retryable_code(code: str) -> bool:
+    return code in {"provider_rate_limited", "provider_timeout", "provider_unreachable", "provider_error"}
+
+
+def cost_of(ctx: Container, kind: JobKind, options: dict[str, Any]) -> int:
+    settings = ctx.settings
+    if kind is JobKind.remove_background:
+        return credits.to_millicredits(settings.remove_background_cost_credits)
+    if kind is JobKind.vectorize:
+        preview = options.get("mode") == "preview"
+        price = settings.vectorize_preview_cost_credits if preview else settings.vectorize_full_cost_credits
+        return credits.to_millicredits(price)
+    raise ValueError(f"no price for {kind}")
+
+
+async def submit(
+    session: AsyncSession, ctx: Container, user: User, kind: JobKind, upload: Upload, options: dict[str, Any]
+) -> Job:
+    """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing)."""
+    job_id = uuid.uuid4()
+    cost = cost_of(ctx, kind, options)
+    job = await JobRepository(session).add(
+        Job(
+            id=job_id,
+            user_id=user.id,
+            kind=kind.value,
+            input_upload_id=upload.id,
+            input_key=upload.storage_key,
+            options=options,
+            credits_reserved=cost,
+            reservation_key=f"job:{job_id}:reserve" if cost else None,
+            provider=_provider_name(ctx, kind),
+        )
+    )
+    if cost:
+        assert job.reservation_key is not None
+        await credits.reserve(session, user.id, cost, job.reservation_key, reference=f"job:{job_id}")
+    return job
+
+
+def _provider_name(ctx: Container, kind: JobKind) -> str:
+    if kind is JobKind.remove_background:
+        return ctx.background_remover.name
+    if kind is JobKind.vectorize:
+        return ctx.vectorizer.name
+    return kind.value
+
+
+async def submit_from_input(
+    session: AsyncSession,
+    ctx: Container,
+    user: User,
+    kind: JobKind,
+    *,
+    data: bytes | None,
+    upload_id: uuid.UUID | None,
+    options: dict[str, Any],
+    allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
+) -> Job:
+    if data is not None:
+        upload = await uploads_service.store(session, ctx, user, data, allowed=allowed)
+    elif upload_id is not None:
+        upload = await uploads_service.get_owned(session, user, upload_id)
+        if uploads_service.format_of(upload) not in allowed:
+            raise uploads_service.NotAnImage(f"This endpoint takes {', '.join(sorted(allowed))} images.")
+    else:
+        raise uploads_service.EmptyUpload("Send a file or an upload_id.")
+    return await submit(session, ctx, user, kind, upload, options)
+
+
+async def run_now(
+    ctx: Container,
+    user_id: uuid.UUID,
+    kind: JobKind,
+    *,
+    data: bytes | None,
+    upload_id: uuid.UUID | None,
+    options: dict[str, Any],
+    allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
+) -> Job:
+    """Submit (committed at once), run, and return the finished job: for clients that wait."""
+    async with ctx.database.session_scope() as session:
+        user = await users_service.require_user(session, user_id)
+        job = await submit_from_input(
+            session, ctx, user, kind, data=data, upload_id=upload_id, options=options, allowed=allowed
+        )
+        job_id = job.id
+    await run(ctx, job_id)
+    async with ctx.database.session_scope() as session:
+        finished = await JobRepository(session).get(job_id)
+    assert finished is not None
+    if finished.status == JobStatus.failed.value:
+        raise JobFailed(finished)
+    return finished
+
+
+async def run(ctx: Container, job_id: uuid.UUID) -> None:
+    """Run one job to a terminal state. Safe to call twice: only the caller that claims it runs it."""
+    settings = ctx.settings
+    now = utcnow()
+    async with ctx.database.session_scope() as session:
+        repository = JobRepository(session)
+        if not await repository.claim(job_id, now, now + timedelta(seconds=settings.job_lease_seconds)):
+            return
+        job = await repository.get(job_id)
+        assert job is not None
+        kind, input_key, options, user_id = JobKind(job.kind), job.input_key, dict(job.options), job.user_id
+    started = time.perf_counter()
+    log.info("job.started", job_id=str(job_id), kind=kind.value)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            assert input_key is not None
+            source = await ctx.storage.get(input_key)
+            outputs = await _execute(ctx, kind, source, options)
+            break
+        except EngineError as exc:
+            if exc.retryable and attempt < settings.job_max_attempts:
+                delay = settings.job_retry_base_seconds * 2 ** (attempt - 1)
+                log.warning("job.retrying", job_id=str(job_id), code=exc.code, attempt=attempt, delay=delay)
+                await asyncio.sleep(delay)
+                continue
+            await _fail(ctx, job_id, exc.code, str(exc), attempt, started)
+            return
+        except Exception as exc:
+            log.exception("job.crashed", job_id=str(job_id))
+            await _fail(
+                ctx, job_id, "internal_error", f"{type(exc).__name__}: the job failed.", attempt, started
+            )
+            return
+    keys = []
+    for output in outputs:
+        key = f"users/{user_id}/jobs/{job_id}/{output.view}.{output.extension}"
+        await ctx.storage.put(key, output.data, output.content_type)
+        keys.append(
+            {"key": key, "content_type": output.content_type, "view": output.view, "size": len(output.data)}
+        )
+    await _complete(ctx, job_id, keys, attempt, started)
+
+
+async def _execute(ctx: Container, kind: JobKind, source: bytes, options: dict[str, Any]) -> list[JobOutput]:
+    if kind is JobKind.remove_background:
+        return [JobOutput(await ctx.background_remover.remove_background(source), "image/png", "png")]
+    if kind is JobKind.vectorize:
+        vector_options = VectorizeOptions(**options.get("engine", {}))
+        svg = await ctx.vectorizer.vectorize(source, vector_options)
+        return [JobOutput(svg.encode(), "image/svg+xml", "svg")]
+    raise EngineError("unsupported_job", f"No runner for {kind.value} jobs.", retryable=False)
+
+
+async def _complete(
+    ctx: Container, job_id: uuid.UUID, outputs: list[dict[str, Any]], attempts: int, started: float
+) -> None:
+    async with ctx.database.session_scope() as session:
+        job = await JobRepository(session).get(job_id, for_update=True)
+        if job is None or job.status != JobStatus.processing.value:
+            log.warning("job.finished_elsewhere", job_id=str(job_id))
+            return
+        job.status = JobStatus.completed.value
+        job.outputs = outputs
+        job.attempts = max(job.attempts, attempts)
+        job.finished_at = utcnow()
+        job.lease_until = None
+        job.time_taken_ms = int((time.perf_counter() - started) * 1000)
+        if job.reservation_key:
+            await credits.capture(session, job.reservation_key)
+    log.info("job.completed", job_id=str(job_id))
+
+
+async def _fail(
+    ctx: Container, job_id: uuid.UUID, code: str, message: str, attempts: int, started: float | None
+) -> None:
+    async with ctx.database.session_scope() as session:
+        job = await JobRepository(session).get(job_id, for_update=True)
+        if job is None or job.status in (JobStatus.completed.value, JobStatus.failed.value):
+            return
+        job.status = JobStatus.failed.value
+        job.error_code = code
+        job.error_message = message[:2000]
+        job.attempts = max(job.attempts, attempts)
+        job.finished_at = utcnow()
+        job.lease_until = None
+        if started is not None:
+            job.time_taken_ms = int((time.perf_counter() - started) * 1000)
+        if job.reservation_key:
+            await credits.release(session, job.reservation_key)
+    log.info("job.failed", job_id=str(job_id), code=code)
+
+
+async def recover(ctx: Container, limit: int = 100) -> list[uuid.UUID]:
+    """Jobs left behind by a crash: re-run those with attempts left, fail (and refund) the others.
+    Returns the ids to re-run; the caller schedules them."""
+    now = utcnow()
+    lease = timedelta(seconds=ctx.settings.job_lease_seconds)
+    async with ctx.database.session_scope() as session:
+        stale = await JobRepository(session).stale(now, pending_before=now - lease, limit=limit)
+        plan = [(job.id, job.attempts) for job in stale]
+    rerun = []
+    for job_id, attempts in plan:
+        if attempts >= ctx.settings.job_max_attempts:
+            await _fail(ctx, job_id, "abandoned", "The job was interrupted too many times.", attempts, None)
+        else:
+            rerun.append(job_id)
+    if plan:
+        log.info("jobs.recovered", rerun=len(rerun), failed=len(plan) - len(rerun))
+    return rerun

@@ -1,0 +1,491 @@
+"""Uploads, background removal, vectorization, jobs and the gallery, through HTTP with the real local
+engines and a fake ClipDrop."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import respx
+from PIL import Image
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.container import Container
+from app.db.base import utcnow
+from app.models import CreditLedgerEntry, Job, JobStatus, Upload, User
+from app.services import images as images_service
+from app.services import jobs as jobs_service
+from app.services.users import create_user
+from tests.conftest import make_settings
+from tests.fakes.clipdrop import FakeClipDrop
+from tests.images import jpeg, logo_like, oversize, pdf_named_png, photo_like, png_bomb, truncated_png
+from tests.test_auth import assert_error
+
+BONUS = 10.0
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        public_base_url="http://testserver",
+        job_retry_base_seconds=0,
+    )
+
+
+@pytest.fixture
+async def user(session: AsyncSession, settings: Settings) -> User:
+    return await create_user(
+        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
+    )
+
+
+@pytest.fixture
+def auth(user: User, container: Container) -> dict[str, str]:
+    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
+
+
+async def balance(client: httpx.AsyncClient, auth: dict[str, str]) -> float:
+    return float((await client.get("/api/v1/users/credits", headers=auth)).json()["credits"])
+
+
+def files(
+    data: bytes, name: str = "image.png", content_type: str = "image/png"
+) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, data, content_type)}
+
+
+class TestUploads:
+    async def test_a_valid_image_is_stored_clean(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotated 90° clockwise: the stored image must come out upright
+        exif[0x010F] = "SecretCam"
+        source = Image.new("RGB", (40, 20), "red")
+        buffer = io.BytesIO()
+        source.save(buffer, "JPEG", exif=exif)
+        response = await client.post("/api/v1/uploads", headers=auth, files=files(buffer.getvalue(), "x.png"))
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert (body["content_type"], body["width"], body["height"]) == ("image/jpeg", 20, 40)
+        stored = await client.get(urlsplit(body["url"]).path + "?" + urlsplit(body["url"]).query)
+        assert stored.status_code == 200
+        assert stored.headers["content-type"] == "image/jpeg"
+        assert b"SecretCam" not in stored.content
+        with Image.open(io.BytesIO(stored.content)) as image:
+            assert image.size == (20, 40)
+            assert not image.getexif()
+
+    @pytest.mark.parametrize(
+        ("data", "status", "error"),
+        [
+            pytest.param(pdf_named_png(), 415, "unsupported_image", id="pdf-named-png"),
+            pytest.param(truncated_png(), 400, "corrupt_image", id="truncated-png"),
+            pytest.param(png_bomb(20000, 20000), 413, "image_too_large", id="20000x20000-bomb"),
+            pytest.param(oversize(11 * 1024 * 1024), 413, "image_too_large", id="11-MB"),
+            pytest.param(b"", 400, "empty_upload", id="empty"),
+            pytest.param(b"GIF89a" + b"\x00" * 100, 415, "unsupported_image", id="gif-not-accepted"),
+        ],
+    )
+    async def test_bad_uploads_are_refused_and_nothing_is_stored(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        settings: Settings,
+        data: bytes,
+        status: int,
+        error: str,
+    ) -> None:
+        for endpoint in ("/api/v1/uploads", "/api/v1/images/remove-background"):
+            response = await client.post(endpoint, headers=auth, files=files(data, "photo.png"))
+            assert_error(response, status, error)
+        assert await session.scalar(select(func.count()).select_from(Upload)) == 0
+        assert await session.scalar(select(func.count()).select_from(Job)) == 0
+        assert await balance(client, auth) == BONUS  # nothing reserved
+        storage_dir = settings.storage_dir
+        assert not storage_dir.exists() or not any(path.is_file() for path in storage_dir.rglob("*"))
+
+    async def test_a_signed_url_expires_and_cannot_be_forged(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        body = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(64)))).json()
+        url = urlsplit(body["url"])
+        assert (await client.get(f"{url.path}?{url.query}")).status_code == 200
+        forged = url.query.replace("signature=", "signature=0")
+        assert_error(await client.get(f"{url.path}?{forged}"), 404, "not_found")
+        expired = "expires=1&" + url.query.split("&", 1)[1]
+        assert_error(await client.get(f"{url.path}?{expired}"), 404, "not_found")
+        other_key = url.path.replace(".png", ".jpg")
+        assert_error(await client.get(f"{other_key}?{url.query}"), 404, "not_found")
+
+
+class TestLocalBackgroundRemoval:
+    async def test_sync_returns_a_real_matte_and_charges_one_credit(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        response = await client.post(
+            "/api/v1/images/remove-background", headers=auth, files=files(photo_like(320, 240))
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["content_type"] == "image/png"
+        assert body["credits"] == BONUS - 1
+        with Image.open(io.BytesIO(base64.b64decode(body["image_base64"]))) as image:
+            assert image.mode == "RGBA"
+            assert image.size == (320, 240)
+            alpha = image.getchannel("A")
+            histogram = alpha.histogram()
+            assert sum(histogram[250:]) > 0.05 * 320 * 240  # opaque subject
+            assert sum(histogram[:6]) > 0.05 * 320 * 240  # transparent background
+        job = await session.scalar(select(Job).where(Job.id == uuid.UUID(body["image_id"])))
+        assert job is not None
+        assert (job.status, job.provider, job.attempts) == (JobStatus.completed.value, "local", 1)
+        reasons = list(
+            await session.scalars(select(CreditLedgerEntry.reason).order_by(CreditLedgerEntry.created_at))
+        )
+        assert reasons == ["signup_bonus", "job_reserve", "job_capture"]
+
+    async def test_by_upload_id_and_async_with_polling(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(jpeg(200, 150)))).json()
+        response = await client.post(
+            "/api/v1/images/remove-background?async=true", headers=auth, data={"upload_id": uploaded["id"]}
+        )
+        assert response.status_code == 202, response.text
+        accepted = response.json()
+        # The ASGI transport runs the background task before returning: it is done by now.
+        status = (await client.get(f"/api/v1/image/status/{accepted['image_id']}", headers=auth)).json()
+        assert status["status"] == "COMPLETED"
+        assert status["outputs"][0]["content_type"] == "image/png"
+        assert status["time_taken"] is not None
+        assert await balance(client, auth) == BONUS - 1
+
+    async def test_insufficient_credits_is_402_and_nothing_is_created(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession, settings: Settings
+    ) -> None:
+        for _ in range(10):
+            assert (
+                await client.post(
+                    "/api/v1/images/remove-background", headers=auth, files=files(logo_like(32))
+                )
+            ).status_code == 200
+        before = await session.scalar(select(func.count()).select_from(Job))
+        response = await client.post(
+            "/api/v1/images/remove-background", headers=auth, files=files(logo_like(32))
+        )
+        body = assert_error(response, 402, "insufficient_credits")
+        assert (body["required"], body["available"]) == (1.0, 0.0)
+        assert await session.scalar(select(func.count()).select_from(Job)) == before
+
+    async def test_someone_elses_upload_is_404(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        settings: Settings,
+        container: Container,
+    ) -> None:
+        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
+        other = await create_user(session, settings, email="other@example.com", email_verified_at=utcnow())
+        other_auth = {"Authorization": f"Bearer {container.tokens.issue(other.id, 'access')[0]}"}
+        response = await client.post(
+            "/api/v1/images/remove-background", headers=other_auth, data={"upload_id": uploaded["id"]}
+        )
+        assert_error(response, 404, "not_found")
+
+
+class TestClipDrop:
+    @pytest.fixture
+    def clipdrop(self, outside_http: respx.MockRouter) -> FakeClipDrop:
+        return FakeClipDrop(outside_http)
+
+    @pytest.fixture
+    def settings(
+        self, database_url: str, tmp_path_factory: pytest.TempPathFactory, clipdrop: FakeClipDrop
+    ) -> Settings:
+        return make_settings(
+            database_url=database_url,
+            data_dir=tmp_path_factory.mktemp("data"),
+            clipdrop_api_key=clipdrop.api_key,
+            job_retry_base_seconds=0,
+            job_max_attempts=2,
+        )
+
+    async def test_clipdrop_is_used_when_its_key_is_set(
+        self, client: httpx.AsyncClient, auth: dict[str, str], clipdrop: FakeClipDrop, session: AsyncSession
+    ) -> None:
+        response = await client.post(
+            "/api/v1/images/remove-background", headers=auth, files=files(photo_like(64, 64))
+        )
+        assert response.status_code == 200, response.text
+        assert len(clipdrop.uploads) == 1
+        job = await session.scalar(select(Job))
+        assert job is not None
+        assert job.provider == "clipdrop"
+
+    @pytest.mark.parametrize(
+        ("failures", "status", "reason"),
+        [
+            pytest.param([(429,), (429,)], 503, "provider_rate_limited", id="429-twice"),
+            pytest.param([(500,), (500,)], 503, "provider_error", id="500-twice"),
+            pytest.param([(402,)], 502, "provider_out_of_credits", id="402"),
+            pytest.param([(403,)], 502, "provider_auth_failed", id="403"),
+            pytest.param([(400,)], 422, "invalid_image", id="400"),
+            pytest.param(["html", "html"], 503, "provider_error", id="malformed-200"),
+            pytest.param(["timeout", "timeout"], 503, "provider_timeout", id="timeout"),
+        ],
+    )
+    async def test_provider_failures_fail_cleanly_and_give_the_credits_back(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        clipdrop: FakeClipDrop,
+        session: AsyncSession,
+        failures: list[object],
+        status: int,
+        reason: str,
+    ) -> None:
+        for failure in failures:
+            if failure == "html":
+                clipdrop.answer_html_next()
+            elif failure == "timeout":
+                clipdrop.time_out_next()
+            else:
+                assert isinstance(failure, tuple)
+                clipdrop.fail_next(failure[0])
+        response = await client.post(
+            "/api/v1/images/remove-background", headers=auth, files=files(logo_like(48))
+        )
+        body = assert_error(response, status, "job_failed")
+        assert body["reason"] == reason
+        assert body["credits_charged"] == 0
+        assert "clipdrop-test-key" not in response.text
+        job = await session.scalar(select(Job))
+        assert job is not None
+        assert (job.status, job.error_code) == (JobStatus.failed.value, reason)
+        assert job.attempts == len(failures)
+        assert await balance(client, auth) == BONUS
+        reasons = list(
+            await session.scalars(select(CreditLedgerEntry.reason).order_by(CreditLedgerEntry.created_at))
+        )
+        assert reasons == ["signup_bonus", "job_reserve", "job_release"]
+
+    async def test_a_transient_failure_is_retried_and_succeeds(
+        self, client: httpx.AsyncClient, auth: dict[str, str], clipdrop: FakeClipDrop, session: AsyncSession
+    ) -> None:
+        clipdrop.fail_next(503)
+        response = await client.post(
+            "/api/v1/images/remove-background", headers=auth, files=files(logo_like(48))
+        )
+        assert response.status_code == 200, response.text
+        job = await session.scalar(select(Job))
+        assert job is not None
+        assert job.attempts == 2
+        assert await balance(client, auth) == BONUS - 1
+
+
+class TestVectorize:
+    @pytest.mark.parametrize(("mode", "cost"), [("preview", 0.2), ("full", 1.0)])
+    async def test_svg_with_paths_at_its_price(
+        self, client: httpx.AsyncClient, auth: dict[str, str], mode: str, cost: float
+    ) -> None:
+        response = await client.post(
+            "/api/v1/images/vectorize", headers=auth, files=files(logo_like(128)), data={"mode": mode}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        svg = ET.fromstring(body["svg"])
+        assert svg.tag.endswith("svg")
+        assert any(element.tag.endswith("path") for element in svg.iter())
+        assert body["credits"] == pytest.approx(BONUS - cost)
+        url = urlsplit(body["url"])
+        stored = await client.get(f"{url.path}?{url.query}")
+        assert stored.headers["content-type"] == "image/svg+xml"
+        assert "default-src 'none'" in stored.headers["content-security-policy"]
+
+    async def test_json_body_with_an_upload_and_options(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        uploaded = (
+            await client.post("/api/v1/uploads", headers=auth, files=files(photo_like(256, 192)))
+        ).json()
+        response = await client.post(
+            "/api/v1/images/vectorize",
+            headers=auth,
+            json={"upload_id": uploaded["id"], "mode": "full", "options": {"colormode": "binary"}},
+        )
+        assert response.status_code == 200, response.text
+
+    async def test_webp_is_refused_for_vectorizing(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        from tests.images import webp
+
+        response = await client.post(
+            "/api/v1/images/vectorize", headers=auth, files=files(webp(64, 64), "a.webp")
+        )
+        assert_error(response, 415, "unsupported_image")
+        assert await balance(client, auth) == BONUS
+
+    @pytest.mark.parametrize(
+        "body", [{"mode": "huge"}, {"options": {"color_precision": 99}}, {"upload_id": "nope"}]
+    )
+    async def test_invalid_fields_are_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str], body: dict[str, object]
+    ) -> None:
+        response = await client.post(
+            "/api/v1/images/vectorize", headers=auth, json={"upload_id": str(uuid.uuid4()), **body}
+        )
+        assert_error(response, 422, "validation_error")
+
+
+class TestGallery:
+    @pytest.fixture
+    async def three_jobs(self, client: httpx.AsyncClient, auth: dict[str, str]) -> AsyncIterator[list[str]]:
+        ids = []
+        for _ in range(3):
+            response = await client.post(
+                "/api/v1/images/vectorize", headers=auth, files=files(logo_like(32)), data={"mode": "preview"}
+            )
+            ids.append(response.json()["image_id"])
+        return ids
+
+    async def test_pages_filters_edits_and_deletes(
+        self, client: httpx.AsyncClient, auth: dict[str, str], three_jobs: list[str], settings: Settings
+    ) -> None:
+        first = (await client.get("/api/v1/images?limit=2", headers=auth)).json()
+        second = (
+            await client.get(f"/api/v1/images?limit=2&cursor={first['next_cursor']}", headers=auth)
+        ).json()
+        assert [item["id"] for item in first["items"] + second["items"]] == list(reversed(three_jobs))
+        assert second["next_cursor"] is None
+        patched = await client.patch(
+            f"/api/v1/images/{three_jobs[0]}",
+            headers=auth,
+            json={"is_favourite": True, "description": "logo"},
+        )
+        assert patched.json()["is_favourite"] is True
+        favourites = (await client.get("/api/v1/images?favourite=true", headers=auth)).json()["items"]
+        assert [item["id"] for item in favourites] == [three_jobs[0]]
+        assert (await client.get("/api/v1/images?kind=remove_background", headers=auth)).json()["items"] == []
+        output_files = list(settings.storage_dir.rglob("*.svg"))
+        assert len(output_files) == 3
+        assert (await client.delete(f"/api/v1/images/{three_jobs[0]}", headers=auth)).status_code == 204
+        assert_error(await client.get(f"/api/v1/images/{three_jobs[0]}", headers=auth), 404, "not_found")
+        assert len(list(settings.storage_dir.rglob("*.svg"))) == 2
+
+    async def test_another_user_sees_none_of_it(
+        self,
+        client: httpx.AsyncClient,
+        three_jobs: list[str],
+        session: AsyncSession,
+        settings: Settings,
+        container: Container,
+    ) -> None:
+        other = await create_user(session, settings, email="nosy@example.com", email_verified_at=utcnow())
+        nosy = {"Authorization": f"Bearer {container.tokens.issue(other.id, 'access')[0]}"}
+        assert (await client.get("/api/v1/images", headers=nosy)).json()["items"] == []
+        for job_id in three_jobs:
+            assert_error(await client.get(f"/api/v1/images/{job_id}", headers=nosy), 404, "not_found")
+            assert_error(
+                await client.patch(f"/api/v1/images/{job_id}", headers=nosy, json={"is_favourite": True}),
+                404,
+                "not_found",
+            )
+            assert_error(await client.delete(f"/api/v1/images/{job_id}", headers=nosy), 404, "not_found")
+
+    async def test_bad_gallery_queries(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+        assert_error(await client.get("/api/v1/images?cursor=garbage!", headers=auth), 400, "invalid_cursor")
+        assert_error(await client.get("/api/v1/images?status=DONE", headers=auth), 422, "validation_error")
+        assert_error(await client.get("/api/v1/images/not-a-uuid", headers=auth), 422, "validation_error")
+
+
+class TestRecoveryAndRetention:
+    async def test_a_job_interrupted_by_a_crash_is_recovered(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        user: User,
+    ) -> None:
+        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
+        # Submitted and claimed, then the process died: PROCESSING with a lease in the past.
+        job = await jobs_service.submit(
+            session,
+            container,
+            user,
+            jobs_service.JobKind.remove_background,
+            await session.get_one(Upload, uuid.UUID(uploaded["id"])),
+            {},
+        )
+        job.status = JobStatus.processing.value
+        job.attempts = 1
+        job.lease_until = utcnow() - timedelta(seconds=1)
+        await session.flush()
+        rerun = await jobs_service.recover(container)
+        assert rerun == [job.id]
+        await jobs_service.run(container, job.id)
+        session.expunge_all()
+        recovered = await session.get_one(Job, job.id)
+        assert (recovered.status, recovered.attempts) == (JobStatus.completed.value, 2)
+        assert await balance(client, auth) == BONUS - 1
+
+    async def test_a_job_out_of_attempts_is_failed_and_refunded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        user: User,
+    ) -> None:
+        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
+        job = await jobs_service.submit(
+            session,
+            container,
+            user,
+            jobs_service.JobKind.remove_background,
+            await session.get_one(Upload, uuid.UUID(uploaded["id"])),
+            {},
+        )
+        job.status = JobStatus.processing.value
+        job.attempts = container.settings.job_max_attempts
+        job.lease_until = utcnow() - timedelta(seconds=1)
+        await session.flush()
+        assert await jobs_service.recover(container) == []
+        session.expunge_all()
+        failed = await session.get_one(Job, job.id)
+        assert (failed.status, failed.error_code) == (JobStatus.failed.value, "abandoned")
+        assert await balance(client, auth) == BONUS
+
+    async def test_retention_deletes_old_images_and_nothing_younger(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession, container: Container
+    ) -> None:
+        for _ in range(2):
+            await client.post(
+                "/api/v1/images/vectorize", headers=auth, files=files(logo_like(32)), data={"mode": "preview"}
+            )
+        old, young = list(await session.scalars(select(Job).order_by(Job.created_at)))
+        await session.execute(
+            update(Job).where(Job.id == old.id).values(created_at=utcnow() - timedelta(hours=25))
+        )
+        container.settings = container.settings.model_copy(update={"retention_hours_vectorize": 24})
+        removed = await images_service.sweep_expired(container)
+        assert removed == {"vectorize": 1}
+        session.expunge_all()
+        assert [job.id for job in await session.scalars(select(Job))] == [young.id]
+        assert not (container.settings.storage_dir / old.outputs[0]["key"]).exists()
+        assert (container.settings.storage_dir / young.outputs[0]["key"]).exists()

@@ -129,6 +129,15 @@ class Settings(BaseSettings):
     job_retry_base_seconds: float = Field(default=1.0, ge=0)
     # A job PROCESSING longer than this is presumed abandoned and recovered (re-run or failed).
     job_lease_seconds: int = Field(default=600, ge=10)
+    # Hairstyle generation on Replicate: the model, credits per generated view, polling and limits.
+    replicate_model: str = "bytedance/seedream-4"
+    generate_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
+    replicate_poll_interval_seconds: float = Field(default=2.0, gt=0)
+    replicate_prediction_timeout_seconds: float = Field(default=300.0, gt=0)
+    replicate_timeout_seconds: float = Field(default=30.0, gt=0)
+    replicate_download_max_bytes: int = Field(default=30_000_000, ge=1024)
+    clipdrop_timeout_seconds: float = Field(default=60.0, gt=0)
+    rate_limit_generate_per_user: str = "5/minute"
     # Hours before images of each kind (and plain uploads) are deleted; 0 keeps them.
     retention_hours_uploads: int = Field(default=0, ge=0)
     retention_hours_remove_background: int = Field(default=0, ge=0)

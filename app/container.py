@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from pydantic import SecretStr
@@ -18,6 +19,7 @@ from app.integrations.images.base import BackgroundRemover
 from app.integrations.images.clipdrop import ClipDropRemover
 from app.integrations.images.local_background import LocalBackgroundRemover
 from app.integrations.images.local_vectorizer import LocalVectorizer
+from app.integrations.images.replicate import ReplicateClient
 from app.integrations.rate_limit import RateLimiter
 from app.integrations.razorpay_gateway import RazorpayGateway
 from app.integrations.storage import LocalStorage, S3Storage, Storage
@@ -42,6 +44,9 @@ class Container:
     storage: Storage
     background_remover: BackgroundRemover
     vectorizer: LocalVectorizer
+    replicate: ReplicateClient | None
+    # Predictions a job is waiting on, set by Replicate's webhook to end the wait early (this process).
+    prediction_signals: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:
@@ -66,6 +71,7 @@ class Container:
             storage=_storage(settings),
             background_remover=_background_remover(settings, http),
             vectorizer=LocalVectorizer(max_concurrency=settings.local_engine_concurrency),
+            replicate=_replicate(settings, http),
         )
 
     async def aclose(self) -> None:
@@ -171,5 +177,23 @@ def _background_remover(settings: Settings, http: httpx.AsyncClient) -> Backgrou
         settings.background_removal_provider == "auto" and api_key is not None
     )
     if wants_clipdrop and api_key is not None:
-        return ClipDropRemover(http, api_key=api_key, base_url=settings.clipdrop_base_url)
+        return ClipDropRemover(
+            http,
+            api_key=api_key,
+            base_url=settings.clipdrop_base_url,
+            timeout_seconds=settings.clipdrop_timeout_seconds,
+        )
     return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency)
+
+
+def _replicate(settings: Settings, http: httpx.AsyncClient) -> ReplicateClient | None:
+    token = _secret(settings.replicate_api_token)
+    if token is None:
+        return None
+    return ReplicateClient(
+        http,
+        api_token=token,
+        base_url=settings.replicate_base_url,
+        webhook_secret=_secret(settings.replicate_webhook_secret),
+        timeout_seconds=settings.replicate_timeout_seconds,
+    )

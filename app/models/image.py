@@ -77,3 +77,16 @@ class Job(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     lease_until: Mapped[datetime | None]
     is_favourite: Mapped[bool] = mapped_column(default=False)
     description: Mapped[str | None] = mapped_column(String(500))
+
+
+class Style(UUIDPrimaryKeyMixin, TimestampMixin, Base):
+    """A hairstyle the try-on can apply: the prompt is what the model is asked for."""
+
+    __tablename__ = "styles"
+
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str | None] = mapped_column(String(500))
+    prompt: Mapped[str] = mapped_column(Text)
+    thumbnail_url: Mapped[str | None] = mapped_column(String(2048))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    sort_order: Mapped[int] = mapped_column(default=0)

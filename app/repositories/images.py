@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult
 
-from app.models import Job, JobStatus, Upload
+from app.models import Job, JobStatus, Style, Upload
 from app.repositories.base import Repository
 
 
@@ -94,3 +94,11 @@ class JobRepository(Repository[Job]):
 
     async def for_user(self, user_id: uuid.UUID) -> list[Job]:
         return list(await self.session.scalars(select(Job).where(Job.user_id == user_id)))
+
+
+class StyleRepository(Repository[Style]):
+    model = Style
+
+    async def active(self) -> list[Style]:
+        statement = select(Style).where(Style.is_active.is_(True)).order_by(Style.sort_order, Style.name)
+        return list(await self.session.scalars(statement))

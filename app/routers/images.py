@@ -3,11 +3,12 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
@@ -16,17 +17,20 @@ from app.dependencies import ContainerDep, CurrentUser, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind
 from app.schemas.images import (
+    GenerateAcceptedOut,
+    GenerateIn,
     JobAcceptedOut,
     JobOut,
     JobOutputOut,
     JobPageOut,
     JobUpdateIn,
     RemovedBackgroundOut,
+    StyleOut,
     UploadOut,
     VectorizedOut,
     VectorizeIn,
 )
-from app.services import credits, images, jobs, uploads
+from app.services import credits, generation, images, jobs, uploads
 
 router = APIRouter(tags=["images"])
 PNG_JPEG = frozenset({"PNG", "JPEG"})
@@ -250,3 +254,47 @@ async def delete_image(
 ) -> Response:
     await images.delete_job(session, container, user, image_id)
     return Response(status_code=204)
+
+
+@router.get("/styles", response_model=list[StyleOut])
+async def styles(session: SessionDep) -> list[StyleOut]:
+    """Hairstyles the try-on can apply."""
+    return [StyleOut.model_validate(style) for style in await generation.list_styles(session)]
+
+
+@router.post("/image/generate", status_code=202, response_model=GenerateAcceptedOut)
+async def generate(
+    body: GenerateIn,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    background: BackgroundTasks,
+) -> GenerateAcceptedOut:
+    """Try a hairstyle on a photo: answers at once; the front view (and any other views asked for) are
+    generated on Replicate. GENERATE_COST_CREDITS per view, charged on success."""
+    job = await generation.submit(
+        session,
+        container,
+        user,
+        style_id=body.style_id,
+        upload_id=body.upload_id,
+        image_url=str(body.image_input_url) if body.image_input_url else None,
+        views=list(dict.fromkeys(body.views)),
+    )
+    background.add_task(jobs.run, container, job.id)
+    return GenerateAcceptedOut(image_id=job.id)
+
+
+@router.get("/images/{image_id}/events", response_class=StreamingResponse)
+async def image_events(
+    image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> StreamingResponse:
+    """Server-Sent Events: a `status` event at every change until the job completes or fails."""
+    await images.get_job(session, user, image_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[str]:
+        async for job in images.status_changes(container, user.id, image_id):
+            payload = (await job_out(container, job)).model_dump_json()
+            yield f"event: status\nid: {job.updated_at.timestamp()}\ndata: {payload}\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

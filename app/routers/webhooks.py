@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 from app.dependencies import ContainerDep, SessionDep
 from app.schemas.webhooks import WebhookAck
 from app.services import clerk as clerk_service
-from app.services import payment_webhooks
+from app.services import generation, payment_webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -40,4 +40,11 @@ async def razorpay_webhook(request: Request, session: SessionDep, container: Con
 async def dodo_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
     """Dodo Payments events, verified as Standard Webhooks (webhook-id/-timestamp/-signature)."""
     outcome = await payment_webhooks.receive_dodo(session, container, await request.body(), request.headers)
+    return WebhookAck(status=outcome)
+
+
+@router.post("/replicate", response_model=WebhookAck)
+async def replicate_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
+    """Replicate prediction updates (Standard Webhooks signature): wakes the job waiting on it."""
+    outcome = await generation.receive_webhook(session, container, await request.body(), request.headers)
     return WebhookAck(status=outcome)

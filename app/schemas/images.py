@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AnyUrl, Field, UrlConstraints
 
 from app.schemas.base import Schema
 from app.schemas.users import Credits
+
+# Replicate fetches the image itself: only public https URLs make sense, never file: or http: ones.
+HttpsUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["https"], max_length=2048)]
 
 
 class UploadOut(Schema):
@@ -88,3 +91,29 @@ class JobUpdateIn(Schema):
 class JobPageOut(Schema):
     items: list[JobOut]
     next_cursor: str | None
+
+
+class StyleOut(Schema):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    thumbnail_url: str | None
+
+
+View = Literal["front", "left", "right", "back"]
+
+
+def _front_only() -> list[View]:
+    return ["front"]
+
+
+class GenerateIn(Schema):
+    style_id: uuid.UUID
+    upload_id: uuid.UUID | None = None
+    image_input_url: HttpsUrl | None = None
+    views: list[View] = Field(default_factory=_front_only, min_length=1, max_length=4)
+
+
+class GenerateAcceptedOut(Schema):
+    image_id: uuid.UUID
+    message: str = "Generation started; poll image/status/{image_id} or listen to images/{image_id}/events."

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +16,7 @@ from app.container import Container
 from app.db.base import utcnow
 from app.errors import NotFound
 from app.integrations.storage import StorageError
-from app.models import Job, JobKind, Upload, User
+from app.models import TERMINAL_STATUSES, Job, JobKind, Upload, User
 from app.repositories.images import JobRepository, UploadRepository
 from app.services.pagination import decode_cursor, encode_cursor
 
@@ -67,6 +69,32 @@ async def gallery(
     jobs = await JobRepository(session).page_for_user(user.id, limit + 1, before, kind, status, favourite)
     last = jobs[limit - 1] if len(jobs) > limit else None
     return JobPage(jobs[:limit], encode_cursor(last.created_at, last.id) if last else None)
+
+
+async def status_changes(
+    ctx: Container,
+    user_id: uuid.UUID,
+    job_id: uuid.UUID,
+    poll_seconds: float = 1.0,
+    limit_seconds: float = 900,
+) -> AsyncIterator[Job]:
+    """The job each time its status (or outputs) change, ending at a terminal state. Each look is its own
+    short transaction, so an open stream holds no connection."""
+    last: tuple[str, int] | None = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_seconds
+    while loop.time() < deadline:
+        async with ctx.database.session_scope() as session:
+            job = await JobRepository(session).get_for_user(job_id, user_id)
+        if job is None:
+            return
+        state = (job.status, len(job.outputs))
+        if state != last:
+            last = state
+            yield job
+        if job.status in TERMINAL_STATUSES:
+            return
+        await asyncio.sleep(poll_seconds)
 
 
 async def update_job(session: AsyncSession, user: User, job_id: uuid.UUID, changes: dict[str, Any]) -> Job:

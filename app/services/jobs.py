@@ -20,7 +20,7 @@ from app.errors import AppError
 from app.integrations.images.base import EngineError, VectorizeOptions
 from app.models import Job, JobKind, JobStatus, Upload, User
 from app.repositories.images import JobRepository
-from app.services import credits
+from app.services import credits, generation
 from app.services import uploads as uploads_service
 from app.services import users as users_service
 
@@ -100,7 +100,7 @@ def _provider_name(ctx: Container, kind: JobKind) -> str:
         return ctx.background_remover.name
     if kind is JobKind.vectorize:
         return ctx.vectorizer.name
-    return kind.value
+    return "replicate"
 
 
 async def submit_from_input(
@@ -168,9 +168,7 @@ async def run(ctx: Container, job_id: uuid.UUID) -> None:
     while True:
         attempt += 1
         try:
-            assert input_key is not None
-            source = await ctx.storage.get(input_key)
-            outputs = await _execute(ctx, kind, source, options)
+            outputs = await _execute(ctx, job_id, kind, input_key, options)
             break
         except EngineError as exc:
             if exc.retryable and attempt < settings.job_max_attempts:
@@ -196,7 +194,17 @@ async def run(ctx: Container, job_id: uuid.UUID) -> None:
     await _complete(ctx, job_id, keys, attempt, started)
 
 
-async def _execute(ctx: Container, kind: JobKind, source: bytes, options: dict[str, Any]) -> list[JobOutput]:
+async def _execute(
+    ctx: Container, job_id: uuid.UUID, kind: JobKind, input_key: str | None, options: dict[str, Any]
+) -> list[JobOutput]:
+    if kind is JobKind.generate:
+        views = await generation.generate(ctx, job_id, input_key, options)
+        return [
+            JobOutput(data, content_type, _extension(content_type), view)
+            for data, content_type, view in views
+        ]
+    assert input_key is not None
+    source = await ctx.storage.get(input_key)
     if kind is JobKind.remove_background:
         return [JobOutput(await ctx.background_remover.remove_background(source), "image/png", "png")]
     if kind is JobKind.vectorize:
@@ -204,6 +212,10 @@ async def _execute(ctx: Container, kind: JobKind, source: bytes, options: dict[s
         svg = await ctx.vectorizer.vectorize(source, vector_options)
         return [JobOutput(svg.encode(), "image/svg+xml", "svg")]
     raise EngineError("unsupported_job", f"No runner for {kind.value} jobs.", retryable=False)
+
+
+def _extension(content_type: str) -> str:
+    return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(content_type, "bin")
 
 
 async def _complete(

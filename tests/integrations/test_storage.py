@@ -162,7 +162,9 @@ async def test_s3_get_of_a_missing_key_is_object_not_found(s3: S3Storage) -> Non
     assert isinstance(caught.value.__cause__, ClientError)
 
 
-async def test_s3_missing_bucket_is_a_storage_error_not_object_not_found(s3_server: PresignedS3Server) -> None:
+async def test_s3_missing_bucket_is_a_storage_error_not_object_not_found(
+    s3_server: PresignedS3Server,
+) -> None:
     storage = make_s3(s3_server.endpoint_url, bucket="no-such-bucket")
     with pytest.raises(StorageError) as caught:
         await storage.get(unique_key())
@@ -202,13 +204,17 @@ async def test_s3_presigned_get_is_refused_when_tampered_or_unsigned(
 async def test_s3_presigned_get_expires(s3: S3Storage, http: httpx.AsyncClient) -> None:
     key = unique_key()
     await s3.put(key, PNG, "image/png")
-    url = await s3.url(key, expires_in=1)
-    assert (await http.get(url)).status_code == 200
+    # X-Amz-Date has whole seconds: a 1 s URL may already be stale when first used, so the control that
+    # the server honours an unexpired URL after the wait is a 5 s one signed at the same moment.
+    short = await s3.url(key, expires_in=1)
+    control = await s3.url(key, expires_in=5)
 
     await asyncio.sleep(2.1)
-    response = await http.get(url)
+    response = await http.get(short)
     assert response.status_code == 403
     assert "<Code>AccessDenied</Code>" in response.text
+    assert "Request has expired" in response.text
+    assert (await http.get(control)).status_code == 200
 
 
 async def test_s3_presigned_put_accepts_an_upload_of_its_content_type(
@@ -424,7 +430,9 @@ async def test_local_invalid_keys_are_refused(local: LocalStorage, key: str) -> 
     assert not (local.root.parent / "x").exists()
 
 
-async def test_local_key_through_a_symlink_out_of_the_root_is_refused(local: LocalStorage, tmp_path: Path) -> None:
+async def test_local_key_through_a_symlink_out_of_the_root_is_refused(
+    local: LocalStorage, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     local.root.mkdir(parents=True)
@@ -487,7 +495,12 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.mark.parametrize(
     ("suffix", "content_type"),
-    [(".png", "image/png"), (".webp", "image/webp"), (".svg", "image/svg+xml"), (".bin", "application/octet-stream")],
+    [
+        (".png", "image/png"),
+        (".webp", "image/webp"),
+        (".svg", "image/svg+xml"),
+        (".bin", "application/octet-stream"),
+    ],
 )
 async def test_app_serves_a_signed_local_url(
     client: httpx.AsyncClient, container: Container, settings: Settings, suffix: str, content_type: str

@@ -36,8 +36,21 @@ def bench_database() -> Iterator[str]:
         yield url
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    base: str
+    pid: int
+
+    def peak_rss_mib(self) -> float:
+        """The server process's high-water resident memory (VmHWM)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
 @contextmanager
-def api_server(env: dict[str, str]) -> Iterator[str]:
+def api_server(env: dict[str, str]) -> Iterator[RunningServer]:
     port = free_port()
     process = subprocess.Popen(  # noqa: S603 - our own console script
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
@@ -59,7 +72,7 @@ def api_server(env: dict[str, str]) -> Iterator[str]:
                         process.stderr.read().decode() if process.stderr else "server died"
                     ) from None
                 time.sleep(0.1)
-        yield base
+        yield RunningServer(base, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -114,7 +114,8 @@ async def run(database_url: str, concurrency: int, scale: int) -> list[Result]:
         "DB_POOL_SIZE": str(concurrency * 2),
     }
     results = []
-    with api_server(env) as base:
+    with api_server(env) as server:
+        base = server.base
         async with httpx.AsyncClient(
             base_url=base, limits=httpx.Limits(max_connections=concurrency * 2)
         ) as client:

@@ -62,7 +62,8 @@ async def run(database_url: str, concurrency: int, scale: int) -> list[Result]:
     key = RsaKey.generate("ins_bench")
     issuer = serve_jwks(key)
     env = {"DATABASE_URL": database_url, "CLERK_ISSUER": issuer, "EMAIL_PROVIDER": "console"}
-    with api_server(env) as base:
+    with api_server(env) as server:
+        base = server.base
         limits = httpx.Limits(max_connections=concurrency * 2)
         async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
             email = await verified_account(base, database_url, client)

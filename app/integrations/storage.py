@@ -32,7 +32,7 @@ class ObjectNotFound(StorageError):
 
 
 def check_key(key: str) -> str:
-    if not _KEY.match(key) or ".." in key or "//" in key:
+    if not _KEY.fullmatch(key) or ".." in key or "//" in key:
         raise StorageError(f"invalid storage key {key!r}")
     return key
 
@@ -69,16 +69,24 @@ class LocalStorage:
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         # Written to a temporary file then renamed: a reader never sees half an object.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-            handle.write(data)
-        os.replace(handle.name, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+                temporary = handle.name
+                handle.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path.name}: {exc.strerror}") from exc
+        try:
+            os.replace(temporary, path)
+        except OSError as exc:
+            Path(temporary).unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path.name}: {exc.strerror}") from exc
 
     async def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
             return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
     async def delete(self, key: str) -> None:
@@ -94,7 +102,9 @@ class LocalStorage:
         return hmac.new(self._signing_key, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
     def verify(self, key: str, expires: int, signature: str) -> bool:
-        return expires >= time.time() and hmac.compare_digest(self.signature(key, expires), signature)
+        # Compared as bytes: compare_digest refuses non-ASCII str, which a client controls here.
+        expected = self.signature(key, expires).encode()
+        return expires >= time.time() and hmac.compare_digest(expected, signature.encode())
 
 
 class S3Storage:
@@ -134,9 +144,13 @@ class S3Storage:
         )
 
     async def get(self, key: str) -> bytes:
-        response = await self._call(self._client.get_object, Bucket=self.bucket, Key=check_key(key))
-        body: bytes = await asyncio.to_thread(response["Body"].read)
-        return body
+        def download(**kwargs: Any) -> bytes:
+            # Read inside the guarded call: a connection lost mid-body is a StorageError too.
+            body: bytes = self._client.get_object(**kwargs)["Body"].read()
+            return body
+
+        data: bytes = await self._call(download, Bucket=self.bucket, Key=check_key(key))
+        return data
 
     async def delete(self, key: str) -> None:
         await self._call(self._client.delete_object, Bucket=self.bucket, Key=check_key(key))

@@ -106,7 +106,7 @@ def _encode(image: Image.Image, kind: str) -> bytes:
     # Saving without `exif`/`info` drops EXIF, XMP, ICC-embedded comments and text chunks.
     output = io.BytesIO()
     if kind == "JPEG":
-        image.convert("RGB").save(output, "JPEG", quality=95, optimize=True)
+        image.convert("RGB").save(output, "JPEG", quality=95)
     elif kind == "WEBP":
         image.save(output, "WEBP", quality=95)
     elif kind == "GIF":
@@ -114,7 +114,8 @@ def _encode(image: Image.Image, kind: str) -> bytes:
     else:
         if image.mode not in ("RGB", "RGBA", "L", "LA", "P"):
             image = image.convert("RGBA")
-        image.save(output, "PNG", optimize=False)
+        # Fast, light compression: this copy feeds the engines; size matters less than latency here.
+        image.save(output, "PNG", compress_level=1)
     return output.getvalue()
 
 

@@ -42,14 +42,7 @@ INVALID_KEYS = [
     pytest.param("a\\b", id="backslash"),
     pytest.param("a b", id="space"),
     pytest.param("é.png", id="non-ascii"),
-    pytest.param(
-        "users/x.png\n",
-        id="trailing-newline",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: check_key uses re.match with `$`, which also matches before a trailing newline",
-        ),
-    ),
+    pytest.param("users/x.png\n", id="trailing-newline"),
 ]
 
 
@@ -304,11 +297,6 @@ def truncating_endpoint() -> Iterator[str]:
         thread.join()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: S3Storage.get reads the body outside _call, so a connection lost mid-body escapes as a raw "
-    "botocore error (ResponseStreamingError/IncompleteReadError) instead of StorageError",
-)
 async def test_s3_body_cut_short_is_a_storage_error(truncating_endpoint: str) -> None:
     storage = make_s3(truncating_endpoint)
     with pytest.raises(StorageError):
@@ -378,7 +366,6 @@ async def test_local_write_is_a_rename_of_a_complete_file_in_the_same_directory(
     assert await local.get(key) == PNG
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: LocalStorage._write leaks its temp file when the rename fails")
 async def test_local_failed_write_leaves_no_temp_file(local: LocalStorage) -> None:
     await local.put("a/b.png", PNG, "image/png")
     with pytest.raises((OSError, StorageError)):
@@ -387,12 +374,6 @@ async def test_local_failed_write_leaves_no_temp_file(local: LocalStorage) -> No
     assert files_under(local.root) == {"a/b.png"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LocalStorage.get turns only FileNotFoundError into ObjectNotFound; a key naming a directory "
-    "(IsADirectoryError) or passing through a file (NotADirectoryError) escapes as a raw OSError, "
-    "where S3Storage answers ObjectNotFound",
-)
 @pytest.mark.parametrize("key", ["users", "users/u/a.png/b.png"])
 async def test_local_get_of_a_non_object_is_object_not_found(local: LocalStorage, key: str) -> None:
     await local.put("users/u/a.png", PNG, "image/png")
@@ -475,11 +456,6 @@ async def test_local_signed_url_refuses_tampering_other_keys_and_expiry(local: L
     assert not other.verify(key, expires, signature)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LocalStorage.verify passes the caller's signature to hmac.compare_digest as a str, which "
-    "raises TypeError for non-ASCII text instead of returning False",
-)
 async def test_local_verify_of_a_non_ascii_signature_is_false(local: LocalStorage) -> None:
     _, expires, signature = parse_signed(await local.url("users/u/a.png", expires_in=300))
     assert not local.verify("users/u/a.png", expires, "é" + signature[1:])
@@ -548,10 +524,6 @@ async def test_app_refuses_forged_and_stale_urls(client: httpx.AsyncClient, cont
     assert (await client.get(url)).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a non-ASCII signature makes LocalStorage.verify raise TypeError, so the route answers 500",
-)
 async def test_app_non_ascii_signature_is_404(client: httpx.AsyncClient, container: Container) -> None:
     storage = container.storage
     assert isinstance(storage, LocalStorage)

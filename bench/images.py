@@ -1,0 +1,170 @@
+"""Local AI engines through the HTTP API, against a real server (PostgreSQL, local storage):
+
+- background removal: images/s and p50/p95 latency for 512 px and 2048 px inputs, and the ratio to raw
+  onnxruntime inference of the same model on the same images in the same run;
+- peak RSS of the server while it processes a 25 MP image;
+- vectorize preview/full latency for a logo-like and a photo-like image.
+
+    .venv/bin/python -m bench.images [--requests 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import tempfile
+import time
+import uuid
+
+import httpx
+from PIL import Image
+
+from app.config import Settings
+from app.db.base import utcnow
+from app.db.session import Database, create_engine
+from app.integrations.images.local_background import LocalBackgroundRemover
+from app.models import LedgerReason
+from app.security import LocalTokenCodec
+from app.services import credits
+from app.services.users import create_user
+from bench.common import Result, api_server, bench_database, load
+from tests.images import logo_like, photo_like
+
+SECRET_KEY = "bench-secret-key-" + "x" * 32
+
+
+async def seed(database_url: str) -> str:
+    settings = Settings(_env_file=None, database_url=database_url)  # type: ignore[call-arg]
+    database = Database(create_engine(database_url))
+    async with database.session_scope() as session:
+        user = await create_user(session, settings, email="images@bench.test", email_verified_at=utcnow())
+        await credits.grant(
+            session, user.id, 10**9, LedgerReason.admin_adjustment, key=f"bench:{uuid.uuid4()}"
+        )
+        user_id = user.id
+    await database.dispose()
+    return LocalTokenCodec(SECRET_KEY, 3600, 3600).issue(user_id, "access")[0]
+
+
+def jpeg_of(png: bytes, quality: int = 90) -> bytes:
+    with Image.open(io.BytesIO(png)) as image:
+        output = io.BytesIO()
+        image.convert("RGB").save(output, "JPEG", quality=quality)
+        return output.getvalue()
+
+
+def raw_inference(images: list[bytes], repeat: int) -> Result:
+    """The floor: the model alone (preprocessed input -> mask), the same images, one after another."""
+    engine = LocalBackgroundRemover(max_concurrency=1)
+    batches = []
+    for data in images:
+        with Image.open(io.BytesIO(data)) as image:
+            batches.append(engine.preprocess(image.convert("RGB")))
+    engine.raw_inference(batches[0])  # load and warm
+    latencies = []
+    started = time.perf_counter()
+    for index in range(repeat):
+        begin = time.perf_counter()
+        engine.raw_inference(batches[index % len(batches)])
+        latencies.append(time.perf_counter() - begin)
+    return Result("raw onnxruntime u2netp", repeat, time.perf_counter() - started, latencies)
+
+
+def row(result: Result, floor: Result | None = None) -> str:
+    p50 = statistics.median(result.latencies) * 1000
+    p95 = (
+        statistics.quantiles(result.latencies, n=20)[18] * 1000
+        if len(result.latencies) >= 20
+        else max(result.latencies) * 1000
+    )
+    overhead = f"{(p50 / (statistics.median(floor.latencies) * 1000) - 1) * 100:+7.1f}%" if floor else ""
+    return f"{result.name:<40} {result.requests:>5} {result.rate:>8.2f} {p50:>9.1f} {p95:>9.1f} {overhead:>9}"
+
+
+async def run(database_url: str, requests: int) -> None:
+    token = await seed(database_url)
+    headers = {"Authorization": f"Bearer {token}"}
+    small = [photo_like(512, 512, seed=n) for n in range(3)]
+    large = [jpeg_of(photo_like(2048, 2048, seed=n)) for n in range(2)]
+    huge = jpeg_of(photo_like(5000, 5000), quality=85)
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": SECRET_KEY,
+            "DATA_DIR": data_dir,
+            "UPLOAD_MAX_BYTES": str(40 * 1024 * 1024),
+            "MAX_REQUEST_BODY_BYTES": str(48 * 1024 * 1024),
+            "LOCAL_ENGINE_CONCURRENCY": "2",
+        }
+        with api_server(env) as server:
+            async with httpx.AsyncClient(base_url=server.base, headers=headers, timeout=300) as client:
+
+                def remover(images: list[bytes], name: str):
+                    async def one(index: int) -> None:
+                        data = images[index % len(images)]
+                        kind = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+                        files = {"file": ("in", data, kind)}
+                        response = await client.post("/api/v1/images/remove-background", files=files)
+                        response.raise_for_status()
+
+                    return one
+
+                await remover(small, "warm")(0)
+                rss_before = server.peak_rss_mib()
+                results = [
+                    await load("HTTP remove-background 512 px (c=1)", requests, 1, remover(small, "512")),
+                    await load("HTTP remove-background 512 px (c=2)", requests, 2, remover(small, "512")),
+                    await load(
+                        "HTTP remove-background 2048 px (c=1)",
+                        max(4, requests // 3),
+                        1,
+                        remover(large, "2048"),
+                    ),
+                ]
+                huge_result = await load("HTTP remove-background 25 MP (c=1)", 1, 1, remover([huge], "25mp"))
+                rss_after = server.peak_rss_mib()
+
+                vector_results = []
+                for label, data in (
+                    ("logo-like 512 px", logo_like(512)),
+                    ("photo-like 512x384", photo_like(512, 384)),
+                ):
+                    for mode in ("preview", "full"):
+
+                        async def vectorize(_: int, data: bytes = data, mode: str = mode) -> None:
+                            response = await client.post(
+                                "/api/v1/images/vectorize",
+                                files={"file": ("in.png", data, "image/png")},
+                                data={"mode": mode},
+                            )
+                            response.raise_for_status()
+
+                        await vectorize(0)
+                        vector_results.append(await load(f"vectorize {mode:<7} {label}", 5, 1, vectorize))
+    raw_small = raw_inference(small, requests)
+    raw_large = raw_inference(large, max(4, requests // 3))
+    print("images bench: one uvicorn worker, local engines, PostgreSQL, local storage")
+    print(f"{'scenario':<40} {'reqs':>5} {'img/s':>8} {'p50 ms':>9} {'p95 ms':>9} {'vs raw':>9}")
+    print(row(raw_small))
+    print(row(results[0], raw_small))
+    print(row(results[1], raw_small))
+    print(row(raw_large))
+    print(row(results[2], raw_large))
+    print(row(huge_result))
+    print(f"server peak RSS: {rss_before:.0f} MiB after warm-up, {rss_after:.0f} MiB after the 25 MP image")
+    for result in vector_results:
+        print(row(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=12)
+    args = parser.parse_args()
+    with bench_database() as database_url:
+        asyncio.run(run(database_url, args.requests))
+
+
+if __name__ == "__main__":
+    main()

@@ -183,7 +183,8 @@ def _background_remover(settings: Settings, http: httpx.AsyncClient) -> Backgrou
             base_url=settings.clipdrop_base_url,
             timeout_seconds=settings.clipdrop_timeout_seconds,
         )
-    return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency)
+    # Level 1: the PNG goes straight back to the client; encoding time matters more than bytes.
+    return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency, png_compress_level=1)
 
 
 def _replicate(settings: Settings, http: httpx.AsyncClient) -> ReplicateClient | None:

@@ -44,6 +44,7 @@ test: lint
 bench: install-dev
 	$(BIN)/python -m bench.identity
 	$(BIN)/python -m bench.credits
+	$(BIN)/python -m bench.images
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # Stripe Tax: compute tax automatically, and collect customers' tax ids (EU VAT) at checkout.
     stripe_automatic_tax: bool = False
     stripe_tax_id_collection: bool = False
+    # Dodo charges its products' own prices, in this currency (plans are offered through Dodo in it only).
+    dodo_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     # Dodo: a pay-what-you-want product for buying any number of credits, its price per credit and bounds.
     dodo_credits_product_id: str | None = None
     dodo_price_per_credit_cents: int = Field(default=5, ge=1)

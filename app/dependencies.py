@@ -61,7 +61,7 @@ def require_csrf(request: Request) -> None:
         return
     cookie = request.cookies.get(CSRF_COOKIE, "")
     header = request.headers.get(CSRF_HEADER, "")
-    if not cookie or not hmac.compare_digest(cookie, header):
+    if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
         raise CsrfFailed()
 
 

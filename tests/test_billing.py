@@ -311,7 +311,8 @@ async def test_plans_are_listed_with_a_price_per_currency_and_the_providers_that
         for code, plan in plans.items()
     }
     assert prices == {
-        "basic": {"INR": (49_900, ["razorpay", "stripe", "dodo"]), "USD": (599, ["stripe", "dodo"])},
+        # Dodo charges its products' own (USD) prices, so it is offered in USD only.
+        "basic": {"INR": (49_900, ["razorpay", "stripe"]), "USD": (599, ["stripe", "dodo"])},
         "premium": {"INR": (89_900, ["razorpay", "stripe"]), "USD": (1_099, ["stripe"])},
         "ultimate": {"INR": (149_900, ["razorpay", "stripe"]), "USD": (1_799, ["stripe"])},
         # Razorpay sells credit packs only: the subscription is Stripe's.
@@ -335,7 +336,7 @@ NO_DODO = {"dodo_api_key": None, "dodo_webhook_secret": None}
     [
         pytest.param(NO_RAZORPAY | NO_DODO, ["stripe"], ["stripe"], ["stripe"], id="stripe-only"),
         pytest.param(NO_STRIPE | NO_DODO, ["razorpay"], [], [], id="razorpay-only"),
-        pytest.param(NO_RAZORPAY | NO_STRIPE, ["dodo"], ["dodo"], [], id="dodo-only"),
+        pytest.param(NO_RAZORPAY | NO_STRIPE, [], ["dodo"], [], id="dodo-only"),
         pytest.param(NO_RAZORPAY | NO_STRIPE | NO_DODO, [], [], [], id="none"),
     ],
 )

@@ -130,7 +130,7 @@ def verify_svix_webhook(secret: str, body: bytes, headers: Mapping[str, str]) ->
     """Verify a Clerk (Svix) delivery on its raw bytes (5 minute tolerance) and return the event."""
     try:
         Webhook(secret).verify(body, dict(headers))
-    except WebhookVerificationError as exc:
+    except (WebhookVerificationError, ValueError) as exc:  # ValueError: a signature that is not base64
         raise InvalidWebhookSignature(str(exc)) from exc
     try:
         event = json.loads(body)

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +28,7 @@ from app.schemas.images import (
     UploadOut,
     VectorizedOut,
     VectorizeIn,
+    VectorizeOptionsIn,
 )
 from app.services import credits, generation, images, jobs, uploads
 
@@ -134,9 +134,9 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
             return VectorizeIn.model_validate_json(await request.body()), None
         async with request.form() as form:  # closes the spooled files
             raw_options = form.get("options")
-            fields = {
+            fields: dict[str, Any] = {
                 "mode": form.get("mode") or "full",
-                "options": json.loads(str(raw_options)) if raw_options else {},
+                "options": VectorizeOptionsIn.model_validate_json(str(raw_options)) if raw_options else {},
                 "upload_id": form.get("upload_id"),
             }
             file = form.get("file")
@@ -146,8 +146,6 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
                 else None
             )
         return VectorizeIn.model_validate(fields), data
-    except json.JSONDecodeError as exc:
-        raise BadRequest("options must be a JSON object.") from exc
     except ValidationError as exc:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]

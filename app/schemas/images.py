@@ -84,7 +84,7 @@ class VectorizedOut(Schema):
 
 
 class JobUpdateIn(Schema):
-    is_favourite: bool | None = None
+    is_favourite: bool = False
     description: str | None = Field(default=None, max_length=500)
 
 

@@ -146,6 +146,8 @@ async def create_checkout(
         return await _stripe_checkout(session, stripe, ctx, user, order, priced, idempotency_key)
     if provider is Provider.dodo:
         dodo: DodoGateway = _require(ctx.dodo, "Dodo Payments")
+        if currency.upper() != settings.dodo_currency:
+            raise PlanNotAvailable(f"Dodo Payments checkouts are in {settings.dodo_currency}.")
         if plan_ref is not None:
             priced = await get_active_plan(session, plan_ref)
             if Provider.dodo.value not in providers_for(ctx, priced.plan, currency.upper()):
@@ -270,31 +272,46 @@ async def fail(session: AsyncSession, order: Order, reason: str) -> None:
         log.info("billing.order_failed", order_id=str(order.id), provider=order.provider)
 
 
-async def refund(session: AsyncSession, order: Order, refunded_total: int, key: str) -> None:
-    """The provider has refunded `refunded_total` (minor units, cumulative) of this order: take back the
-    matching share of its credits, never below a zero balance; what was already spent becomes a debt."""
-    delta = refunded_total - order.refunded_amount
-    if delta <= 0 or order.amount <= 0 or await credits.movement_exists(session, key):
-        return  # nothing new, or this very refund was already applied (redelivered under another event id)
+async def refund(
+    session: AsyncSession,
+    order: Order,
+    key: str,
+    *,
+    refunded_total: int | None = None,
+    increment: int | None = None,
+) -> None:
+    """The provider refunded part or all of this order (given as its new cumulative total, or as this
+    refund's own amount): take back the matching share of its credits, never below a zero balance; what
+    was already spent becomes a debt. The order row is locked first, so two refunds arriving together
+    add up instead of both starting from the same total."""
+    locked = await OrderRepository(session).get(order.id, for_update=True)
+    assert locked is not None
+    await session.refresh(locked)  # the committed state, not what this session read before the lock
+    if await credits.movement_exists(session, key) or locked.amount <= 0:
+        return  # this very refund was already applied (redelivered under another event id)
+    before = locked.refunded_amount
+    after = refunded_total if refunded_total is not None else before + (increment or 0)
+    if after <= before:
+        return
     # Cumulative shares, so refunds in several parts add up to exactly the order's credits.
-    share = _credit_share(order, refunded_total) - _credit_share(order, order.refunded_amount)
-    order.refunded_amount = refunded_total
-    if refunded_total >= order.amount:
-        order.status = OrderStatus.refunded.value
-    if share > 0 and order.kind == PlanKind.credit_pack and order.paid_at is not None:
-        outcome = await credits.refund(session, order.user_id, share, key=key, reference=f"order:{order.id}")
+    share = _credit_share(locked, after) - _credit_share(locked, before)
+    locked.refunded_amount = after
+    if after >= locked.amount:
+        locked.status = OrderStatus.refunded.value
+    if share > 0 and locked.kind == PlanKind.credit_pack and locked.paid_at is not None:
+        outcome = await credits.refund(session, locked.user_id, share, key=key, reference=f"order:{locked.id}")
         if outcome.shortfall > 0:
             await CreditDebtRepository(session).record(
                 {
-                    "user_id": order.user_id,
-                    "order_id": order.id,
+                    "user_id": locked.user_id,
+                    "order_id": locked.id,
                     "amount": outcome.shortfall,
                     "reason": "refund",
                     "reference": key,
                     "created_at": utcnow(),
                 }
             )
-            log.warning("billing.refund_shortfall", order_id=str(order.id), shortfall=outcome.shortfall)
+            log.warning("billing.refund_shortfall", order_id=str(locked.id), shortfall=outcome.shortfall)
     await session.flush()
 
 

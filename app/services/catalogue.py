@@ -35,7 +35,7 @@ def providers_for(ctx: Container, plan: Plan, currency: str) -> list[str]:
         providers.append(Provider.razorpay.value)
     if ctx.stripe is not None:
         providers.append(Provider.stripe.value)
-    if ctx.dodo is not None and plan.dodo_product_id:
+    if ctx.dodo is not None and plan.dodo_product_id and currency == ctx.settings.dodo_currency:
         providers.append(Provider.dodo.value)
     return providers
 

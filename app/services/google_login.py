@@ -83,7 +83,7 @@ async def complete(
 ) -> auth_service.TokenPair:
     client = _client(ctx)
     saved = _read_state_cookie(ctx, state_cookie)
-    if saved is None or not state or not hmac.compare_digest(str(saved["state"]), state):
+    if saved is None or not state or not hmac.compare_digest(str(saved["state"]).encode(), state.encode()):
         raise GoogleSignInRefused("The sign-in state does not match; start again from the sign-in button.")
     if error or not code:
         raise GoogleSignInRefused(f"Google did not sign you in ({error or 'no code'}).")

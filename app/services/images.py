@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.integrations.storage import StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, Upload, User
 from app.repositories.images import JobRepository, UploadRepository
+from app.services import credits
 from app.services.pagination import decode_cursor, encode_cursor
 
 log = structlog.get_logger("app.images")
@@ -107,6 +108,9 @@ async def update_job(session: AsyncSession, user: User, job_id: uuid.UUID, chang
 
 async def delete_job(session: AsyncSession, ctx: Container, user: User, job_id: uuid.UUID) -> None:
     job = await get_job(session, user, job_id)
+    if job.status not in TERMINAL_STATUSES:
+        # Its credits are held and a worker may be writing its outputs: let it finish (or fail) first.
+        raise Conflict("This image is still being processed; delete it once it has finished.")
     await _delete_objects(ctx, [output["key"] for output in job.outputs])
     await session.delete(job)
     await session.flush()
@@ -115,6 +119,8 @@ async def delete_job(session: AsyncSession, ctx: Container, user: User, job_id: 
 async def delete_user_files(session: AsyncSession, ctx: Container, user_id: uuid.UUID) -> None:
     """Erasure: every job and upload of the user, rows and objects."""
     for job in await JobRepository(session).for_user(user_id):
+        if job.status not in TERMINAL_STATUSES and job.reservation_key:
+            await credits.release(session, job.reservation_key)  # never charge an erased account's last job
         await _delete_objects(ctx, [output["key"] for output in job.outputs])
         await session.delete(job)
     for upload in await UploadRepository(session).for_user(user_id):
@@ -145,7 +151,11 @@ async def sweep_expired(ctx: Container, now: datetime | None = None, batch: int 
         if not hours:
             continue
         async with ctx.database.session_scope() as session:
-            expired = await JobRepository(session).older_than(kind.value, now - timedelta(hours=hours), batch)
+            expired = [
+                job
+                for job in await JobRepository(session).older_than(kind.value, now - timedelta(hours=hours), batch)
+                if job.status in TERMINAL_STATUSES  # an unfinished job is the recovery's, not the sweep's
+            ]
             for job in expired:
                 await _delete_objects(ctx, [output["key"] for output in job.outputs])
                 await session.delete(job)

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.errors import BadRequest
 
@@ -30,6 +30,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError("naive")
-        return moment, uuid.UUID(row_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        return moment.astimezone(UTC), uuid.UUID(row_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise InvalidCursor() from exc

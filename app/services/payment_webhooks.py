@@ -141,7 +141,7 @@ async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, 
         if order is None:
             return False
         refunded = int(data.get("amount_refunded") or 0)
-        await billing.refund(session, order, refunded, key=f"stripe_refund:{data.get('id')}:{refunded}")
+        await billing.refund(session, order, f"stripe_refund:{data.get('id')}:{refunded}", refunded_total=refunded)
         return True
     return False
 
@@ -227,9 +227,7 @@ async def _apply_razorpay(
         if order is None:
             return False
         amount = int(refund.get("amount") or 0)
-        await billing.refund(
-            session, order, order.refunded_amount + amount, key=f"razorpay_refund:{refund.get('id')}"
-        )
+        await billing.refund(session, order, f"razorpay_refund:{refund.get('id')}", increment=amount)
         return True
     return False
 
@@ -276,9 +274,7 @@ async def _apply_dodo(session: AsyncSession, event_type: str, data: dict[str, An
         if order is None:
             return False
         amount = int(data.get("amount") or 0)
-        await billing.refund(
-            session, order, order.refunded_amount + amount, key=f"dodo_refund:{data.get('refund_id')}"
-        )
+        await billing.refund(session, order, f"dodo_refund:{data.get('refund_id')}", increment=amount)
         return True
     if event_type in ("subscription.active", "subscription.renewed"):
         if not metadata.get("user_id") or not metadata.get("plan_id"):

@@ -15,7 +15,7 @@ from app.db.session import Database, get_db_session
 from app.errors import Forbidden
 from app.models import User, UserRole
 from app.services import auth as auth_service
-from app.services.auth import CsrfFailed, InvalidToken, Principal
+from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal
 
 # scope="function": the commit happens before the response is sent and before BackgroundTasks run.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
@@ -80,11 +80,27 @@ async def get_principal(
         require_csrf(request)
         credential = cookie
     else:
-        raise auth_service.NotAuthenticated()
+        raise NotAuthenticated()
     return await auth_service.authenticate(session, container, credential)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_optional_principal(
+    request: Request,
+    session: SessionDep,
+    container: ContainerDep,
+    bearer: Annotated[str | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller if its credential is still good, else None (logout must work with an expired one)."""
+    try:
+        return await get_principal(request, session, container, bearer)
+    except (InvalidToken, NotAuthenticated):
+        return None
+
+
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
 
 
 async def get_current_user(principal: PrincipalDep) -> User:

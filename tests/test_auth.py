@@ -379,3 +379,17 @@ def _unsigned(claims: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+async def test_logout_with_an_expired_access_token_still_revokes_the_refresh_family(
+    client: httpx.AsyncClient, session: AsyncSession, container: Container
+) -> None:
+    signed = await sign_up(client, session, "late-logout@example.com")
+    expired = {"Authorization": "Bearer not-a-valid-token-any-more"}
+    response = await client.post(
+        "/api/v1/auth/logout", headers=expired, json={"refresh_token": signed.refresh_token}
+    )
+    assert response.status_code == 204
+    refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": signed.refresh_token})
+    assert_error(refreshed, 401, "invalid_token")
+    assert_error(await client.post("/api/v1/auth/logout", json={}), 401, "unauthenticated")

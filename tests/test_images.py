@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -489,3 +490,86 @@ class TestRecoveryAndRetention:
         assert [job.id for job in await session.scalars(select(Job))] == [young.id]
         assert not (container.settings.storage_dir / old.outputs[0]["key"]).exists()
         assert (container.settings.storage_dir / young.outputs[0]["key"]).exists()
+
+
+class TestReviewedEdges:
+    async def test_an_unfinished_job_cannot_be_deleted(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        user: User,
+    ) -> None:
+        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
+        job = await jobs_service.submit(
+            session,
+            container,
+            user,
+            jobs_service.JobKind.remove_background,
+            await session.get_one(Upload, uuid.UUID(uploaded["id"])),
+            {},
+        )
+        assert_error(await client.delete(f"/api/v1/images/{job.id}", headers=auth), 409, "conflict")
+        assert await balance(client, auth) == BONUS - 1  # still held, not lost
+
+    async def test_a_storage_failure_fails_the_job_and_releases_the_credits(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        container: Container,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from app.integrations.storage import StorageError
+
+        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
+
+        async def broken_put(key: str, data: bytes, content_type: str) -> None:
+            raise StorageError("disk full")
+
+        monkeypatch.setattr(container.storage, "put", broken_put)
+        response = await client.post(
+            "/api/v1/images/remove-background", headers=auth, data={"upload_id": uploaded["id"]}
+        )
+        body = assert_error(response, 503, "job_failed")
+        assert body["reason"] == "storage_unavailable"
+        assert await balance(client, auth) == BONUS
+
+    @pytest.mark.parametrize(
+        "cursor",
+        [
+            base64.urlsafe_b64encode(
+                json.dumps(["0001-01-01T00:00:00+01:00", str(uuid.uuid4())]).encode()
+            ).decode(),
+            base64.urlsafe_b64encode(
+                json.dumps(["9999-12-31T23:59:59-01:00", str(uuid.uuid4())]).encode()
+            ).decode(),
+        ],
+    )
+    async def test_extreme_cursors_are_400(
+        self, client: httpx.AsyncClient, auth: dict[str, str], cursor: str
+    ) -> None:
+        for path in ("/api/v1/images", "/api/v1/credits/transactions"):
+            assert_error(
+                await client.get(path, headers=auth, params={"cursor": cursor}), 400, "invalid_cursor"
+            )
+
+    async def test_null_favourite_is_422(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+        done = await client.post(
+            "/api/v1/images/vectorize", headers=auth, files=files(logo_like(32)), data={"mode": "preview"}
+        )
+        image_id = done.json()["image_id"]
+        response = await client.patch(f"/api/v1/images/{image_id}", headers=auth, json={"is_favourite": None})
+        assert_error(response, 422, "validation_error")
+
+    async def test_deeply_nested_options_are_a_client_error(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/api/v1/images/vectorize",
+            headers=auth,
+            files=files(logo_like(32)),
+            data={"options": "[" * 100_000},
+        )
+        assert response.status_code in (400, 422), response.text
+        assert await balance(client, auth) == BONUS

@@ -15,7 +15,7 @@ from app.dependencies import (
     REFRESH_COOKIE,
     ClientIp,
     ContainerDep,
-    PrincipalDep,
+    OptionalPrincipalDep,
     SessionDep,
     require_csrf,
 )
@@ -214,10 +214,16 @@ async def logout(
     request: Request,
     session: SessionDep,
     container: ContainerDep,
-    principal: PrincipalDep,
+    principal: OptionalPrincipalDep,
     body: LogoutIn | None = None,
 ) -> Response:
-    refresh_token = (body.refresh_token if body else None) or request.cookies.get(REFRESH_COOKIE)
+    """Ends the session: the access token (if still valid) and the refresh token's whole family are
+    revoked, and the auth cookies cleared. Works with an expired access token too."""
+    refresh_token = body.refresh_token if body else None
+    if not refresh_token and (refresh_token := request.cookies.get(REFRESH_COOKIE)):
+        require_csrf(request)
+    if principal is None and not refresh_token:
+        raise auth_service.NotAuthenticated()
     await auth_service.logout(session, container, principal, refresh_token)
     response = Response(status_code=204)
     for name, path in ((ACCESS_COOKIE, "/"), (REFRESH_COOKIE, "/api/v1/auth"), (CSRF_COOKIE, "/")):

@@ -265,16 +265,17 @@ async def refresh(session: AsyncSession, ctx: Container, refresh_token: str) -> 
 
 
 async def logout(
-    session: AsyncSession, ctx: Container, principal: Principal, refresh_token: str | None
+    session: AsyncSession, ctx: Container, principal: Principal | None, refresh_token: str | None
 ) -> None:
-    if principal.access is not None:
+    if principal is not None and principal.access is not None:
         await RevokedAccessTokenRepository(session).revoke(principal.access.jti, principal.access.expires_at)
     if refresh_token:
         try:
             claims = ctx.tokens.decode(refresh_token, "refresh")
         except InvalidLocalToken:
             return
-        if claims.user_id == principal.user.id and claims.family_id is not None:
+        same_user = principal is None or claims.user_id == principal.user.id
+        if same_user and claims.family_id is not None:
             await RefreshTokenRepository(session).revoke_family(claims.family_id, utcnow())
 
 
@@ -324,7 +325,7 @@ async def reset_password(session: AsyncSession, ctx: Container, token: str, new_
 
 async def authenticate(session: AsyncSession, ctx: Container, credential: str) -> Principal:
     if credential.startswith(API_KEY_PREFIX):
-        return await _authenticate_api_key(session, credential)
+        return await _authenticate_api_key(session, ctx, credential)
     issuer = unverified_issuer(credential)
     if issuer == LOCAL_ISSUER:
         return await _authenticate_local(session, ctx, credential)
@@ -374,7 +375,7 @@ async def _authenticate_clerk(session: AsyncSession, ctx: Container, token: str)
     return Principal(user, "clerk")
 
 
-async def _authenticate_api_key(session: AsyncSession, credential: str) -> Principal:
+async def _authenticate_api_key(session: AsyncSession, ctx: Container, credential: str) -> Principal:
     prefix, _, _ = credential.removeprefix(API_KEY_PREFIX).partition("_")
     repository = ApiKeyRepository(session)
     key = await repository.get_by_prefix(prefix) if prefix else None
@@ -390,5 +391,8 @@ async def _authenticate_api_key(session: AsyncSession, credential: str) -> Princ
         raise InvalidToken()
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-        await repository.touch(key.id, now)
+        # Its own short transaction: a read-only request stays read-only (no write lock held while it
+        # runs a job), and the bookkeeping survives the request's own failure.
+        async with ctx.database.session_scope() as bookkeeping:
+            await ApiKeyRepository(bookkeeping).touch(key.id, now)
     return Principal(user, "api_key")

@@ -299,7 +299,9 @@ async def refund(
     if after >= locked.amount:
         locked.status = OrderStatus.refunded.value
     if share > 0 and locked.kind == PlanKind.credit_pack and locked.paid_at is not None:
-        outcome = await credits.refund(session, locked.user_id, share, key=key, reference=f"order:{locked.id}")
+        outcome = await credits.refund(
+            session, locked.user_id, share, key=key, reference=f"order:{locked.id}"
+        )
         if outcome.shortfall > 0:
             await CreditDebtRepository(session).record(
                 {

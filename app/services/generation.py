@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
+from app.db.base import utcnow
 from app.errors import BadRequest, NotFound, ProviderNotConfigured
 from app.integrations.images.base import EngineError
 from app.integrations.images.replicate import (
@@ -138,6 +140,11 @@ async def _record_prediction(ctx: Container, job_id: uuid.UUID, view: str, predi
     async with ctx.database.session_scope() as session:
         job = await JobRepository(session).get(job_id)
         if job is not None:
+            # Each view may take the whole prediction timeout: renew the lease so the recovery does not
+            # take this live job for an abandoned one and start it twice.
+            job.lease_until = utcnow() + timedelta(
+                seconds=ctx.settings.job_lease_seconds + ctx.settings.replicate_prediction_timeout_seconds
+            )
             job.provider_job_id = prediction_id
             job.options = {
                 **job.options,

@@ -153,7 +153,9 @@ async def sweep_expired(ctx: Container, now: datetime | None = None, batch: int 
         async with ctx.database.session_scope() as session:
             expired = [
                 job
-                for job in await JobRepository(session).older_than(kind.value, now - timedelta(hours=hours), batch)
+                for job in await JobRepository(session).older_than(
+                    kind.value, now - timedelta(hours=hours), batch
+                )
                 if job.status in TERMINAL_STATUSES  # an unfinished job is the recovery's, not the sweep's
             ]
             for job in expired:

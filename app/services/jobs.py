@@ -18,6 +18,7 @@ from app.container import Container
 from app.db.base import utcnow
 from app.errors import AppError
 from app.integrations.images.base import EngineError, VectorizeOptions
+from app.integrations.storage import StorageError
 from app.models import Job, JobKind, JobStatus, Upload, User
 from app.repositories.images import JobRepository
 from app.services import credits, generation
@@ -56,7 +57,13 @@ class JobFailed(AppError):
 
 
 def _retryable_code(code: str) -> bool:
-    return code in {"provider_rate_limited", "provider_timeout", "provider_unreachable", "provider_error"}
+    return code in {
+        "provider_rate_limited",
+        "provider_timeout",
+        "provider_unreachable",
+        "provider_error",
+        "storage_unavailable",
+    }
 
 
 def cost_of(ctx: Container, kind: JobKind, options: dict[str, Any]) -> int:
@@ -142,7 +149,13 @@ async def run_now(
             session, ctx, user, kind, data=data, upload_id=upload_id, options=options, allowed=allowed
         )
         job_id = job.id
-    await run(ctx, job_id)
+    try:
+        await run(ctx, job_id)
+    except BaseException:
+        # The client went away (or the runner broke) mid-job: end it now and free its credits, instead
+        # of leaving it to the recovery, which would run it again and charge for a result nobody saw.
+        await asyncio.shield(_fail(ctx, job_id, "cancelled", "The request was cancelled.", 1, None))
+        raise
     async with ctx.database.session_scope() as session:
         finished = await JobRepository(session).get(job_id)
     assert finished is not None
@@ -169,6 +182,7 @@ async def run(ctx: Container, job_id: uuid.UUID) -> None:
         attempt += 1
         try:
             outputs = await _execute(ctx, job_id, kind, input_key, options)
+            keys = await _store_outputs(ctx, user_id, job_id, outputs)
             break
         except EngineError as exc:
             if exc.retryable and attempt < settings.job_max_attempts:
@@ -184,14 +198,25 @@ async def run(ctx: Container, job_id: uuid.UUID) -> None:
                 ctx, job_id, "internal_error", f"{type(exc).__name__}: the job failed.", attempt, started
             )
             return
+    await _complete(ctx, job_id, keys, attempt, started)
+
+
+async def _store_outputs(
+    ctx: Container, user_id: uuid.UUID, job_id: uuid.UUID, outputs: list[JobOutput]
+) -> list[dict[str, Any]]:
     keys = []
     for output in outputs:
         key = f"users/{user_id}/jobs/{job_id}/{output.view}.{output.extension}"
-        await ctx.storage.put(key, output.data, output.content_type)
+        try:
+            await ctx.storage.put(key, output.data, output.content_type)
+        except StorageError as exc:
+            raise EngineError(
+                "storage_unavailable", "The result could not be stored.", retryable=True
+            ) from exc
         keys.append(
             {"key": key, "content_type": output.content_type, "view": output.view, "size": len(output.data)}
         )
-    await _complete(ctx, job_id, keys, attempt, started)
+    return keys
 
 
 async def _execute(

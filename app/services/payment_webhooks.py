@@ -141,7 +141,9 @@ async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, 
         if order is None:
             return False
         refunded = int(data.get("amount_refunded") or 0)
-        await billing.refund(session, order, f"stripe_refund:{data.get('id')}:{refunded}", refunded_total=refunded)
+        await billing.refund(
+            session, order, f"stripe_refund:{data.get('id')}:{refunded}", refunded_total=refunded
+        )
         return True
     return False
 

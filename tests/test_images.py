@@ -66,6 +66,17 @@ def files(
     return {"file": (name, data, content_type)}
 
 
+async def pending_job(
+    client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession, container: Container, user: User
+) -> Job:
+    """A submitted background-removal job (credits reserved) that no worker has run."""
+    uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
+    upload = await session.get_one(Upload, uuid.UUID(uploaded["id"]))
+    return await jobs_service.submit(
+        session, container, user, jobs_service.JobKind.remove_background, upload, {}
+    )
+
+
 class TestUploads:
     async def test_a_valid_image_is_stored_clean(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
@@ -423,16 +434,8 @@ class TestRecoveryAndRetention:
         container: Container,
         user: User,
     ) -> None:
-        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
         # Submitted and claimed, then the process died: PROCESSING with a lease in the past.
-        job = await jobs_service.submit(
-            session,
-            container,
-            user,
-            jobs_service.JobKind.remove_background,
-            await session.get_one(Upload, uuid.UUID(uploaded["id"])),
-            {},
-        )
+        job = await pending_job(client, auth, session, container, user)
         job.status = JobStatus.processing.value
         job.attempts = 1
         job.lease_until = utcnow() - timedelta(seconds=1)
@@ -453,15 +456,7 @@ class TestRecoveryAndRetention:
         container: Container,
         user: User,
     ) -> None:
-        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
-        job = await jobs_service.submit(
-            session,
-            container,
-            user,
-            jobs_service.JobKind.remove_background,
-            await session.get_one(Upload, uuid.UUID(uploaded["id"])),
-            {},
-        )
+        job = await pending_job(client, auth, session, container, user)
         job.status = JobStatus.processing.value
         job.attempts = container.settings.job_max_attempts
         job.lease_until = utcnow() - timedelta(seconds=1)
@@ -501,15 +496,7 @@ class TestReviewedEdges:
         container: Container,
         user: User,
     ) -> None:
-        uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
-        job = await jobs_service.submit(
-            session,
-            container,
-            user,
-            jobs_service.JobKind.remove_background,
-            await session.get_one(Upload, uuid.UUID(uploaded["id"])),
-            {},
-        )
+        job = await pending_job(client, auth, session, container, user)
         assert_error(await client.delete(f"/api/v1/images/{job.id}", headers=auth), 409, "conflict")
         assert await balance(client, auth) == BONUS - 1  # still held, not lost
 

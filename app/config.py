@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "console", "json"] = "auto"
     # Requests larger than this are refused with 413 before the body is read in full.
-    max_request_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
+    # The default is the largest upload plus room for the multipart envelope, so an oversize upload is
+    # refused while it streams in, before it is read whole.
+    max_request_body_bytes: int = Field(default=10 * 1024 * 1024 + 256 * 1024, ge=1024)
     # Browser origins allowed to call the API with credentials (exact origins, comma separated).
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"]

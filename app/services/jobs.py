@@ -26,6 +26,7 @@ from app.services import uploads as uploads_service
 from app.services import users as users_service
 
 log = structlog.get_logger("app.jobs")
+CLIPDROP_MAX_PIXELS = 25_000_000
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,9 @@ async def _execute(
         ]
     assert input_key is not None
     source = await ctx.storage.get(input_key)
+    if kind is JobKind.remove_background and ctx.background_remover.name == "clipdrop":
+        # ClipDrop refuses inputs over 25 MP; an operator may accept larger uploads than that.
+        source = await asyncio.to_thread(uploads_service.fit_pixels, source, CLIPDROP_MAX_PIXELS)
     if kind is JobKind.remove_background:
         return [JobOutput(await ctx.background_remover.remove_background(source), "image/png", "png")]
     if kind is JobKind.vectorize:

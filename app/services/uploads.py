@@ -102,6 +102,20 @@ def clean_image(
         raise CorruptImage() from exc
 
 
+def fit_pixels(data: bytes, max_pixels: int) -> bytes:
+    """The same image scaled down (aspect kept) to at most `max_pixels`, or unchanged if it fits."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if width * height <= max_pixels:
+            return data
+        scale = (max_pixels / (width * height)) ** 0.5
+        kind = image.format or "PNG"
+        resized = image.resize(
+            (max(1, int(width * scale)), max(1, int(height * scale))), Image.Resampling.LANCZOS
+        )
+        return _encode(resized, kind if kind in CONTENT_TYPES else "PNG")
+
+
 def _encode(image: Image.Image, kind: str) -> bytes:
     # Saving without `exif`/`info` drops EXIF, XMP, ICC-embedded comments and text chunks.
     output = io.BytesIO()

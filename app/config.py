@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     storage_backend: Literal["local", "s3"] = "local"
     s3_bucket: str = "pixforge"
     s3_region: str = "us-east-1"
+    # A stalled or unreachable store fails fast instead of holding a job for minutes.
+    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    s3_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    s3_max_attempts: int = Field(default=3, ge=1, le=10)
     # Lifetime of the download URLs handed to clients.
     signed_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     upload_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

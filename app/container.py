@@ -161,6 +161,9 @@ def _storage(settings: Settings) -> Storage:
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=_secret(settings.s3_secret_access_key),
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
+            max_attempts=settings.s3_max_attempts,
         )
     # Its own key, derived from SECRET_KEY: a download signature can never pass for a token signature.
     signing_key = hmac.new(

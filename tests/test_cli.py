@@ -71,3 +71,35 @@ def test_migrate_then_serve_on_the_embedded_defaults(tmp_path: Path) -> None:
         output = server.communicate(timeout=10)[0].decode()
     access = [line for line in output.splitlines() if '"http.request"' in line]
     assert any('"/readyz"' in line and '"request_id"' in line for line in access), output
+
+
+def test_sweep_deletes_what_retention_says_and_reports(tmp_path: Path) -> None:
+    env = _environment(tmp_path / "data")
+    subprocess.run([*PIXFORGE, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+    database = tmp_path / "data" / "pixforge.db"
+    old, young = "2000-01-01 00:00:00.000000", "2999-01-01 00:00:00.000000"
+    with sqlite3.connect(database) as db:
+        user_id = "0" * 32
+        db.execute(
+            "INSERT INTO users (id, plan, role, is_active, created_at, updated_at)"
+            " VALUES (?, 'free', 'user', 1, ?, ?)",
+            (user_id, young, young),
+        )
+        for job_id, created in (("1" * 32, old), ("2" * 32, young)):
+            db.execute(
+                "INSERT INTO jobs (id, user_id, kind, status, outputs, options, credits_reserved, attempts, "
+                "is_favourite, created_at, updated_at)"
+                " VALUES (?, ?, 'vectorize', 'COMPLETED', '[]', '{}', 0, 1, 0, ?, ?)",
+                (job_id, user_id, created, created),
+            )
+    result = subprocess.run(
+        [*PIXFORGE, "sweep"],
+        env={**env, "RETENTION_HOURS_VECTORIZE": "24", "LOG_LEVEL": "WARNING"},
+        check=True,
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
+    assert "'vectorize': 1" in result.stdout
+    with sqlite3.connect(database) as db:
+        assert [row[0] for row in db.execute("SELECT id FROM jobs")] == ["2" * 32]

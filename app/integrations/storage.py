@@ -118,6 +118,9 @@ class S3Storage:
         region: str,
         access_key_id: str | None,
         secret_access_key: str | None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 3,
     ) -> None:
         self.bucket = bucket
         self._client: Any = boto3.client(
@@ -128,9 +131,9 @@ class S3Storage:
             aws_secret_access_key=secret_access_key,
             config=Config(
                 signature_version="s3v4",
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=30,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
             ),
         )
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import AppError
-from app.integrations.images.base import EngineError, VectorizeOptions
+from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, VectorizeOptions
 from app.integrations.storage import StorageError
 from app.models import Job, JobKind, JobStatus, Upload, User
 from app.repositories.images import JobRepository
@@ -226,7 +226,7 @@ async def _execute(
     if kind is JobKind.generate:
         views = await generation.generate(ctx, job_id, input_key, options)
         return [
-            JobOutput(data, content_type, _extension(content_type), view)
+            JobOutput(data, content_type, IMAGE_EXTENSIONS.get(content_type, "bin"), view)
             for data, content_type, view in views
         ]
     assert input_key is not None
@@ -241,10 +241,6 @@ async def _execute(
         svg = await ctx.vectorizer.vectorize(source, vector_options)
         return [JobOutput(svg.encode(), "image/svg+xml", "svg")]
     raise EngineError("unsupported_job", f"No runner for {kind.value} jobs.", retryable=False)
-
-
-def _extension(content_type: str) -> str:
-    return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(content_type, "bin")
 
 
 async def _complete(

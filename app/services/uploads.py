@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.errors import AppError, BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.integrations.images.base import IMAGE_EXTENSIONS, sniff_image_type
 from app.models import Upload, User
 from app.repositories.images import UploadRepository
 
@@ -24,14 +25,9 @@ from app.repositories.images import UploadRepository
 # raise a different error, so ours is the only one.
 Image.MAX_IMAGE_PIXELS = None
 
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-)
+# Pillow's format names for the MIME types we accept.
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
+_FORMATS = {content_type: name for name, content_type in CONTENT_TYPES.items()}
 
 
 class CorruptImage(BadRequest):
@@ -65,9 +61,9 @@ class CleanImage:
 
 
 def sniff(data: bytes) -> str | None:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+    """Pillow's format name of the image the bytes hold, if it is one we handle."""
+    content_type = sniff_image_type(data)
+    return _FORMATS.get(content_type) if content_type else None
 
 
 def clean_image(
@@ -152,7 +148,7 @@ async def store(
         max_side=max_side,
     )
     upload_id = uuid.uuid4()
-    key = f"users/{user.id}/uploads/{upload_id}.{EXTENSIONS[clean.format]}"
+    key = f"users/{user.id}/uploads/{upload_id}.{IMAGE_EXTENSIONS[clean.content_type]}"
     await ctx.storage.put(key, clean.data, clean.content_type)
     return await UploadRepository(session).add(
         Upload(
@@ -176,4 +172,4 @@ async def get_owned(session: AsyncSession, user: User, upload_id: uuid.UUID) -> 
 
 
 def format_of(upload: Upload) -> str:
-    return next(name for name, content_type in CONTENT_TYPES.items() if content_type == upload.content_type)
+    return _FORMATS[upload.content_type]

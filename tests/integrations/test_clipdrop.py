@@ -13,8 +13,8 @@ import pytest
 import respx
 from PIL import Image
 
-from app.integrations.images.base import BackgroundRemover, EngineError
-from app.integrations.images.clipdrop import ClipDropRemover, retry_after_seconds
+from app.integrations.images.base import BackgroundRemover, EngineError, retry_after_seconds
+from app.integrations.images.clipdrop import ClipDropRemover
 from app.logging import configure_logging
 from tests.conftest import make_settings
 from tests.fakes.clipdrop import FakeClipDrop, jpeg, png, webp

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
+
+import httpx
+import structlog
 
 
 class EngineError(Exception):
@@ -56,3 +61,65 @@ class Prediction:
     output_urls: list[str] = field(default_factory=list)
     error: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+# --- shared by the engines and by upload validation -----------------------------------------------
+
+# The image types the product handles, by MIME type, with the file extension we store them under.
+IMAGE_EXTENSIONS: dict[str, str] = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+}
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The MIME type of a PNG, JPEG, WEBP or GIF from its leading bytes (never from a name or header)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    return None
+
+
+def retry_after_seconds(response: httpx.Response) -> int | None:
+    """``Retry-After`` as whole seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0, round(moment.timestamp() - time.time()))
+
+
+class ProviderFailures:
+    """Builds a provider's EngineErrors: the credential is scrubbed from every message (providers echo
+    it back), and each failure is logged once, as `<provider>.failed`."""
+
+    def __init__(self, provider: str, secret: str) -> None:
+        self._event = f"{provider}.failed"
+        self._secret = secret
+        self._log = structlog.get_logger(f"app.integrations.{provider}")
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._secret, "[redacted]") if text and self._secret else text
+
+    def __call__(
+        self, code: str, message: str, *, retryable: bool, status_code: int | None = None
+    ) -> EngineError:
+        message = self.scrub(message)
+        self._log.warning(
+            self._event, code=code, status_code=status_code, retryable=retryable, reason=message
+        )
+        return EngineError(code, message, retryable=retryable)

@@ -8,13 +8,18 @@ PNG (same size as the input) with ``x-remaining-credits`` / ``x-credits-consumed
 from __future__ import annotations
 
 import time
-from email.utils import parsedate_to_datetime
 from typing import Final
 
 import httpx
 import structlog
 
-from app.integrations.images.base import EngineError
+from app.integrations.images.base import (
+    IMAGE_EXTENSIONS,
+    EngineError,
+    ProviderFailures,
+    retry_after_seconds,
+    sniff_image_type,
+)
 
 log = structlog.get_logger("app.integrations.clipdrop")
 
@@ -24,22 +29,11 @@ REMOVE_BACKGROUND_PATH: Final = "/remove-background/v1"
 MAX_INPUT_BYTES: Final = 30 * 1024 * 1024
 
 PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
-_REDACTED: Final = "[redacted]"
 _MAX_DETAIL_CHARS: Final = 200
 
 
-def sniff_image_type(data: bytes) -> str | None:
-    """The MIME type of a PNG, JPEG or WEBP from its magic bytes, else None."""
-    if data.startswith(PNG_MAGIC):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
-_EXTENSIONS: Final = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+# ClipDrop's documented input types.
+ACCEPTED_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/webp"})
 
 
 class ClipDropRemover:
@@ -62,6 +56,8 @@ class ClipDropRemover:
             raise ValueError("ClipDrop needs an API key")
         self._http = http
         self._api_key = api_key
+        self._fail = ProviderFailures("clipdrop", api_key)
+        self._scrub = self._fail.scrub
         self.url = f"{base_url.rstrip('/')}{REMOVE_BACKGROUND_PATH}"
         self.timeout_seconds = timeout_seconds
 
@@ -70,7 +66,7 @@ class ClipDropRemover:
 
     async def remove_background(self, image: bytes) -> bytes:
         content_type = sniff_image_type(image)
-        if content_type is None:
+        if content_type not in ACCEPTED_TYPES:
             raise EngineError(
                 "invalid_image", "ClipDrop accepts PNG, JPEG or WEBP images only.", retryable=False
             )
@@ -86,7 +82,7 @@ class ClipDropRemover:
             response = await self._http.post(
                 self.url,
                 headers={"x-api-key": self._api_key, "accept": "image/png"},
-                files={"image_file": (f"image.{_EXTENSIONS[content_type]}", image, content_type)},
+                files={"image_file": (f"image.{IMAGE_EXTENSIONS[content_type]}", image, content_type)},
                 timeout=self.timeout_seconds,
             )
         except httpx.TimeoutException as exc:
@@ -177,18 +173,6 @@ class ClipDropRemover:
             status_code=status,
         )
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, _REDACTED) if text else text
-
-    def _fail(
-        self, code: str, message: str, *, retryable: bool, status_code: int | None = None
-    ) -> EngineError:
-        message = self._scrub(message)
-        log.warning(
-            "clipdrop.failed", code=code, status_code=status_code, retryable=retryable, reason=message
-        )
-        return EngineError(code, message, retryable=retryable)
-
 
 def _error_detail(response: httpx.Response) -> str:
     """ClipDrop's ``{"error": "..."}`` message, shortened; empty when the body is not that shape."""
@@ -207,19 +191,3 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
         return int(response.headers[name])
     except (KeyError, ValueError):
         return None
-
-
-def retry_after_seconds(response: httpx.Response) -> int | None:
-    """``Retry-After`` as whole seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return int(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0, round(moment.timestamp() - time.time()))

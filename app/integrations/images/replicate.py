@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import binascii
 import re
-import time
 from collections.abc import Collection, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal, cast
 from urllib.parse import quote, urlsplit
 
@@ -28,7 +26,13 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 from standardwebhooks.webhooks import WebhookVerificationError as _StandardWebhookError
 
 from app.errors import ProviderNotConfigured
-from app.integrations.images.base import EngineError, Prediction
+from app.integrations.images.base import (
+    EngineError,
+    Prediction,
+    ProviderFailures,
+    retry_after_seconds,
+    sniff_image_type,
+)
 
 log = structlog.get_logger("app.integrations.replicate")
 
@@ -42,18 +46,13 @@ STATUSES: Final[frozenset[str]] = frozenset(
 )
 TERMINAL_STATUSES: Final[frozenset[str]] = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
-# Content types `download` accepts, with the magic bytes their bodies must start with.
-IMAGE_MAGIC: Final[dict[str, tuple[bytes, ...]]] = {
-    "image/png": (b"\x89PNG\r\n\x1a\n",),
-    "image/jpeg": (b"\xff\xd8\xff",),
-    "image/webp": (b"RIFF",),
-}
+# Content types `download` accepts; the body's own bytes must agree with the declared one.
+OUTPUT_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/webp"})
 
 _MODEL = re.compile(
     r"^(?P<owner>[A-Za-z0-9][\w.-]*)/(?P<name>[A-Za-z0-9][\w.-]*)(?::(?P<version>[0-9a-f]{64}))?$"
 )
 _PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_REDACTED: Final = "[redacted]"
 _MAX_DETAIL_CHARS: Final = 300
 
 
@@ -77,6 +76,8 @@ class ReplicateClient:
             raise ValueError("Replicate needs an API token")
         self._http = http
         self._api_token = api_token
+        self._fail = ProviderFailures("replicate", api_token)
+        self._scrub = self._fail.scrub
         self.base_url = base_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self.delivery_hosts = tuple(host.lower() for host in delivery_hosts)
@@ -166,7 +167,7 @@ class ReplicateClient:
                 if response.status_code != 200:
                     raise self._download_status_error(response)
                 content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if content_type not in IMAGE_MAGIC:
+                if content_type not in OUTPUT_TYPES:
                     raise self._fail(
                         "provider_error",
                         f"Replicate output is {content_type or 'of no content type'}, "
@@ -204,9 +205,7 @@ class ReplicateClient:
             ) from exc
 
         data = b"".join(chunks)
-        if not data.startswith(IMAGE_MAGIC[content_type]) or (
-            content_type == "image/webp" and data[8:12] != b"WEBP"
-        ):
+        if sniff_image_type(data) != content_type:
             raise self._fail(
                 "provider_error",
                 f"Replicate output claims {content_type} but its bytes are not that format.",
@@ -392,18 +391,6 @@ class ReplicateClient:
             retryable=False,
         )
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_token, _REDACTED) if text else text
-
-    def _fail(
-        self, code: str, message: str, *, retryable: bool, status_code: int | None = None
-    ) -> EngineError:
-        message = self._scrub(message)
-        log.warning(
-            "replicate.failed", code=code, status_code=status_code, retryable=retryable, reason=message
-        )
-        return EngineError(code, message, retryable=retryable)
-
 
 def prediction_from_payload(payload: Mapping[str, Any]) -> Prediction:
     """A :class:`Prediction` from Replicate's prediction JSON (an API answer or a webhook body).
@@ -457,19 +444,3 @@ def _problem_detail(response: httpx.Response) -> str:
         if isinstance(value, str) and value.strip():
             return value.strip()[:_MAX_DETAIL_CHARS]
     return ""
-
-
-def retry_after_seconds(response: httpx.Response) -> int | None:
-    """``Retry-After`` as whole seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return int(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0, round(moment.timestamp() - time.time()))

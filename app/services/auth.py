@@ -197,7 +197,7 @@ async def _find_by_email(session: AsyncSession, email: str) -> User | None:
     except ValueError:
         return None
     user = await UserRepository(session).get_by_email(normalized)
-    return user if user is not None and user.is_active and user.erased_at is None else None
+    return user if user is not None and users_service.is_open(user) else None
 
 
 # --- sessions --------------------------------------------------------------------------------------

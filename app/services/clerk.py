@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
@@ -101,34 +100,16 @@ async def sync_profile(session: AsyncSession, ctx: Container, profile: ClerkProf
 
 
 async def _create_or_get(session: AsyncSession, ctx: Container, profile: ClerkProfile) -> User:
-    repository = UserRepository(session)
-    if profile.email is not None and profile.email_verified:
-        # A verified address that already has a local (or Google) account: it is the same person.
-        existing = await repository.get_by_email(profile.email)
-        if existing is not None and existing.clerk_id is None and existing.erased_at is None:
-            users_service.link_verified_owner(existing)
-            existing.clerk_id = profile.clerk_id
-            await session.flush()
-            return existing
-    email = profile.email
-    if email is not None and await repository.get_by_email(email) is not None:
-        email = None  # unverified and taken: never attach someone else's address
-    try:
-        return await users_service.create_user(
-            session,
-            ctx.settings,
-            clerk_id=profile.clerk_id,
-            email=email,
-            email_verified_at=utcnow() if email and profile.email_verified else None,
-            name=profile.name,
-            photo_url=profile.photo_url,
-        )
-    except IntegrityError:
-        # Another request or delivery created this Clerk user first; use its row.
-        user = await repository.get_by_clerk_id(profile.clerk_id)
-        if user is None:
-            raise
-        return user
+    return await users_service.find_or_create_external(
+        session,
+        ctx.settings,
+        provider="clerk",
+        external_id=profile.clerk_id,
+        email=profile.email,
+        email_verified=profile.email_verified,
+        name=profile.name,
+        photo_url=profile.photo_url,
+    )
 
 
 async def _apply(session: AsyncSession, user: User, profile: ClerkProfile) -> None:

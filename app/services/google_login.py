@@ -12,15 +12,13 @@ from typing import Any
 
 import structlog
 from jose import JWTError, jwt
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import BadRequest, ProviderNotConfigured, ServiceUnavailable
-from app.integrations.google import GoogleOAuthClient, GoogleSignInFailed, GoogleUnavailable
+from app.integrations.google import GoogleIdentity, GoogleOAuthClient, GoogleSignInFailed, GoogleUnavailable
 from app.models import User
-from app.repositories.users import UserRepository
 from app.services import auth as auth_service
 from app.services import users as users_service
 
@@ -99,15 +97,7 @@ async def complete(
         raise GoogleSignInRefused() from exc
     except GoogleUnavailable as exc:
         raise ServiceUnavailable("Google is not answering; retry shortly.") from exc
-    user = await _find_or_create(
-        session,
-        ctx,
-        identity.subject,
-        identity.email,
-        identity.email_verified,
-        identity.name,
-        identity.picture,
-    )
+    user = await _find_or_create(session, ctx, identity)
     user.last_login_at = utcnow()
     return await auth_service.issue_session(session, ctx, user)
 
@@ -124,44 +114,17 @@ def _read_state_cookie(ctx: Container, cookie: str | None) -> dict[str, Any] | N
     return claims
 
 
-async def _find_or_create(
-    session: AsyncSession,
-    ctx: Container,
-    subject: str,
-    email: str | None,
-    email_verified: bool,
-    name: str | None,
-    picture: str | None,
-) -> User:
-    repository = UserRepository(session)
-    user = await repository.get_by_google_sub(subject)
-    if user is not None:
-        if not user.is_active or user.erased_at is not None:
-            raise GoogleSignInRefused("This account is closed.")
-        return user
-    normalized = users_service.normalize_email(email) if email else None
-    if normalized and email_verified:
-        existing = await repository.get_by_email(normalized)
-        if existing is not None and existing.is_active and existing.erased_at is None:
-            # Google vouches for the address, so it is the owner of the existing account.
-            users_service.link_verified_owner(existing)
-            existing.google_sub = subject
-            await session.flush()
-            return existing
-    if normalized and (not email_verified or await repository.get_by_email(normalized) is not None):
-        normalized = None
-    try:
-        return await users_service.create_user(
-            session,
-            ctx.settings,
-            google_sub=subject,
-            email=normalized,
-            email_verified_at=utcnow() if normalized else None,
-            name=name,
-            photo_url=picture,
-        )
-    except IntegrityError:
-        user = await repository.get_by_google_sub(subject)
-        if user is None:
-            raise
-        return user
+async def _find_or_create(session: AsyncSession, ctx: Container, identity: GoogleIdentity) -> User:
+    user = await users_service.find_or_create_external(
+        session,
+        ctx.settings,
+        provider="google",
+        external_id=identity.subject,
+        email=users_service.normalize_email(identity.email) if identity.email else None,
+        email_verified=identity.email_verified,
+        name=identity.name,
+        photo_url=identity.picture,
+    )
+    if not users_service.is_open(user):
+        raise GoogleSignInRefused("This account is closed.")
+    return user

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
@@ -45,7 +45,7 @@ def normalize_email(email: str) -> str:
 
 async def get_active(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     user = await UserRepository(session).get(user_id)
-    return user if user is not None and user.is_active and user.erased_at is None else None
+    return user if user is not None and is_open(user) else None
 
 
 async def create_user(session: AsyncSession, settings: Settings, **fields: Any) -> User:
@@ -129,6 +129,58 @@ async def erase(session: AsyncSession, ctx: Container, user: User) -> None:
     user.erased_at = now
     user.sessions_revoked_at = now
     await session.flush()
+
+
+async def find_or_create_external(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    provider: Literal["clerk", "google"],
+    external_id: str,
+    email: str | None,
+    email_verified: bool,
+    name: str | None,
+    photo_url: str | None,
+) -> User:
+    """The account behind an identity another service vouches for (a Clerk user, a Google subject).
+
+    A verified address that already has an account links to it (the same person proved it); an
+    unverified address is never stored, so nobody can squat or take over an address they don't own.
+    Concurrent first sign-ins of one identity end on one row."""
+    repository = UserRepository(session)
+    find = repository.get_by_clerk_id if provider == "clerk" else repository.get_by_google_sub
+    id_field = "clerk_id" if provider == "clerk" else "google_sub"
+    user = await find(external_id)
+    if user is not None:
+        return user
+    owner = await repository.get_by_email(email) if email else None
+    if owner is not None and email_verified and is_open(owner) and getattr(owner, id_field) is None:
+        link_verified_owner(owner)
+        setattr(owner, id_field, external_id)
+        await session.flush()
+        return owner
+    keep_email = email if email_verified and owner is None else None
+    try:
+        return await create_user(
+            session,
+            settings,
+            **{id_field: external_id},
+            email=keep_email,
+            email_verified_at=utcnow() if keep_email else None,
+            name=name,
+            photo_url=photo_url,
+        )
+    except IntegrityError:
+        # Another request or delivery created this identity first; use its row.
+        user = await find(external_id)
+        if user is None:
+            raise
+        return user
+
+
+def is_open(user: User) -> bool:
+    """Active and not erased: an account that may sign in and be linked to."""
+    return user.is_active and user.erased_at is None
 
 
 def link_verified_owner(user: User) -> None:

@@ -6,18 +6,19 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, BackgroundTasks, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select, text
 
 from app.dependencies import DatabaseDep, SessionDep
 from app.errors import Conflict
 from app.models import User
+from app.schemas.base import Schema
 
 probe_router = APIRouter(prefix="/probe")
 seen_by_background_task: dict[str, bool] = {}
 
 
-class ItemIn(BaseModel):
+class ItemIn(Schema):
     name: str = Field(max_length=10)
     quantity: int = Field(ge=1)
 

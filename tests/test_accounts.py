@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.base import utcnow
 from app.db.session import Database
 from app.main import create_app
 from app.models import ApiKey, CreditLedgerEntry, OutboxEmail, RefreshToken, User
@@ -395,5 +394,6 @@ async def test_unverified_then_verified_via_reset_is_allowed(
 
     token = token_in(await last_email_to(session, "late@example.com", "reset_password"))
     await client.post("/api/v1/auth/password/reset", json={"token": token, "password": "another passphrase"})
-    await sign_in(client, "late@example.com", "another passphrase")
-    assert utcnow()
+    signed = await sign_in(client, "late@example.com", "another passphrase")
+    me = (await client.get("/api/v1/users/me", headers=signed.headers)).json()
+    assert me["email_verified"] is True

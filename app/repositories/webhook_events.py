@@ -31,11 +31,6 @@ class WebhookEventRepository(Repository[WebhookEvent]):
             },
         )
 
-    async def get_by_event_id(self, provider: str, event_id: str) -> WebhookEvent | None:
-        return await self.session.scalar(
-            select(WebhookEvent).where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
-        )
-
     async def get_for_update(self, provider: str, event_id: str) -> WebhookEvent | None:
         return await self.session.scalar(
             select(WebhookEvent)

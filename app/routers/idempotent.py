@@ -24,8 +24,8 @@ async def idempotent_response(
     key = request.headers.get("idempotency-key")
     if key is None:
         return JSONResponse((await produce()).model_dump(mode="json"), status_code=status_code)
-    print_ = idempotency.fingerprint(request.method, request.url.path, await request.body())
-    claimed = await idempotency.begin(session, user, key, print_, ttl_seconds)
+    fingerprint = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    claimed = await idempotency.begin(session, user, key, fingerprint, ttl_seconds)
     if isinstance(claimed, idempotency.Replay):
         return JSONResponse(
             claimed.body, status_code=claimed.status_code, headers={"Idempotent-Replayed": "true"}

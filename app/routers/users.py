@@ -7,7 +7,6 @@ from app.dependencies import ContainerDep, CurrentUser, PrincipalDep, SessionDep
 from app.errors import Forbidden
 from app.models import CreditLedgerEntry, User
 from app.schemas.users import AccountExportOut, ApiKeyOut, CreditsOut, LedgerEntryOut, UserOut, UserUpdateIn
-from app.services import clerk as clerk_service
 from app.services import credits as credits_service
 from app.services import users as users_service
 
@@ -79,15 +78,12 @@ async def my_credits(user: CurrentUser, session: SessionDep) -> CreditsOut:
 
 
 @router.post("/createupdateuser", response_model=UserOut)
-async def create_update_clerk_user(
-    principal: PrincipalDep, session: SessionDep, container: ContainerDep
-) -> UserOut:
-    """For Clerk frontends: make sure the signed-in Clerk user exists here (created on first use)."""
+async def create_update_clerk_user(principal: PrincipalDep) -> UserOut:
+    """For Clerk frontends: make sure the signed-in Clerk user exists here. Verifying the Clerk token
+    already created it on first use, so this answers the account."""
     if principal.via != "clerk":
         raise Forbidden("This endpoint takes a Clerk session token.")
-    user = await clerk_service.user_for_session(session, container, principal.user.clerk_id or "")
-    assert user is not None
-    return user_out(user)
+    return user_out(principal.user)
 
 
 def ledger_entry_out(entry: CreditLedgerEntry) -> LedgerEntryOut:

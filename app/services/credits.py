@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, Conflict
-from app.models import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
+from app.models import MILLICREDITS_PER_CREDIT, CreditLedgerEntry, LedgerReason
 from app.repositories.credits import CreditRepository
 from app.services.pagination import decode_cursor, encode_cursor
 
@@ -69,10 +69,6 @@ class Movement:
 class Refund:
     taken: Movement  # amount 0 when nothing was left to take
     shortfall: int  # millicredits that could not be clawed back because they were already spent
-
-
-async def account_for(session: AsyncSession, user_id: uuid.UUID) -> CreditAccount:
-    return await CreditRepository(session).ensure_account(user_id)
 
 
 @dataclass(frozen=True)

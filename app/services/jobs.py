@@ -38,23 +38,37 @@ class JobOutput:
 
 
 class JobFailed(AppError):
-    """A job run in the request failed; nothing was charged."""
+    """A job run in the request failed; nothing was charged. 502: the provider refused it."""
 
     status_code = 502
     code = "job_failed"
 
-    def __init__(self, job: Job) -> None:
-        code = job.error_code or "job_failed"
-        status = 422 if code == "invalid_image" else 503 if _retryable_code(code) else 502
+    def __init__(self, job: Job, headers: dict[str, str] | None = None) -> None:
         super().__init__(
             job.error_message or "The job failed.",
-            extra={"job_id": str(job.id), "reason": code, "credits_charged": 0},
-            headers={"Retry-After": "30"} if status == 503 else None,
+            extra={"job_id": str(job.id), "reason": job.error_code or "job_failed", "credits_charged": 0},
+            headers=headers,
             # The failed job and its released reservation were committed by the job's own units of work;
             # nothing of the request's may undo them.
             keep_changes=True,
         )
-        self.status_code = status  # type: ignore[misc]
+
+
+class JobInputRejected(JobFailed):
+    status_code = 422
+
+
+class JobProviderUnavailable(JobFailed):
+    status_code = 503
+
+
+def job_failure(job: Job) -> JobFailed:
+    code = job.error_code or "job_failed"
+    if code == "invalid_image":
+        return JobInputRejected(job)
+    if _retryable_code(code):
+        return JobProviderUnavailable(job, headers={"Retry-After": "30"})
+    return JobFailed(job)
 
 
 def _retryable_code(code: str) -> bool:
@@ -161,7 +175,7 @@ async def run_now(
         finished = await JobRepository(session).get(job_id)
     assert finished is not None
     if finished.status == JobStatus.failed.value:
-        raise JobFailed(finished)
+        raise job_failure(finished)
     return finished
 
 

@@ -426,6 +426,132 @@ class TestGallery:
         assert_error(await client.get("/api/v1/images/not-a-uuid", headers=auth), 422, "validation_error")
 
 
+class TestGalleryUploads:
+    """Images uploaded on their own are gallery items (kind `upload`); those sent inline with a job are
+    that job's input only."""
+
+    async def test_direct_uploads_and_jobs_in_one_newest_first_list(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        order = []
+        for step in range(4):
+            if step % 2 == 0:
+                response = await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))
+                order.append(("upload", response.json()["id"]))
+            else:
+                response = await client.post(
+                    "/api/v1/images/vectorize",
+                    headers=auth,
+                    files=files(logo_like(32)),
+                    data={"mode": "preview"},
+                )
+                order.append(("vectorize", response.json()["image_id"]))
+        seen = []
+        cursor = ""
+        while True:
+            page = (await client.get(f"/api/v1/images?limit=3{cursor}", headers=auth)).json()
+            seen += [(item["kind"], item["id"]) for item in page["items"]]
+            if page["next_cursor"] is None:
+                break
+            cursor = f"&cursor={page['next_cursor']}"
+        assert seen == list(reversed(order))  # the vectorize jobs' inline uploads are not listed
+
+        uploads = (await client.get("/api/v1/images?kind=upload", headers=auth)).json()["items"]
+        assert [item["id"] for item in uploads] == [order[2][1], order[0][1]]
+        item = uploads[0]
+        assert (item["status"], item["credits"], item["width"], item["height"]) == ("COMPLETED", 0, 32, 32)
+        assert item["outputs"][0]["content_type"] == "image/png"
+        assert (await client.get(item["outputs"][0]["url"])).content.startswith(b"\x89PNG")
+        failed = (await client.get("/api/v1/images?status=FAILED", headers=auth)).json()["items"]
+        assert failed == []
+        jobs_only = (await client.get("/api/v1/images?kind=vectorize", headers=auth)).json()["items"]
+        assert {item["kind"] for item in jobs_only} == {"vectorize"}
+
+    async def test_an_upload_is_favourited_read_and_deleted_like_a_job(
+        self, client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
+    ) -> None:
+        upload_id = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()[
+            "id"
+        ]
+        patched = await client.patch(
+            f"/api/v1/images/{upload_id}", headers=auth, json={"is_favourite": True, "description": "me"}
+        )
+        assert (patched.status_code, patched.json()["description"]) == (200, "me")
+        favourites = (await client.get("/api/v1/images?favourite=true", headers=auth)).json()["items"]
+        assert [item["id"] for item in favourites] == [upload_id]
+        assert (await client.get(f"/api/v1/images/{upload_id}", headers=auth)).json()["kind"] == "upload"
+        assert len(list(settings.storage_dir.rglob("uploads/*.png"))) == 1
+        assert (await client.delete(f"/api/v1/images/{upload_id}", headers=auth)).status_code == 204
+        assert_error(await client.get(f"/api/v1/images/{upload_id}", headers=auth), 404, "not_found")
+        assert list(settings.storage_dir.rglob("uploads/*.png")) == []
+
+    async def test_deleting_an_upload_keeps_the_finished_jobs_made_from_it(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        upload_id = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()[
+            "id"
+        ]
+        job_id = (
+            await client.post(
+                "/api/v1/images/vectorize", headers=auth, json={"upload_id": upload_id, "mode": "preview"}
+            )
+        ).json()["image_id"]
+        assert (await client.delete(f"/api/v1/images/{upload_id}", headers=auth)).status_code == 204
+        job = (await client.get(f"/api/v1/images/{job_id}", headers=auth)).json()
+        assert (job["status"], job["input_url"]) == ("COMPLETED", None)
+        assert (await client.get(job["outputs"][0]["url"])).status_code == 200
+
+    async def test_an_upload_a_job_still_runs_on_is_not_deleted(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        user: User,
+    ) -> None:
+        job = await pending_job(client, auth, session, container, user)
+        assert job.input_upload_id is not None
+        response = await client.delete(f"/api/v1/images/{job.input_upload_id}", headers=auth)
+        assert_error(response, 409, "conflict")
+        assert await session.get(Upload, job.input_upload_id) is not None
+        # Nor by the retention sweep, however old: the job would lose its input mid-run.
+        await session.execute(update(Upload).values(created_at=utcnow() - timedelta(days=30)))
+        container.settings = container.settings.model_copy(update={"retention_hours_uploads": 24})
+        assert (await images_service.sweep_expired(container)).get("uploads") == 0
+        assert await session.get(Upload, job.input_upload_id) is not None
+
+    async def test_someone_elses_upload_is_not_found(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        settings: Settings,
+        container: Container,
+    ) -> None:
+        upload_id = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()[
+            "id"
+        ]
+        other = await create_user(session, settings, email="peeker@example.com", email_verified_at=utcnow())
+        nosy = {"Authorization": f"Bearer {container.tokens.issue(other.id, 'access')[0]}"}
+        assert (await client.get("/api/v1/images", headers=nosy)).json()["items"] == []
+        for method, body in (("GET", None), ("PATCH", {"is_favourite": True}), ("DELETE", None)):
+            response = await client.request(method, f"/api/v1/images/{upload_id}", headers=nosy, json=body)
+            assert_error(response, 404, "not_found")
+        assert (await client.get(f"/api/v1/images/{upload_id}", headers=auth)).json()["is_favourite"] is False
+
+    async def test_an_inline_upload_is_not_an_item_of_its_own(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        response = await client.post(
+            "/api/v1/images/vectorize", headers=auth, files=files(logo_like(32)), data={"mode": "preview"}
+        )
+        job = await session.get_one(Job, uuid.UUID(response.json()["image_id"]))
+        assert job.input_upload_id is not None
+        assert_error(
+            await client.get(f"/api/v1/images/{job.input_upload_id}", headers=auth), 404, "not_found"
+        )
+
+
 class TestRecoveryAndRetention:
     async def test_a_job_interrupted_by_a_crash_is_recovered(
         self,

@@ -15,7 +15,7 @@ from app.models.billing import (
 )
 from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
 from app.models.email import EmailStatus, OutboxEmail
-from app.models.image import TERMINAL_STATUSES, Job, JobKind, JobStatus, Style, Upload
+from app.models.image import TERMINAL_STATUSES, Job, JobKind, JobStatus, Style, Upload, UploadOrigin
 from app.models.user import User, UserRole
 from app.models.webhook_event import WebhookEvent
 
@@ -47,6 +47,7 @@ __all__ = [
     "Style",
     "Subscription",
     "Upload",
+    "UploadOrigin",
     "User",
     "UserRole",
     "WebhookEvent",

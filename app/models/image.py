@@ -29,6 +29,13 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.completed.value, JobStatus.failed.value})
 
 
+class UploadOrigin(StrEnum):
+    # Sent to POST /uploads: the user's own image, listed in the gallery.
+    direct = "direct"
+    # Sent inline with a job: shown as that job's input, not as an image of its own.
+    job_input = "job_input"
+
+
 class Upload(UUIDPrimaryKeyMixin, Base):
     """A validated image: type decided from its bytes, orientation applied, metadata stripped."""
 
@@ -42,6 +49,9 @@ class Upload(UUIDPrimaryKeyMixin, Base):
     height: Mapped[int]
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(16), default=UploadOrigin.direct.value)
+    is_favourite: Mapped[bool] = mapped_column(default=False)
+    description: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 

@@ -4,15 +4,49 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import InstrumentedAttribute
 
-from app.models import Job, JobStatus, Style, Upload
+from app.models import Job, JobStatus, Style, Upload, UploadOrigin
 from app.repositories.base import Repository
+
+
+def _before(
+    created_at: InstrumentedAttribute[datetime],
+    id_: InstrumentedAttribute[uuid.UUID],
+    cursor: tuple[datetime, uuid.UUID],
+) -> ColumnElement[bool]:
+    """Keyset condition for newest-first pages: strictly after the cursor's (created_at, id)."""
+    moment, last_id = cursor
+    return or_(created_at < moment, (created_at == moment) & (id_ < last_id))
 
 
 class UploadRepository(Repository[Upload]):
     model = Upload
+
+    async def get_for_user(self, upload_id: uuid.UUID, user_id: uuid.UUID) -> Upload | None:
+        return await self.session.scalar(
+            select(Upload).where(Upload.id == upload_id, Upload.user_id == user_id)
+        )
+
+    async def page_for_user(
+        self,
+        user_id: uuid.UUID,
+        limit: int,
+        before: tuple[datetime, uuid.UUID] | None,
+        favourite: bool | None,
+    ) -> list[Upload]:
+        """The user's own (direct) uploads, newest first; inline ones belong to their jobs."""
+        statement = select(Upload).where(
+            Upload.user_id == user_id, Upload.origin == UploadOrigin.direct.value
+        )
+        if favourite is not None:
+            statement = statement.where(Upload.is_favourite.is_(favourite))
+        if before is not None:
+            statement = statement.where(_before(Upload.created_at, Upload.id, before))
+        statement = statement.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit)
+        return list(await self.session.scalars(statement))
 
     async def older_than(self, moment: datetime, limit: int) -> list[Upload]:
         return list(await self.session.scalars(select(Upload).where(Upload.created_at < moment).limit(limit)))
@@ -81,10 +115,7 @@ class JobRepository(Repository[Job]):
         if favourite is not None:
             statement = statement.where(Job.is_favourite.is_(favourite))
         if before is not None:
-            created_at, job_id = before
-            statement = statement.where(
-                or_(Job.created_at < created_at, (Job.created_at == created_at) & (Job.id < job_id))
-            )
+            statement = statement.where(_before(Job.created_at, Job.id, before))
         statement = statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         return list(await self.session.scalars(statement))
 
@@ -94,6 +125,9 @@ class JobRepository(Repository[Job]):
 
     async def for_user(self, user_id: uuid.UUID) -> list[Job]:
         return list(await self.session.scalars(select(Job).where(Job.user_id == user_id)))
+
+    async def using_upload(self, upload_id: uuid.UUID) -> list[Job]:
+        return list(await self.session.scalars(select(Job).where(Job.input_upload_id == upload_id)))
 
 
 class StyleRepository(Repository[Style]):

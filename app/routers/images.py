@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
@@ -14,15 +15,15 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from app.container import Container
 from app.dependencies import ContainerDep, CurrentUser, SessionDep
 from app.errors import BadRequest
-from app.models import Job, JobKind
+from app.models import Job, JobKind, JobStatus, Upload
 from app.schemas.images import (
     GenerateAcceptedOut,
     GenerateIn,
+    ImageOut,
+    ImagePageOut,
+    ImageUpdateIn,
     JobAcceptedOut,
-    JobOut,
     JobOutputOut,
-    JobPageOut,
-    JobUpdateIn,
     RemovedBackgroundOut,
     StyleOut,
     UploadOut,
@@ -44,7 +45,7 @@ async def read_limited(file: StarletteUploadFile, limit: int) -> bytes:
     return data
 
 
-async def job_out(ctx: Container, job: Job) -> JobOut:
+async def job_out(ctx: Container, job: Job) -> ImageOut:
     outputs = [
         JobOutputOut(
             view=output.get("view", "main"),
@@ -53,7 +54,7 @@ async def job_out(ctx: Container, job: Job) -> JobOut:
         )
         for output in job.outputs
     ]
-    return JobOut(
+    return ImageOut(
         id=job.id,
         kind=job.kind,
         status=job.status,
@@ -69,6 +70,33 @@ async def job_out(ctx: Container, job: Job) -> JobOut:
         created_at=job.created_at,
         finished_at=job.finished_at,
     )
+
+
+async def upload_out(ctx: Container, upload: Upload) -> ImageOut:
+    url = await images.url_for(ctx, upload.storage_key)
+    return ImageOut(
+        id=upload.id,
+        kind=images.UPLOAD_KIND,
+        status=JobStatus.completed.value,
+        outputs=[JobOutputOut(view="main", url=url, content_type=upload.content_type)],
+        input_url=None,
+        credits=credits.to_credits(0),
+        error=None,
+        error_code=None,
+        attempts=0,
+        time_taken=None,
+        is_favourite=upload.is_favourite,
+        description=upload.description,
+        created_at=upload.created_at,
+        finished_at=upload.created_at,
+        width=upload.width,
+        height=upload.height,
+        size=upload.size,
+    )
+
+
+async def item_out(ctx: Container, item: images.GalleryItem) -> ImageOut:
+    return await upload_out(ctx, item) if isinstance(item, Upload) else await job_out(ctx, item)
 
 
 @router.post("/uploads", status_code=201, response_model=UploadOut)
@@ -204,18 +232,26 @@ async def vectorize(
     )
 
 
-@router.get("/images", response_model=JobPageOut)
+class GalleryKind(StrEnum):
+    remove_background = JobKind.remove_background.value
+    vectorize = JobKind.vectorize.value
+    generate = JobKind.generate.value
+    upload = images.UPLOAD_KIND
+
+
+@router.get("/images", response_model=ImagePageOut)
 async def gallery(
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    kind: Annotated[JobKind | None, Query()] = None,
+    kind: Annotated[GalleryKind | None, Query()] = None,
     status: Annotated[str | None, Query(pattern="^(PENDING|PROCESSING|COMPLETED|FAILED)$")] = None,
     favourite: Annotated[bool | None, Query()] = None,
-) -> JobPageOut:
-    """Your images and jobs, newest first."""
+) -> ImagePageOut:
+    """Your jobs and the images you uploaded, newest first. Images sent inline with a job are that
+    job's `input_url`, not items of their own."""
     page = await images.gallery(
         session,
         user,
@@ -225,32 +261,33 @@ async def gallery(
         status=status,
         favourite=favourite,
     )
-    return JobPageOut(
-        items=[await job_out(container, job) for job in page.jobs], next_cursor=page.next_cursor
+    return ImagePageOut(
+        items=[await item_out(container, item) for item in page.items], next_cursor=page.next_cursor
     )
 
 
-@router.get("/images/{image_id}", response_model=JobOut)
-@router.get("/image/status/{image_id}", response_model=JobOut, include_in_schema=False)
+@router.get("/images/{image_id}", response_model=ImageOut)
+@router.get("/image/status/{image_id}", response_model=ImageOut, include_in_schema=False)
 async def get_image(
     image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
-) -> JobOut:
-    return await job_out(container, await images.get_job(session, user, image_id))
+) -> ImageOut:
+    return await item_out(container, await images.get_item(session, user, image_id))
 
 
-@router.patch("/images/{image_id}", response_model=JobOut)
+@router.patch("/images/{image_id}", response_model=ImageOut)
 async def update_image(
-    image_id: uuid.UUID, body: JobUpdateIn, user: CurrentUser, session: SessionDep, container: ContainerDep
-) -> JobOut:
+    image_id: uuid.UUID, body: ImageUpdateIn, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> ImageOut:
     changes = body.model_dump(exclude_unset=True)
-    return await job_out(container, await images.update_job(session, user, image_id, changes))
+    return await item_out(container, await images.update_item(session, user, image_id, changes))
 
 
 @router.delete("/images/{image_id}", status_code=204)
 async def delete_image(
     image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> Response:
-    await images.delete_job(session, container, user, image_id)
+    """The job and its results, or the uploaded image (refused while a job still runs on it)."""
+    await images.delete_item(session, container, user, image_id)
     return Response(status_code=204)
 
 

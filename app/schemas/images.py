@@ -37,7 +37,10 @@ class JobOutputOut(Schema):
     content_type: str
 
 
-class JobOut(Schema):
+class ImageOut(Schema):
+    """A gallery item: an AI job (its kind) or an image uploaded on its own (kind `upload`, COMPLETED,
+    the image itself as its one output)."""
+
     id: uuid.UUID
     kind: str
     status: str
@@ -52,6 +55,9 @@ class JobOut(Schema):
     description: str | None
     created_at: datetime
     finished_at: datetime | None
+    width: int | None = Field(default=None, description="Uploads only: pixels.")
+    height: int | None = Field(default=None, description="Uploads only: pixels.")
+    size: int | None = Field(default=None, description="Uploads only: bytes.")
 
 
 class JobAcceptedOut(Schema):
@@ -83,13 +89,13 @@ class VectorizedOut(Schema):
     credits: Credits
 
 
-class JobUpdateIn(Schema):
+class ImageUpdateIn(Schema):
     is_favourite: bool = False
     description: str | None = Field(default=None, max_length=500)
 
 
-class JobPageOut(Schema):
-    items: list[JobOut]
+class ImagePageOut(Schema):
+    items: list[ImageOut]
     next_cursor: str | None
 
 

@@ -16,7 +16,7 @@ from app.container import Container
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound
 from app.integrations.storage import StorageError
-from app.models import TERMINAL_STATUSES, Job, JobKind, Upload, User
+from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository, UploadRepository
 from app.services import credits
 from app.services.pagination import decode_cursor, encode_cursor
@@ -50,9 +50,24 @@ async def get_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:
     return job
 
 
+GalleryItem = Job | Upload
+UPLOAD_KIND = "upload"
+
+
+async def get_item(session: AsyncSession, user: User, item_id: uuid.UUID) -> GalleryItem:
+    """A job or a direct upload of this user; anyone else's id is simply not found."""
+    job = await JobRepository(session).get_for_user(item_id, user.id)
+    if job is not None:
+        return job
+    upload = await UploadRepository(session).get_for_user(item_id, user.id)
+    if upload is None or upload.origin != UploadOrigin.direct.value:
+        raise NotFound("No such image.")
+    return upload
+
+
 @dataclass(frozen=True)
-class JobPage:
-    jobs: list[Job]
+class GalleryPage:
+    items: list[GalleryItem]
     next_cursor: str | None
 
 
@@ -65,11 +80,20 @@ async def gallery(
     kind: str | None,
     status: str | None,
     favourite: bool | None,
-) -> JobPage:
+) -> GalleryPage:
+    """Jobs and direct uploads in one newest-first list. Both tables are read past the same keyset
+    cursor and merged; an upload counts as COMPLETED (it is there, ready to use)."""
     before = decode_cursor(cursor) if cursor else None
-    jobs = await JobRepository(session).page_for_user(user.id, limit + 1, before, kind, status, favourite)
-    last = jobs[limit - 1] if len(jobs) > limit else None
-    return JobPage(jobs[:limit], encode_cursor(last.created_at, last.id) if last else None)
+    items: list[GalleryItem] = []
+    if kind != UPLOAD_KIND:
+        items += await JobRepository(session).page_for_user(
+            user.id, limit + 1, before, kind, status, favourite
+        )
+    if kind in (None, UPLOAD_KIND) and status in (None, JobStatus.completed.value):
+        items += await UploadRepository(session).page_for_user(user.id, limit + 1, before, favourite)
+    items.sort(key=lambda item: (item.created_at, item.id), reverse=True)
+    last = items[limit - 1] if len(items) > limit else None
+    return GalleryPage(items[:limit], encode_cursor(last.created_at, last.id) if last else None)
 
 
 async def status_changes(
@@ -98,21 +122,39 @@ async def status_changes(
         await asyncio.sleep(poll_seconds)
 
 
-async def update_job(session: AsyncSession, user: User, job_id: uuid.UUID, changes: dict[str, Any]) -> Job:
-    job = await get_job(session, user, job_id)
+async def update_item(
+    session: AsyncSession, user: User, item_id: uuid.UUID, changes: dict[str, Any]
+) -> GalleryItem:
+    item = await get_item(session, user, item_id)
     for name, value in changes.items():
-        setattr(job, name, value)
+        setattr(item, name, value)
     await session.flush()
-    return job
+    return item
 
 
-async def delete_job(session: AsyncSession, ctx: Container, user: User, job_id: uuid.UUID) -> None:
-    job = await get_job(session, user, job_id)
-    if job.status not in TERMINAL_STATUSES:
+async def delete_item(session: AsyncSession, ctx: Container, user: User, item_id: uuid.UUID) -> None:
+    item = await get_item(session, user, item_id)
+    if isinstance(item, Upload):
+        await _delete_upload(session, ctx, item)
+        return
+    if item.status not in TERMINAL_STATUSES:
         # Its credits are held and a worker may be writing its outputs: let it finish (or fail) first.
         raise Conflict("This image is still being processed; delete it once it has finished.")
-    await _delete_objects(ctx, [output["key"] for output in job.outputs])
-    await session.delete(job)
+    await _delete_objects(ctx, [output["key"] for output in item.outputs])
+    await session.delete(item)
+    await session.flush()
+
+
+async def _delete_upload(session: AsyncSession, ctx: Container, upload: Upload) -> None:
+    """The upload's row and object. Jobs made from it keep their results but lose the link to an input
+    that no longer exists; a job still running on it must finish first."""
+    users = await JobRepository(session).using_upload(upload.id)
+    if any(job.status not in TERMINAL_STATUSES for job in users):
+        raise Conflict("A job is still using this image; delete it once the job has finished.")
+    for job in users:
+        job.input_key = None
+    await _delete_objects(ctx, [upload.storage_key])
+    await session.delete(upload)
     await session.flush()
 
 
@@ -167,10 +209,14 @@ async def sweep_expired(ctx: Container, now: datetime | None = None, batch: int 
             uploads: list[Upload] = await UploadRepository(session).older_than(
                 now - timedelta(hours=settings.retention_hours_uploads), batch
             )
+            swept = 0
             for upload in uploads:
-                await _delete_objects(ctx, [upload.storage_key])
-                await session.delete(upload)
-            removed["uploads"] = len(uploads)
+                try:
+                    await _delete_upload(session, ctx, upload)
+                except Conflict:
+                    continue  # a job still runs on it: the next sweep takes it
+                swept += 1
+            removed["uploads"] = swept
     if any(removed.values()):
         log.info("retention.swept", **removed)
     return removed

@@ -19,7 +19,7 @@ from app.db.base import utcnow
 from app.errors import AppError
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, VectorizeOptions
 from app.integrations.storage import StorageError
-from app.models import Job, JobKind, JobStatus, Upload, User
+from app.models import Job, JobKind, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository
 from app.services import credits, generation
 from app.services import uploads as uploads_service
@@ -137,7 +137,9 @@ async def submit_from_input(
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
 ) -> Job:
     if data is not None:
-        upload = await uploads_service.store(session, ctx, user, data, allowed=allowed)
+        upload = await uploads_service.store(
+            session, ctx, user, data, allowed=allowed, origin=UploadOrigin.job_input
+        )
     elif upload_id is not None:
         upload = await uploads_service.get_owned(session, user, upload_id)
         if uploads_service.format_of(upload) not in allowed:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.container import Container
 from app.errors import AppError, BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.integrations.images.base import IMAGE_EXTENSIONS, sniff_image_type
-from app.models import Upload, User
+from app.models import Upload, UploadOrigin, User
 from app.repositories.images import UploadRepository
 
 # Decoding is guarded by our own pixel check below; Pillow's global guard would warn first and then
@@ -137,6 +137,7 @@ async def store(
     *,
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
     max_side: int | None = None,
+    origin: UploadOrigin = UploadOrigin.direct,
 ) -> Upload:
     settings = ctx.settings
     clean = await asyncio.to_thread(
@@ -160,6 +161,7 @@ async def store(
             height=clean.height,
             size=len(clean.data),
             sha256=hashlib.sha256(clean.data).hexdigest(),
+            origin=origin.value,
         )
     )
 

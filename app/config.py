@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     vectorize_full_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
     # Local engines: how many inferences run at once (each in a worker thread).
     local_engine_concurrency: int = Field(default=2, ge=1, le=32)
+    # A local vectorization running longer than this is stopped (its worker killed) and the job fails
+    # as `image_too_complex`, uncharged.
+    vectorize_timeout_seconds: float = Field(default=60.0, gt=0)
     # Provider timeouts/5xx are retried with exponential backoff up to this many attempts in all.
     job_max_attempts: int = Field(default=3, ge=1, le=10)
     job_retry_base_seconds: float = Field(default=1.0, ge=0)

@@ -70,7 +70,10 @@ class Container:
             dodo=_dodo(settings),
             storage=_storage(settings),
             background_remover=_background_remover(settings, http),
-            vectorizer=LocalVectorizer(max_concurrency=settings.local_engine_concurrency),
+            vectorizer=LocalVectorizer(
+                max_concurrency=settings.local_engine_concurrency,
+                timeout_seconds=settings.vectorize_timeout_seconds,
+            ),
             replicate=_replicate(settings, http),
         )
 

@@ -329,6 +329,21 @@ class TestVectorize:
         assert stored.headers["content-type"] == "image/svg+xml"
         assert "default-src 'none'" in stored.headers["content-security-policy"]
 
+    async def test_a_trace_over_its_time_limit_fails_uncharged(
+        self, client: httpx.AsyncClient, auth: dict[str, str], container: Container
+    ) -> None:
+        container.vectorizer.timeout_seconds = 0.3
+        response = await client.post(
+            "/api/v1/images/vectorize",
+            headers=auth,
+            files=files(photo_like(1024, 1024)),
+            data={"mode": "full"},
+        )
+        body = assert_error(response, 422, "job_failed")
+        assert body["reason"] == "image_too_complex"
+        assert "preview mode" in body["detail"]
+        assert await balance(client, auth) == BONUS
+
     async def test_json_body_with_an_upload_and_options(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

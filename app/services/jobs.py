@@ -64,7 +64,7 @@ class JobProviderUnavailable(JobFailed):
 
 def job_failure(job: Job) -> JobFailed:
     code = job.error_code or "job_failed"
-    if code == "invalid_image":
+    if code in ("invalid_image", "image_too_complex"):
         return JobInputRejected(job)
     if _retryable_code(code):
         return JobProviderUnavailable(job, headers={"Retry-After": "30"})

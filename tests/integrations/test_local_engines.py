@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -386,3 +387,39 @@ async def test_vectorize_sync_matches_the_worker(vectorizer: LocalVectorizer) ->
     assert vectorizer.vectorize_sync(source, VectorizeOptions()) == await vectorizer.vectorize(
         source, VectorizeOptions()
     )
+
+
+async def _worker_pid(vectorizer: LocalVectorizer) -> int:
+    # One worker (max_concurrency=1): whichever runs this is the one that traces.
+    return int(await asyncio.wrap_future(vectorizer._executor().schedule(os.getpid)))
+
+
+async def test_a_trace_past_its_time_limit_is_stopped_and_the_engine_goes_on() -> None:
+    engine = LocalVectorizer(max_concurrency=1, timeout_seconds=0.3)
+    try:
+        await engine.warm_up()
+        before = await _worker_pid(engine)
+        with pytest.raises(EngineError) as caught:
+            await engine.vectorize(photo_like(1024, 1024), VectorizeOptions())
+        assert (caught.value.code, caught.value.retryable) == ("image_too_complex", False)
+        assert "0.3 s" in str(caught.value)
+        assert await _worker_pid(engine) != before  # the stuck worker was killed and replaced
+        assert "<path" in await engine.vectorize(logo_like(32), PREVIEW)
+    finally:
+        engine.close()
+
+
+async def test_a_cancelled_trace_kills_its_worker() -> None:
+    engine = LocalVectorizer(max_concurrency=1)
+    try:
+        await engine.warm_up()
+        before = await _worker_pid(engine)
+        trace = asyncio.ensure_future(engine.vectorize(photo_like(1024, 1024), VectorizeOptions()))
+        await asyncio.sleep(0.5)  # the worker is now inside vtracer, holding its GIL
+        trace.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trace
+        assert await _worker_pid(engine) != before
+        assert "<path" in await engine.vectorize(logo_like(32), PREVIEW)
+    finally:
+        engine.close()

@@ -105,7 +105,7 @@ async def upload(
 ) -> UploadOut:
     """PNG, JPEG or WEBP, decided from the bytes; re-encoded without metadata, orientation applied."""
     data = await read_limited(file, container.settings.upload_max_bytes)
-    stored = await uploads.store(session, container, user, data)
+    stored = (await uploads.store(session, container, user, data)).upload
     return UploadOut(
         id=stored.id,
         url=await images.url_for(container, stored.storage_key),
@@ -138,20 +138,27 @@ async def remove_background(
     answers 202 at once with the job to poll. Costs REMOVE_BACKGROUND_COST_CREDITS, charged on success."""
     data = await read_limited(file, container.settings.upload_max_bytes) if file is not None else None
     if run_async:
-        job = await jobs.submit_from_input(
-            session, container, user, JobKind.remove_background, data=data, upload_id=upload_id, options={}
-        )
+        job = (
+            await jobs.submit_from_input(
+                session,
+                container,
+                user,
+                JobKind.remove_background,
+                data=data,
+                upload_id=upload_id,
+                options={},
+            )
+        ).job
         background.add_task(jobs.run, container, job.id)
         return JSONResponse((await _accepted(job)).model_dump(mode="json"), status_code=202)
-    job = await jobs.run_now(
+    finished = await jobs.run_now(
         container, user.id, JobKind.remove_background, data=data, upload_id=upload_id, options={}
     )
-    png = await container.storage.get(job.outputs[0]["key"])
     return RemovedBackgroundOut(
-        image_id=job.id,
-        image_base64=base64.b64encode(png).decode(),
+        image_id=finished.job.id,
+        image_base64=base64.b64encode(finished.outputs[0].data).decode(),
         content_type="image/png",
-        credits=credits.to_credits(await credits.balance_of(session, user.id)),
+        credits=credits.to_credits(finished.balance),
     )
 
 
@@ -202,9 +209,7 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
         }
     },
 )
-async def vectorize(
-    request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
-) -> VectorizedOut:
+async def vectorize(request: Request, user: CurrentUser, container: ContainerDep) -> VectorizedOut:
     """PNG or JPEG to SVG. `preview` (cheaper: fewer colours, smaller) or `full`; charged on success."""
     body, data = await _vectorize_request(request, container)
     if data is None and body.upload_id is None:
@@ -213,7 +218,7 @@ async def vectorize(
         "mode": body.mode,
         "engine": images.vectorize_engine_options(body.mode, body.options.model_dump()),
     }
-    job = await jobs.run_now(
+    finished = await jobs.run_now(
         container,
         user.id,
         JobKind.vectorize,
@@ -222,13 +227,12 @@ async def vectorize(
         options=options,
         allowed=PNG_JPEG,
     )
-    svg = (await container.storage.get(job.outputs[0]["key"])).decode()
     return VectorizedOut(
-        image_id=job.id,
+        image_id=finished.job.id,
         mode=body.mode,
-        svg=svg,
-        url=await images.url_for(container, job.outputs[0]["key"]),
-        credits=credits.to_credits(await credits.balance_of(session, user.id)),
+        svg=finished.outputs[0].data.decode(),
+        url=await images.url_for(container, finished.job.outputs[0]["key"]),
+        credits=credits.to_credits(finished.balance),
     )
 
 

@@ -19,7 +19,7 @@ from app.db.base import utcnow
 from app.errors import AppError
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, VectorizeOptions
 from app.integrations.storage import StorageError
-from app.models import Job, JobKind, JobStatus, Upload, UploadOrigin, User
+from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository
 from app.services import credits, generation
 from app.services import uploads as uploads_service
@@ -93,11 +93,29 @@ def cost_of(ctx: Container, kind: JobKind, options: dict[str, Any]) -> int:
 
 
 async def submit(
-    session: AsyncSession, ctx: Container, user: User, kind: JobKind, upload: Upload, options: dict[str, Any]
+    session: AsyncSession,
+    ctx: Container,
+    user: User,
+    kind: JobKind,
+    upload: Upload,
+    options: dict[str, Any],
+    *,
+    claimed: bool = False,
 ) -> Job:
-    """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing)."""
+    """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing).
+    `claimed`: the caller runs it right after commit, so it is created PROCESSING under a lease (as
+    `claim` would leave it) instead of PENDING, saving a transaction; a crash is recovered the same."""
     job_id = uuid.uuid4()
     cost = cost_of(ctx, kind, options)
+    lease: dict[str, Any] = {}
+    if claimed:
+        now = utcnow()
+        lease = {
+            "status": JobStatus.processing.value,
+            "attempts": 1,
+            "started_at": now,
+            "lease_until": now + timedelta(seconds=ctx.settings.job_lease_seconds),
+        }
     job = await JobRepository(session).add(
         Job(
             id=job_id,
@@ -109,6 +127,7 @@ async def submit(
             credits_reserved=cost,
             reservation_key=f"job:{job_id}:reserve" if cost else None,
             provider=_provider_name(ctx, kind),
+            **lease,
         )
     )
     if cost:
@@ -125,6 +144,13 @@ def _provider_name(ctx: Container, kind: JobKind) -> str:
     return "replicate"
 
 
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    # The input's stored bytes when they came with the request: a job run at once need not fetch them.
+    source: bytes | None
+
+
 async def submit_from_input(
     session: AsyncSession,
     ctx: Container,
@@ -135,18 +161,31 @@ async def submit_from_input(
     upload_id: uuid.UUID | None,
     options: dict[str, Any],
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
-) -> Job:
+    claimed: bool = False,
+) -> Submitted:
+    source = None
     if data is not None:
-        upload = await uploads_service.store(
+        stored = await uploads_service.store(
             session, ctx, user, data, allowed=allowed, origin=UploadOrigin.job_input
         )
+        upload, source = stored.upload, stored.data
     elif upload_id is not None:
         upload = await uploads_service.get_owned(session, user, upload_id)
         if uploads_service.format_of(upload) not in allowed:
             raise uploads_service.NotAnImage(f"This endpoint takes {', '.join(sorted(allowed))} images.")
     else:
         raise uploads_service.EmptyUpload("Send a file or an upload_id.")
-    return await submit(session, ctx, user, kind, upload, options)
+    return Submitted(await submit(session, ctx, user, kind, upload, options, claimed=claimed), source)
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """What a waiting client gets: the completed job, its outputs' bytes (no second trip to storage)
+    and the balance right after the capture."""
+
+    job: Job
+    outputs: list[JobOutput]
+    balance: int
 
 
 async def run_now(
@@ -158,48 +197,73 @@ async def run_now(
     upload_id: uuid.UUID | None,
     options: dict[str, Any],
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
-) -> Job:
-    """Submit (committed at once), run, and return the finished job: for clients that wait."""
+) -> FinishedJob:
+    """Submit (committed at once, already claimed), run, and return the finished job: for clients that
+    wait. A failed job raises its `job_failure`."""
     async with ctx.database.session_scope() as session:
         user = await users_service.require_user(session, user_id)
-        job = await submit_from_input(
-            session, ctx, user, kind, data=data, upload_id=upload_id, options=options, allowed=allowed
+        submitted = await submit_from_input(
+            session,
+            ctx,
+            user,
+            kind,
+            data=data,
+            upload_id=upload_id,
+            options=options,
+            allowed=allowed,
+            claimed=True,
         )
-        job_id = job.id
+        job = submitted.job
+        claim = _Claim(job.id, kind, job.input_key, dict(job.options), user.id, submitted.source)
     try:
-        await run(ctx, job_id)
+        result = await _run_claimed(ctx, claim)
     except BaseException:
         # The client went away (or the runner broke) mid-job: end it now and free its credits, instead
         # of leaving it to the recovery, which would run it again and charge for a result nobody saw.
-        await asyncio.shield(_fail(ctx, job_id, "cancelled", "The request was cancelled.", 1, None))
+        await asyncio.shield(_fail(ctx, claim.job_id, "cancelled", "The request was cancelled.", 1, None))
         raise
-    async with ctx.database.session_scope() as session:
-        finished = await JobRepository(session).get(job_id)
-    assert finished is not None
-    if finished.status == JobStatus.failed.value:
-        raise job_failure(finished)
-    return finished
+    if isinstance(result, Job):
+        raise job_failure(result)
+    return result
+
+
+@dataclass(frozen=True)
+class _Claim:
+    job_id: uuid.UUID
+    kind: JobKind
+    input_key: str | None
+    options: dict[str, Any]
+    user_id: uuid.UUID
+    source: bytes | None = None
 
 
 async def run(ctx: Container, job_id: uuid.UUID) -> None:
     """Run one job to a terminal state. Safe to call twice: only the caller that claims it runs it."""
-    settings = ctx.settings
     now = utcnow()
     async with ctx.database.session_scope() as session:
         repository = JobRepository(session)
-        if not await repository.claim(job_id, now, now + timedelta(seconds=settings.job_lease_seconds)):
+        lease_until = now + timedelta(seconds=ctx.settings.job_lease_seconds)
+        if not await repository.claim(job_id, now, lease_until):
             return
         job = await repository.get(job_id)
         assert job is not None
-        kind, input_key, options, user_id = JobKind(job.kind), job.input_key, dict(job.options), job.user_id
+        claim = _Claim(job_id, JobKind(job.kind), job.input_key, dict(job.options), job.user_id)
+    await _run_claimed(ctx, claim)
+
+
+async def _run_claimed(ctx: Container, claim: _Claim) -> FinishedJob | Job:
+    """Execute a job this worker holds the lease of, retrying what may pass; returns the finished job
+    or, if it failed, the failed row."""
+    settings = ctx.settings
+    job_id = claim.job_id
     started = time.perf_counter()
-    log.info("job.started", job_id=str(job_id), kind=kind.value)
+    log.info("job.started", job_id=str(job_id), kind=claim.kind.value)
     attempt = 0
     while True:
         attempt += 1
         try:
-            outputs = await _execute(ctx, job_id, kind, input_key, options)
-            keys = await _store_outputs(ctx, user_id, job_id, outputs)
+            outputs = await _execute(ctx, claim)
+            keys = await _store_outputs(ctx, claim.user_id, job_id, outputs)
             break
         except EngineError as exc:
             if exc.retryable and attempt < settings.job_max_attempts:
@@ -207,15 +271,13 @@ async def run(ctx: Container, job_id: uuid.UUID) -> None:
                 log.warning("job.retrying", job_id=str(job_id), code=exc.code, attempt=attempt, delay=delay)
                 await asyncio.sleep(delay)
                 continue
-            await _fail(ctx, job_id, exc.code, str(exc), attempt, started)
-            return
+            return await _fail(ctx, job_id, exc.code, str(exc), attempt, started)
         except Exception as exc:
             log.exception("job.crashed", job_id=str(job_id))
-            await _fail(
+            return await _fail(
                 ctx, job_id, "internal_error", f"{type(exc).__name__}: the job failed.", attempt, started
             )
-            return
-    await _complete(ctx, job_id, keys, attempt, started)
+    return await _complete(ctx, job_id, outputs, keys, attempt, started)
 
 
 async def _store_outputs(
@@ -236,17 +298,16 @@ async def _store_outputs(
     return keys
 
 
-async def _execute(
-    ctx: Container, job_id: uuid.UUID, kind: JobKind, input_key: str | None, options: dict[str, Any]
-) -> list[JobOutput]:
+async def _execute(ctx: Container, claim: _Claim) -> list[JobOutput]:
+    kind, options = claim.kind, claim.options
     if kind is JobKind.generate:
-        views = await generation.generate(ctx, job_id, input_key, options)
+        views = await generation.generate(ctx, claim.job_id, claim.input_key, options)
         return [
             JobOutput(data, content_type, IMAGE_EXTENSIONS.get(content_type, "bin"), view)
             for data, content_type, view in views
         ]
-    assert input_key is not None
-    source = await ctx.storage.get(input_key)
+    assert claim.input_key is not None
+    source = claim.source if claim.source is not None else await ctx.storage.get(claim.input_key)
     if kind is JobKind.remove_background and ctx.background_remover.name == "clipdrop":
         # ClipDrop refuses inputs over 25 MP; an operator may accept larger uploads than that.
         source = await asyncio.to_thread(uploads_service.fit_pixels, source, CLIPDROP_MAX_PIXELS)
@@ -260,31 +321,53 @@ async def _execute(
 
 
 async def _complete(
-    ctx: Container, job_id: uuid.UUID, outputs: list[dict[str, Any]], attempts: int, started: float
-) -> None:
+    ctx: Container,
+    job_id: uuid.UUID,
+    outputs: list[JobOutput],
+    stored: list[dict[str, Any]],
+    attempts: int,
+    started: float,
+) -> FinishedJob | Job:
     async with ctx.database.session_scope() as session:
         job = await JobRepository(session).get(job_id, for_update=True)
         if job is None or job.status != JobStatus.processing.value:
+            # Failed meanwhile (cancelled, recovered as abandoned): its credits went back, it stays so.
             log.warning("job.finished_elsewhere", job_id=str(job_id))
-            return
+            return job if job is not None and job.status == JobStatus.failed.value else _vanished(job_id)
         job.status = JobStatus.completed.value
-        job.outputs = outputs
+        job.outputs = stored
         job.attempts = max(job.attempts, attempts)
         job.finished_at = utcnow()
         job.lease_until = None
         job.time_taken_ms = int((time.perf_counter() - started) * 1000)
         if job.reservation_key:
             await credits.capture(session, job.reservation_key)
+        balance = await credits.balance_of(session, job.user_id)
     log.info("job.completed", job_id=str(job_id))
+    return FinishedJob(job, outputs, balance)
+
+
+def _vanished(job_id: uuid.UUID) -> Job:
+    """A job deleted (its owner erased) or completed by another worker while this one ran: reported
+    as failed to whoever waits, charging nothing more."""
+    return Job(
+        id=job_id,
+        status=JobStatus.failed.value,
+        error_code="job_lost",
+        error_message="The job ended elsewhere while it was running.",
+    )
 
 
 async def _fail(
     ctx: Container, job_id: uuid.UUID, code: str, message: str, attempts: int, started: float | None
-) -> None:
+) -> Job:
+    """Fail the job and release its credits; returns the row (as it ends, if it had ended already)."""
     async with ctx.database.session_scope() as session:
         job = await JobRepository(session).get(job_id, for_update=True)
-        if job is None or job.status in (JobStatus.completed.value, JobStatus.failed.value):
-            return
+        if job is None:
+            return _vanished(job_id)
+        if job.status in TERMINAL_STATUSES:
+            return job
         job.status = JobStatus.failed.value
         job.error_code = code
         job.error_message = message[:2000]
@@ -296,6 +379,7 @@ async def _fail(
         if job.reservation_key:
             await credits.release(session, job.reservation_key)
     log.info("job.failed", job_id=str(job_id), code=code)
+    return job
 
 
 async def recover(ctx: Container, limit: int = 100) -> list[uuid.UUID]:

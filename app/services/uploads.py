@@ -129,6 +129,12 @@ def _encode(image: Image.Image, kind: str) -> bytes:
     return output.getvalue()
 
 
+@dataclass(frozen=True)
+class StoredUpload:
+    upload: Upload
+    data: bytes
+
+
 async def store(
     session: AsyncSession,
     ctx: Container,
@@ -138,7 +144,8 @@ async def store(
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
     max_side: int | None = None,
     origin: UploadOrigin = UploadOrigin.direct,
-) -> Upload:
+) -> StoredUpload:
+    """Validate, normalise and store the image; returns its row and the stored (clean) bytes."""
     settings = ctx.settings
     clean = await asyncio.to_thread(
         clean_image,
@@ -151,7 +158,7 @@ async def store(
     upload_id = uuid.uuid4()
     key = f"users/{user.id}/uploads/{upload_id}.{IMAGE_EXTENSIONS[clean.content_type]}"
     await ctx.storage.put(key, clean.data, clean.content_type)
-    return await UploadRepository(session).add(
+    upload = await UploadRepository(session).add(
         Upload(
             id=upload_id,
             user_id=user.id,
@@ -164,6 +171,7 @@ async def store(
             origin=origin.value,
         )
     )
+    return StoredUpload(upload, clean.data)
 
 
 async def get_owned(session: AsyncSession, user: User, upload_id: uuid.UUID) -> Upload:

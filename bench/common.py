@@ -8,6 +8,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -52,30 +53,35 @@ class RunningServer:
 @contextmanager
 def api_server(env: dict[str, str]) -> Iterator[RunningServer]:
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own console script
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "LOG_LEVEL": "WARNING", "RATE_LIMITS_ENABLED": "false", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        process.stderr.read().decode() if process.stderr else "server died"
-                    ) from None
-                time.sleep(0.1)
-        yield RunningServer(base, process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    # The server's log goes to a file: a pipe nobody reads would fill up and block the server mid-run.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(  # noqa: S603 - our own console script
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "LOG_LEVEL": "WARNING", "RATE_LIMITS_ENABLED": "false", **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{base}/healthz", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(log.read().decode(errors="replace") or "server died") from None
+                    time.sleep(0.1)
+            yield RunningServer(base, process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            log.seek(0)
+            tail = log.read()[-4000:].decode(errors="replace").strip()
+            if tail:
+                print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
 
 
 @dataclass

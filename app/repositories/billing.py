@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import CursorResult
 
 from app.db.upsert import insert_if_absent
@@ -121,6 +121,17 @@ class CreditDebtRepository(Repository[CreditDebt]):
 
     async def list_for_user(self, user_id: uuid.UUID) -> list[CreditDebt]:
         return list(await self.session.scalars(select(CreditDebt).where(CreditDebt.user_id == user_id)))
+
+    async def forgive(self, reference: str, reason: str, now: datetime) -> bool:
+        """The debt recorded under `reference` is no longer owed: it is settled (if it was not already) and
+        its reason becomes `reason`. True only for the call that changed it, so the change happens once."""
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            update(CreditDebt)
+            .where(CreditDebt.reference == reference, CreditDebt.reason != reason)
+            .values(reason=reason, settled_at=func.coalesce(CreditDebt.settled_at, now))
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
 
 
 class IdempotencyRepository(Repository[IdempotencyRecord]):

@@ -19,6 +19,7 @@ from app.integrations.razorpay_gateway import RazorpayGateway
 from app.integrations.stripe_gateway import StripeGateway
 from app.models import LedgerReason, Order, OrderStatus, PlanKind, Provider, Subscription, User
 from app.repositories.billing import CreditDebtRepository, OrderRepository, SubscriptionRepository
+from app.repositories.credits import CreditRepository
 from app.repositories.users import UserRepository
 from app.services import credits
 from app.services.catalogue import PricedPlan, get_active_plan, get_plan, providers_for
@@ -283,7 +284,8 @@ async def refund(
     """The provider refunded part or all of this order (given as its new cumulative total, or as this
     refund's own amount): take back the matching share of its credits, never below a zero balance; what
     was already spent becomes a debt. The order row is locked first, so two refunds arriving together
-    add up instead of both starting from the same total."""
+    add up instead of both starting from the same total. `refunded_amount` also counts standing
+    chargebacks (see the disputes below), so a refund of money already charged back takes nothing more."""
     locked = await OrderRepository(session).get(order.id, for_update=True)
     assert locked is not None
     await session.refresh(locked)  # the committed state, not what this session read before the lock
@@ -319,6 +321,148 @@ async def refund(
 
 def _credit_share(order: Order, refunded: int) -> int:
     return order.credits * min(refunded, order.amount) // order.amount
+
+
+# --- disputes (chargebacks) ------------------------------------------------------------------------
+#
+# The rules, the same for every provider (payment_webhooks.py maps each provider's events onto them):
+#
+# * Taken when a real chargeback opens, not when it is lost: `chargeback` takes back the disputed share of
+#   the order's credits, with the ledger reason `chargeback`, on the first event that shows a chargeback
+#   open or lost (Stripe created/updated/funds_withdrawn/closed-lost, Razorpay created/under_review/
+#   action_required/lost, Dodo opened/challenged/accepted/lost/expired). Stripe and Dodo take the money
+#   from us at that moment; Razorpay deducts it only on a loss, but the cardholder has asked for it back
+#   all the same, and taking the credits at the opening keeps them from being spent while the dispute is
+#   argued (a win gives them back). Inquiries that move no money (Stripe `warning_*`, Razorpay retrieval
+#   and fraud phases) take nothing; if one escalates, the escalation takes.
+# * Once per dispute: the ledger key `chargeback:<provider>:<dispute id>` is written by the first event
+#   that takes (created, funds withdrawn, updated, lost...), in any order and under any event id; every
+#   later event for that dispute finds it and changes nothing.
+# * Never below zero: what was already spent is not taken from the balance but recorded as a
+#   `credit_debts` row (reason "chargeback", reference = that ledger key), exactly as refunds do.
+# * The disputed money counts as returned to the customer: it is added to `Order.refunded_amount`, and the
+#   order becomes `refunded` when refunds and chargebacks together cover its amount. So a refund and a
+#   chargeback of the same money (a dispute settled by a refund) never take the credits twice: shares are
+#   cumulative over that one counter. While a dispute stands, `Order.failure_reason` names it.
+# * Won (the provider gives the money back to us): `chargeback_won` undoes exactly that chargeback, once:
+#   what it took comes back as a `purchase` grant (the purchase stands again; key
+#   `chargeback_won:<provider>:<dispute id>`, reference `order:<id>`), its debt is cancelled (settled,
+#   reason "chargeback_won"), the disputed money leaves `refunded_amount` and the order is `paid` again.
+#   A decision that arrives before the dispute's opening (events come in any order) first applies the
+#   chargeback and then undoes it, so the opening, when it comes, finds the dispute settled.
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A provider's dispute of one of our payments. `dispute_id` is unique per provider (plus the round,
+    for a dispute re-opened after we won it); `amount` is in the order's minor units, None when it cannot
+    be told (then the whole payment counts as disputed)."""
+
+    provider: Provider
+    dispute_id: str
+    amount: int | None
+
+
+def _chargeback_key(dispute: Dispute) -> str:
+    return f"chargeback:{dispute.provider.value}:{dispute.dispute_id}"
+
+
+def _disputed_amount(order: Order, dispute: Dispute) -> int:
+    return dispute.amount if dispute.amount is not None and dispute.amount > 0 else order.amount
+
+
+def _dispute_note(dispute: Dispute) -> str:
+    return f"Charged back: {dispute.provider.value} dispute {dispute.dispute_id}"[:500]
+
+
+async def _locked(session: AsyncSession, order: Order) -> Order:
+    locked = await OrderRepository(session).get(order.id, for_update=True)
+    assert locked is not None
+    await session.refresh(locked)  # the committed state, not what this session read before the lock
+    return locked
+
+
+async def chargeback(session: AsyncSession, order: Order, dispute: Dispute) -> bool:
+    """A chargeback stands against this order: take back the disputed share of its credits (see the
+    rules above). True when this call took them; False when this dispute was already applied or there is
+    nothing to take (an unpaid order, a subscription's order, money already refunded)."""
+    locked = await _locked(session, order)  # every movement of one order's money queues on its row
+    key = _chargeback_key(dispute)
+    if await credits.movement_exists(session, key):
+        return False
+    if locked.kind != PlanKind.credit_pack or locked.paid_at is None or locked.amount <= 0:
+        log.warning("billing.chargeback_not_clawed_back", order_id=str(locked.id), kind=locked.kind, key=key)
+        return False
+    before = locked.refunded_amount
+    after = before + _disputed_amount(locked, dispute)
+    share = _credit_share(locked, after) - _credit_share(locked, before)
+    if share <= 0:
+        log.info("billing.chargeback_nothing_left", order_id=str(locked.id), key=key)
+        return False
+    outcome = await credits.refund(
+        session,
+        locked.user_id,
+        share,
+        key=key,
+        reference=f"order:{locked.id}",
+        reason=LedgerReason.chargeback,
+    )
+    locked.refunded_amount = after
+    if after >= locked.amount:
+        locked.status = OrderStatus.refunded.value
+    locked.failure_reason = _dispute_note(dispute)
+    if outcome.shortfall > 0:
+        await CreditDebtRepository(session).record(
+            {
+                "user_id": locked.user_id,
+                "order_id": locked.id,
+                "amount": outcome.shortfall,
+                "reason": "chargeback",
+                "reference": key,
+                "created_at": utcnow(),
+            }
+        )
+        log.warning("billing.chargeback_shortfall", order_id=str(locked.id), shortfall=outcome.shortfall)
+    log.warning("billing.chargeback", order_id=str(locked.id), key=key, credits=share)
+    await session.flush()
+    return True
+
+
+async def chargeback_won(session: AsyncSession, order: Order, dispute: Dispute) -> bool:
+    """We won the dispute (the provider gave the money back): undo its chargeback exactly once (see the
+    rules above). True when this call gave the credits back."""
+    await chargeback(session, order, dispute)  # a no-op unless the decision overtook the opening
+    locked = await _locked(session, order)
+    key = _chargeback_key(dispute)
+    taken_entry = await CreditRepository(session).get_entry_by_key(key)
+    if taken_entry is None:
+        return False  # nothing was ever taken for this dispute: nothing to give back
+    taken = -taken_entry.amount
+    owed = (taken_entry.requested_amount or taken) - taken
+    undone = False
+    if taken > 0:
+        given = await credits.grant(
+            session,
+            locked.user_id,
+            taken,
+            LedgerReason.purchase,
+            key=f"chargeback_won:{dispute.provider.value}:{dispute.dispute_id}",
+            reference=f"order:{locked.id}",
+        )
+        undone = not given.replayed
+    if owed > 0:
+        forgiven = await CreditDebtRepository(session).forgive(key, "chargeback_won", utcnow())
+        undone = undone or (taken == 0 and forgiven)
+    if not undone:
+        return False  # this dispute's win was already applied
+    locked.refunded_amount = max(0, locked.refunded_amount - _disputed_amount(locked, dispute))
+    if locked.status == OrderStatus.refunded.value and locked.refunded_amount < locked.amount:
+        locked.status = OrderStatus.paid.value
+    if locked.failure_reason == _dispute_note(dispute):
+        locked.failure_reason = None
+    log.info("billing.chargeback_won", order_id=str(locked.id), key=key, credits=taken)
+    await session.flush()
+    return True
 
 
 async def subscription_paid(

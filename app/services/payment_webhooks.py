@@ -1,11 +1,16 @@
-"""Stripe, Razorpay and Dodo webhooks: verified on the raw body, recorded in the inbox, applied once."""
+"""Stripe, Razorpay and Dodo webhooks: verified on the raw body, recorded in the inbox, applied once.
+
+Disputes (chargebacks) of all three are mapped here onto two effects, `billing.chargeback` (credits taken
+back, once per dispute) and `billing.chargeback_won` (given back, once); the rules are documented beside
+them in app/services/billing.py. An event about a payment that is not one of our orders (a subscription
+invoice's charge, another integration's payment) is stored in the inbox and answered "ignored"."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +25,39 @@ from app.services.webhook_inbox import Outcome
 
 log = structlog.get_logger("app.payment_webhooks")
 ENDED_STRIPE_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
+
+DisputeEffect = Literal["chargeback", "won"]
+STRIPE_DISPUTE_EVENTS = frozenset(
+    {
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.closed",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+    }
+)
+# Stripe withdraws the disputed money when a (non-inquiry) dispute opens, and it stays out through review,
+# appeal and loss. `warning_*` statuses are inquiries (no money moves), `prevented` was settled by a refund
+# (charge.refunded takes those credits).
+STRIPE_CHARGEBACK_STATUSES = frozenset(
+    {"needs_response", "under_review", "lost", "appeal_needs_response", "appeal_under_review"}
+)
+# Razorpay phases that are questions, not chargebacks: a retrieval asks for details; a fraud-phase dispute
+# is closed by details or by a refund (refund.processed takes those credits). Phases after a won
+# chargeback re-open it under the same id: each is a dispute of its own for our purposes.
+RAZORPAY_INQUIRY_PHASES = frozenset({"retrieval", "fraud"})
+RAZORPAY_REOPENED_PHASES = frozenset({"pre_arbitration", "arbitration"})
+# Dodo holds the disputed money from `dispute.opened`; accepted, lost (incl. Visa RDR) and expired leave it
+# with the cardholder; won and cancelled release it back to us.
+DODO_DISPUTE_EFFECTS: dict[str, DisputeEffect] = {
+    "dispute.opened": "chargeback",
+    "dispute.challenged": "chargeback",
+    "dispute.accepted": "chargeback",
+    "dispute.lost": "chargeback",
+    "dispute.expired": "chargeback",
+    "dispute.won": "won",
+    "dispute.cancelled": "won",
+}
 
 
 class InvalidWebhookSignature(BadRequest):
@@ -49,6 +87,28 @@ async def _order_from_metadata(
         return None
     order = await OrderRepository(session).get(order_id)
     return order if order is not None and order.provider == provider.value else None
+
+
+def _minor_units(order: Order, amount: Any, currency: Any) -> int | None:
+    """A dispute's amount in the order's minor units; None (the whole payment) when it is missing, not a
+    positive integer, or in another currency than the order's."""
+    if isinstance(currency, str) and currency.upper() != order.currency.upper():
+        return None
+    return amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else None
+
+
+async def _apply_dispute(
+    session: AsyncSession,
+    order: Order,
+    effect: DisputeEffect | None,
+    dispute: billing.Dispute,
+) -> None:
+    if effect == "chargeback":
+        await billing.chargeback(session, order, dispute)
+    elif effect == "won":
+        await billing.chargeback_won(session, order, dispute)
+    else:
+        log.info("billing.dispute_without_effect", order_id=str(order.id), dispute_id=dispute.dispute_id)
 
 
 # --- Stripe ----------------------------------------------------------------------------------------
@@ -145,7 +205,37 @@ async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, 
             session, order, f"stripe_refund:{data.get('id')}:{refunded}", refunded_total=refunded
         )
         return True
+    if event_type in STRIPE_DISPUTE_EVENTS:
+        return await _stripe_dispute(session, event_type, data)
     return False
+
+
+async def _stripe_dispute(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
+    """`charge.dispute.*`: data.object is the Dispute (`id` du_..., `payment_intent`, `amount`, `currency`,
+    `status`). The order is found by its payment intent; a dispute of a charge we did not sell as an
+    order (no payment intent, a subscription invoice) is ignored. Every event is read by the dispute's
+    status (`won` gives back; the open and lost statuses take); `funds_withdrawn` takes whatever the
+    status says, while `funds_reinstated` alone is no win (Stripe also reinstates the refunded part of a
+    partially refunded payment), so it too goes by the status."""
+    payment_intent = data.get("payment_intent")
+    order = (
+        await OrderRepository(session).get_by_provider_payment_id(Provider.stripe.value, payment_intent)
+        if isinstance(payment_intent, str)
+        else None
+    )
+    if order is None or not isinstance(data.get("id"), str):
+        return False
+    status = str(data.get("status"))
+    effect: DisputeEffect | None = None
+    if status == "won":
+        effect = "won"
+    elif status in STRIPE_CHARGEBACK_STATUSES or event_type == "charge.dispute.funds_withdrawn":
+        effect = "chargeback"
+    dispute = billing.Dispute(
+        Provider.stripe, data["id"], _minor_units(order, data.get("amount"), data.get("currency"))
+    )
+    await _apply_dispute(session, order, effect, dispute)
+    return True
 
 
 async def _stripe_session_order(session: AsyncSession, data: dict[str, Any]) -> Order | None:
@@ -187,10 +277,9 @@ async def receive_razorpay(
     event_type = str(event.get("event"))
     payload = json_object(event.get("payload"))
     payment = json_object(json_object(payload.get("payment")).get("entity"))
+    entity_id = payment.get("id") or json_object(json_object(payload.get("dispute")).get("entity")).get("id")
     # Razorpay sends a unique id per event in a header; fall back to the event's own content.
-    event_id = (
-        headers.get("x-razorpay-event-id") or f"{event_type}:{payment.get('id')}:{event.get('created_at')}"
-    )
+    event_id = headers.get("x-razorpay-event-id") or f"{event_type}:{entity_id}:{event.get('created_at')}"
 
     async def apply() -> bool:
         return await _apply_razorpay(session, event_type, payload, payment)
@@ -231,7 +320,43 @@ async def _apply_razorpay(
         amount = int(refund.get("amount") or 0)
         await billing.refund(session, order, f"razorpay_refund:{refund.get('id')}", increment=amount)
         return True
+    if event_type.startswith("payment.dispute."):
+        return await _razorpay_dispute(session, event_type, payload, payment)
     return False
+
+
+async def _razorpay_dispute(
+    session: AsyncSession, event_type: str, payload: dict[str, Any], payment: dict[str, Any]
+) -> bool:
+    """`payment.dispute.{created,under_review,action_required,lost,won,closed}`: payload.dispute.entity is
+    the Dispute (`id` disp_..., `payment_id`, `amount`, `currency`, `phase`, `status`).
+
+    Razorpay deducts the money only when a dispute is lost, but a chargeback is taken from the credits as
+    soon as it opens (the customer has asked the bank for the money back; won gives it back). `closed` only
+    ends fraud-phase disputes, which take nothing, so it changes nothing."""
+    dispute = json_object(json_object(payload.get("dispute")).get("entity"))
+    payment_id = dispute.get("payment_id") or payment.get("id")
+    order = (
+        await OrderRepository(session).get_by_provider_payment_id(Provider.razorpay.value, str(payment_id))
+        if payment_id
+        else None
+    )
+    if order is None or not dispute.get("id"):
+        return False
+    phase, action = str(dispute.get("phase")), event_type.removeprefix("payment.dispute.")
+    effect: DisputeEffect | None = None
+    if action == "lost":
+        effect = "chargeback"
+    elif phase in RAZORPAY_INQUIRY_PHASES:
+        effect = None  # nothing was taken for a question, so nothing is given back either
+    elif action == "won":
+        effect = "won"
+    elif action in ("created", "under_review", "action_required"):
+        effect = "chargeback"
+    dispute_id = str(dispute["id"]) + (f":{phase}" if phase in RAZORPAY_REOPENED_PHASES else "")
+    amount = _minor_units(order, dispute.get("amount"), dispute.get("currency"))
+    await _apply_dispute(session, order, effect, billing.Dispute(Provider.razorpay, dispute_id, amount))
+    return True
 
 
 # --- Dodo ------------------------------------------------------------------------------------------
@@ -278,6 +403,8 @@ async def _apply_dodo(session: AsyncSession, event_type: str, data: dict[str, An
         amount = int(data.get("amount") or 0)
         await billing.refund(session, order, f"dodo_refund:{data.get('refund_id')}", increment=amount)
         return True
+    if event_type.startswith("dispute."):
+        return await _dodo_dispute(session, event_type, data)
     if event_type in ("subscription.active", "subscription.renewed"):
         if not metadata.get("user_id") or not metadata.get("plan_id"):
             return False
@@ -306,3 +433,27 @@ async def _apply_dodo(session: AsyncSession, event_type: str, data: dict[str, An
         )
         return changed is not None
     return False
+
+
+async def _dodo_dispute(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
+    """`dispute.*`: data is the Dispute (`dispute_id`, `payment_id`, `amount` as a string, `currency`,
+    `dispute_stage` pre_dispute|dispute|pre_arbitration, `dispute_status`). A pre-arbitration re-opens a
+    dispute we won, under the same id: it is a dispute of its own for our purposes.
+
+    Dodo documents no unit for the string `amount` (minor units? "10.00"?), and reading it wrong would
+    take back too little, silently: the whole payment counts as disputed (what is still unrefunded of it,
+    since shares are cumulative with refunds), as card disputes are in practice."""
+    payment_id, dispute_id = data.get("payment_id"), data.get("dispute_id")
+    order = (
+        await OrderRepository(session).get_by_provider_payment_id(Provider.dodo.value, payment_id)
+        if isinstance(payment_id, str)
+        else None
+    )
+    if order is None or not isinstance(dispute_id, str) or not dispute_id:
+        return False
+    stage = data.get("dispute_stage")
+    if stage == "pre_arbitration":
+        dispute_id = f"{dispute_id}:{stage}"
+    dispute = billing.Dispute(Provider.dodo, dispute_id, None)
+    await _apply_dispute(session, order, DODO_DISPUTE_EFFECTS.get(event_type), dispute)
+    return True

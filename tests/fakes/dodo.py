@@ -48,6 +48,8 @@ SUBSCRIPTION_STATUS = {
     "expired": "expired",
 }
 """``subscription.<kind>`` event → the subscription ``status`` it carries."""
+DISPUTE_KINDS = ("opened", "challenged", "accepted", "cancelled", "expired", "won", "lost")
+"""``dispute.<kind>`` events (SDK ``WebhookEventType``); the dispute's status is ``dispute_<kind>``."""
 
 
 def new_id(prefix: str, length: int = 20) -> str:
@@ -376,6 +378,40 @@ class FakeDodo:
             "created_at": rfc3339(),
         }
         return self.event("refund.succeeded", data)
+
+    def dispute_event(
+        self,
+        kind: str,
+        payment_id: str,
+        amount: str,
+        currency: str,
+        *,
+        dispute_id: str | None = None,
+        stage: str = "dispute",
+        is_resolved_by_rdr: bool | None = None,
+        remarks: str | None = None,
+    ) -> dict[str, Any]:
+        """``dispute.<kind>`` (``opened``, ``challenged``, ``accepted``, ``cancelled``, ``expired``,
+        ``won``, ``lost``): a Dispute (``dispute_id``, ``payment_id``, ``amount`` as a string — Dodo
+        documents no unit for it —, ``currency``, ``dispute_stage``, ``dispute_status`` =
+        ``dispute_<kind>``). Re-use ``dispute_id`` for the later events of one dispute."""
+        if kind not in DISPUTE_KINDS:
+            raise ValueError(f"unknown dispute event kind {kind!r}")
+        data: dict[str, Any] = {
+            "payload_type": "Dispute",
+            "dispute_id": dispute_id or new_id("dsp"),
+            "payment_id": payment_id,
+            "business_id": self.business_id,
+            "amount": amount,
+            "currency": currency,
+            "dispute_stage": stage,
+            "dispute_status": f"dispute_{kind}",
+            "created_at": rfc3339(),
+            "remarks": remarks,
+        }
+        if is_resolved_by_rdr is not None:
+            data["is_resolved_by_rdr"] = is_resolved_by_rdr
+        return self.event(f"dispute.{kind}", data)
 
     def subscription_event(
         self,

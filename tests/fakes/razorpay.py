@@ -125,6 +125,8 @@ class FakeRazorpay:
         self.account_id = account_id or new_id("acc")
         self.orders: dict[str, dict[str, Any]] = {}
         self.payments: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
+        """Dispute entities by id, moved on by :meth:`dispute_event`."""
         self.requests: list[dict[str, Any]] = []
         """Every API request: ``{"method", "path", "headers", "body"}`` (body = parsed JSON or None)."""
         self._failures: list[int] = []
@@ -505,6 +507,53 @@ class FakeRazorpay:
             }
             payment_now = copy.deepcopy(payment)
         return self.envelope("refund.processed", {"refund": refund, "payment": payment_now})
+
+    def dispute_event(
+        self,
+        action: str,
+        payment_id: str,
+        *,
+        amount: int | None = None,
+        phase: str = "chargeback",
+        dispute_id: str | None = None,
+    ) -> dict[str, Any]:
+        """``payment.dispute.<action>`` (``created``, ``under_review``, ``action_required``, ``won``,
+        ``lost``, ``closed``; contains ``["payment", "dispute"]``) about a known payment. The Dispute entity
+        (``disp_…``; ``amount`` default: the whole payment) is kept per id, so later actions on the same
+        ``dispute_id`` move the same dispute; ``amount_deducted`` is set when it is lost, as on Razorpay."""
+        statuses = {
+            "created": "open",
+            "action_required": "open",
+            "under_review": "under_review",
+            "won": "won",
+            "lost": "lost",
+            "closed": "closed",
+        }
+        if action not in statuses:
+            raise ValueError(f"unknown dispute action {action!r}")
+        with self._lock:
+            payment = self.payments[payment_id]
+            dispute = self.disputes.get(dispute_id or "") or {
+                "id": dispute_id or new_id("disp"),
+                "entity": "dispute",
+                "payment_id": payment_id,
+                "amount": payment["amount"] if amount is None else amount,
+                "currency": payment["currency"],
+                "amount_deducted": 0,
+                "reason_code": "chargeback",
+                "reason_description": "The customer's bank raised a chargeback.",
+                "respond_by": int(time.time()) + 7 * 86_400,
+                "status": "open",
+                "phase": phase,
+                "created_at": int(time.time()),
+                "evidence": {"amount": None, "summary": None, "submitted_at": None},
+            }
+            dispute.update(status=statuses[action], phase=phase)
+            if action == "lost":
+                dispute["amount_deducted"] = dispute["amount"]
+            self.disputes[dispute["id"]] = dispute
+            payload = {"payment": copy.deepcopy(payment), "dispute": copy.deepcopy(dispute)}
+        return self.envelope(f"payment.dispute.{action}", payload)
 
     def deliver(
         self, event: dict[str, Any], *, event_id: str | None = None, secret: str | None = None

@@ -249,6 +249,8 @@ class FakeStripe:
         self.prices: dict[str, dict[str, Any]] = {}
         """Price ids line items may reference: ``{"price_x": {"unit_amount": 999, "currency": "usd",
         "recurring": {"interval": "month"} | None, "product": "prod_x"}}``; unknown ids answer 404-ish 400."""
+        self.disputes: dict[str, dict[str, Any]] = {}
+        """Disputes made with :meth:`dispute`, kept current by :meth:`dispute_event`."""
         self.requests: list[StripeRequest] = []
         self._idempotency: dict[str, _IdempotentResult] = {}
         self._failures: list[_Failure] = []
@@ -1069,6 +1071,97 @@ class FakeStripe:
             request_id=_request_id(),
             idempotency_key=_token(32),
         )
+
+    def dispute(
+        self,
+        payment_intent: str | None,
+        amount: int,
+        currency: str = "usd",
+        *,
+        status: str = "needs_response",
+        reason: str = "fraudulent",
+        dispute_id: str | None = None,
+        charge: str | None = None,
+    ) -> dict[str, Any]:
+        """A Dispute object (``du_…``) of a charge, as ``charge.dispute.*`` events carry it; kept in
+        :attr:`disputes` so the events that follow it see its history. ``warning_*`` statuses are
+        inquiries (no money moves, the charge can still be refunded); the others are chargebacks."""
+        inquiry = status.startswith("warning_")
+        created = int(time.time())
+        dispute_id = dispute_id or new_id("du")
+        dispute: dict[str, Any] = {
+            "id": dispute_id,
+            "object": "dispute",
+            "amount": amount,
+            "balance_transactions": [],
+            "charge": charge or new_id("ch"),
+            "created": created,
+            "currency": currency,
+            "enhanced_eligibility_types": [],
+            "evidence": {
+                "access_activity_log": None,
+                "billing_address": None,
+                "customer_email_address": None,
+                "customer_name": None,
+                "product_description": None,
+                "receipt": None,
+                "uncategorized_text": None,
+            },
+            "evidence_details": {
+                "due_by": created + 7 * _DAY,
+                "enhanced_eligibility": {},
+                "has_evidence": False,
+                "past_due": False,
+                "submission_count": 0,
+            },
+            "is_charge_refundable": inquiry,
+            "livemode": False,
+            "metadata": {},
+            "network_reason_code": "10.4" if reason == "fraudulent" else "13.1",
+            "payment_intent": payment_intent,
+            "payment_method_details": {
+                "card": {
+                    "brand": "visa",
+                    "case_type": "inquiry" if inquiry else "chargeback",
+                    "network_reason_code": "10.4" if reason == "fraudulent" else "13.1",
+                },
+                "type": "card",
+            },
+            "reason": reason,
+            "status": status,
+        }
+        self.disputes[dispute_id] = dispute
+        return copy.deepcopy(dispute)
+
+    def dispute_event(self, event_type: str, dispute_id: str, *, status: str | None = None) -> dict[str, Any]:
+        """``charge.dispute.<created|updated|closed|funds_withdrawn|funds_reinstated>`` for a dispute made
+        with :meth:`dispute`, moved to ``status`` first. ``funds_withdrawn`` / ``funds_reinstated`` add
+        the balance transaction Stripe adds (the amount out, then back)."""
+        dispute = self.disputes[dispute_id]
+        old = copy.deepcopy(dispute)
+        if status is not None:
+            dispute["status"] = status
+        if event_type in ("charge.dispute.funds_withdrawn", "charge.dispute.funds_reinstated"):
+            withdrawn = event_type.endswith("withdrawn")
+            dispute["balance_transactions"].append(
+                {
+                    "id": new_id("txn"),
+                    "object": "balance_transaction",
+                    "amount": -dispute["amount"] if withdrawn else dispute["amount"],
+                    "currency": dispute["currency"],
+                    "fee": 1500 if withdrawn else 0,
+                    "net": -dispute["amount"] - 1500 if withdrawn else dispute["amount"],
+                    "reporting_category": "dispute" if withdrawn else "dispute_reversal",
+                    "type": "adjustment",
+                    "status": "available",
+                    "source": dispute["id"],
+                }
+            )
+            dispute["is_charge_refundable"] = False
+        if event_type == "charge.dispute.updated":
+            changed = {key: old[key] for key in dispute if dispute[key] != old[key]}
+            return self.event(event_type, dispute, previous_attributes=changed)
+        return self.event(event_type, dispute)
 
     # -- webhooks --
 

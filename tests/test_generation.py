@@ -199,3 +199,17 @@ async def test_status_events_stream_until_done(client: httpx.AsyncClient, auth: 
     assert last["status"] == JobStatus.completed.value
     other = await client.get(f"/api/v1/images/{uuid.uuid4()}/events", headers=auth)
     assert_error(other, 404, "not_found")
+
+
+async def test_a_retried_generation_starts_one_job(
+    client: httpx.AsyncClient, auth: dict[str, str], replicate: FakeReplicate, session: AsyncSession
+) -> None:
+    body = {"style_id": await style_id(client), "image_input_url": "https://cdn.example.com/me.jpg"}
+    headers = {**auth, "Idempotency-Key": "try-on-1"}
+    answers = [await client.post("/api/v1/image/generate", headers=headers, json=body) for _ in range(2)]
+    assert [answer.status_code for answer in answers] == [202, 202]
+    assert answers[1].json() == answers[0].json()
+    assert answers[1].headers["idempotent-replayed"] == "true"
+    assert len(list(await session.scalars(select(Job)))) == 1
+    assert len(replicate.created) == 1
+    assert (await client.get("/api/v1/users/credits", headers=auth)).json()["credits"] == BONUS - 1

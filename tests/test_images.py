@@ -10,6 +10,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
-from app.models import CreditLedgerEntry, Job, JobStatus, Upload, User
+from app.models import CreditLedgerEntry, IdempotencyRecord, Job, JobStatus, Upload, User
 from app.services import images as images_service
 from app.services import jobs as jobs_service
+from app.services.idempotency import fingerprint_fields
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.fakes.clipdrop import FakeClipDrop
@@ -565,6 +567,139 @@ class TestGalleryUploads:
         assert_error(
             await client.get(f"/api/v1/images/{job.input_upload_id}", headers=auth), 404, "not_found"
         )
+
+
+class TestIdempotentRetries:
+    """Idempotency-Key on the endpoints that spend credits: a retry (a mobile client that timed out) gets
+    the first answer, rebuilt from the job it made, and is never charged twice."""
+
+    CUT_OUT = "/api/v1/images/remove-background"
+
+    async def job_count(self, session: AsyncSession) -> int:
+        return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
+
+    async def test_a_retried_cut_out_is_answered_from_the_first_job_and_charged_once(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "cut-1"}
+        source = photo_like(64, 64)
+        first = await client.post(self.CUT_OUT, headers=headers, files=files(source))
+        # httpx picks a new multipart boundary per request: the bytes differ, the request does not.
+        second = await client.post(self.CUT_OUT, headers=headers, files=files(source, name="again.png"))
+        assert (first.status_code, second.status_code) == (200, 200), second.text
+        assert second.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        assert second.json() == first.json()
+        assert await balance(client, auth) == BONUS - 1
+        assert await self.job_count(session) == 1
+
+    async def test_the_same_key_for_another_image_is_refused(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "cut-2"}
+        await client.post(self.CUT_OUT, headers=headers, files=files(photo_like(64, 64)))
+        other = await client.post(self.CUT_OUT, headers=headers, files=files(logo_like(64)))
+        assert_error(other, 409, "idempotency_key_reused")
+        assert await self.job_count(session) == 1
+        assert await balance(client, auth) == BONUS - 1
+
+    async def test_a_request_refused_before_its_job_frees_its_key(
+        self, client: httpx.AsyncClient, auth: dict[str, str], container: Container
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "cut-3"}
+        source = photo_like(64, 64)
+        priced = container.settings
+        container.settings = priced.model_copy(update={"remove_background_cost_credits": Decimal(11)})
+        assert_error(
+            await client.post(self.CUT_OUT, headers=headers, files=files(source)), 402, "insufficient_credits"
+        )
+        container.settings = priced  # as if the user had bought credits meanwhile
+        retried = await client.post(self.CUT_OUT, headers=headers, files=files(source))
+        assert retried.status_code == 200, retried.text
+        assert "idempotent-replayed" not in retried.headers
+        assert await balance(client, auth) == BONUS - 1
+
+    async def test_a_failed_job_is_answered_again_and_not_run_again(
+        self, client: httpx.AsyncClient, auth: dict[str, str], container: Container, session: AsyncSession
+    ) -> None:
+        container.vectorizer.timeout_seconds = 0.3
+        headers = {**auth, "Idempotency-Key": "vec-1"}
+        answers = [
+            await client.post(
+                "/api/v1/images/vectorize",
+                headers=headers,
+                files=files(photo_like(1024, 1024)),
+                data={"mode": "full"},
+            )
+            for _ in range(2)
+        ]
+        bodies = [assert_error(answer, 422, "job_failed") for answer in answers]
+        assert bodies[0]["job_id"] == bodies[1]["job_id"]
+        assert await self.job_count(session) == 1
+        assert await balance(client, auth) == BONUS
+
+    async def test_a_retry_while_the_first_job_runs_is_told_to_wait(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "vec-2"}
+        request = {"files": files(logo_like(32)), "data": {"mode": "preview"}}
+        first = await client.post("/api/v1/images/vectorize", headers=headers, **request)
+        job_id = uuid.UUID(first.json()["image_id"])
+        # Put both back to where they were while the first request was still running.
+        await session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.processing.value))
+        await session.execute(update(IdempotencyRecord).values(status_code=None))
+        waiting = await client.post("/api/v1/images/vectorize", headers=headers, **request)
+        assert_error(waiting, 409, "job_running")
+        assert waiting.headers["retry-after"] == "5"
+        await session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.completed.value))
+        done = await client.post("/api/v1/images/vectorize", headers=headers, **request)
+        assert (done.status_code, done.json()["svg"]) == (200, first.json()["svg"])
+        assert await self.job_count(session) == 1
+
+    async def test_a_claim_whose_request_died_before_its_job_is_taken_over(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        user: User,
+        settings: Settings,
+    ) -> None:
+        source = photo_like(64, 64)
+        fields = {"file": source, "upload_id": None, "async": False}
+        for key, age in (("fresh", 0), ("dead", settings.job_lease_seconds + 1)):
+            session.add(
+                IdempotencyRecord(
+                    user_id=user.id,
+                    key=key,
+                    request_fingerprint=fingerprint_fields("POST", self.CUT_OUT, fields),
+                    created_at=utcnow() - timedelta(seconds=age),
+                    expires_at=utcnow() + timedelta(hours=1),
+                )
+            )
+        await session.flush()
+        in_flight = await client.post(
+            self.CUT_OUT, headers={**auth, "Idempotency-Key": "fresh"}, files=files(source)
+        )
+        assert_error(in_flight, 409, "request_in_progress")
+        taken_over = await client.post(
+            self.CUT_OUT, headers={**auth, "Idempotency-Key": "dead"}, files=files(source)
+        )
+        assert taken_over.status_code == 200, taken_over.text
+        assert await balance(client, auth) == BONUS - 1
+
+    async def test_an_async_cut_out_replays_its_202(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "async-1"}
+        source = photo_like(64, 64)
+        answers = [
+            await client.post(f"{self.CUT_OUT}?async=true", headers=headers, files=files(source))
+            for _ in range(2)
+        ]
+        assert [answer.status_code for answer in answers] == [202, 202]
+        assert answers[1].json() == answers[0].json()
+        assert answers[1].headers["idempotent-replayed"] == "true"
+        assert await self.job_count(session) == 1
 
 
 class TestRecoveryAndRetention:

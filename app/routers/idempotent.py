@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import User
+from app.container import Container
+from app.errors import AppError
+from app.models import Job, User
 from app.schemas.base import Schema
-from app.services import idempotency
+from app.services import idempotency, jobs
 
 
 async def idempotent_response(
@@ -20,11 +25,17 @@ async def idempotent_response(
     ttl_seconds: int,
     status_code: int,
     produce: Callable[[], Awaitable[Schema]],
+    fields: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
+    """`fields`: the parsed request, for bodies whose bytes vary between retries (multipart)."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return JSONResponse((await produce()).model_dump(mode="json"), status_code=status_code)
-    fingerprint = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    fingerprint = (
+        idempotency.fingerprint_fields(request.method, request.url.path, fields)
+        if fields is not None
+        else idempotency.fingerprint(request.method, request.url.path, await request.body())
+    )
     claimed = await idempotency.begin(session, user, key, fingerprint, ttl_seconds)
     if isinstance(claimed, idempotency.Replay):
         return JSONResponse(
@@ -33,3 +44,65 @@ async def idempotent_response(
     body = (await produce()).model_dump(mode="json")
     await idempotency.complete(claimed, status_code, body, session)
     return JSONResponse(body, status_code=status_code)
+
+
+OnSubmitted = Callable[[AsyncSession, Job], Awaitable[None]]
+RunJob = Callable[[OnSubmitted | None], Awaitable[jobs.FinishedJob]]
+
+
+async def idempotent_job_response(
+    request: Request,
+    container: Container,
+    user: User,
+    fields: Mapping[str, Any],
+    run: RunJob,
+    shape: Callable[[jobs.FinishedJob], Awaitable[Schema]],
+) -> Response:
+    """A job the client waits for, made at most once per Idempotency-Key. The first request links its
+    job to the key; a retry is answered from that job (its stored output, the balance the first answer
+    gave), or told to wait while it runs. A request refused before making a job frees the key."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return _json(await shape(await run(None)))
+    settings = container.settings
+    claim = await idempotency.claim_detached(
+        container.database,
+        user.id,
+        key,
+        idempotency.fingerprint_fields(request.method, request.url.path, fields),
+        settings.idempotency_key_ttl_seconds,
+        settings.job_lease_seconds,
+    )
+    if isinstance(claim, idempotency.Earlier):
+        if claim.job_id is None:  # answered without a job: cannot happen, a refusal frees the key
+            raise idempotency.RequestInProgress()
+        finished = await jobs.result_of(container, user.id, claim.job_id)
+        if "credits_millis" in claim.body:
+            finished = replace(finished, balance=int(claim.body["credits_millis"]))
+        return _json(await shape(finished), headers={"Idempotent-Replayed": "true"})
+    record_id = claim.record_id
+
+    async def link(session: AsyncSession, job: Job) -> None:
+        await idempotency.link_job(session, record_id, job.id)
+
+    try:
+        finished = await run(link)
+    except AppError as exc:
+        if isinstance(exc, jobs.JobFailed):  # the job exists, failed: a retry is answered from it
+            await idempotency.finish_detached(container.database, record_id, exc.status_code, {})
+        else:
+            await asyncio.shield(idempotency.release_detached(container.database, record_id))
+        raise
+    except BaseException:
+        await asyncio.shield(idempotency.release_detached(container.database, record_id))
+        raise
+    await idempotency.finish_detached(
+        container.database, record_id, 200, {"credits_millis": finished.balance}
+    )
+    return _json(await shape(finished))
+
+
+def _json(body: Schema, headers: Mapping[str, str] | None = None) -> Response:
+    # Serialised by pydantic-core in one pass: these answers carry a whole image (megabytes of base64 or
+    # SVG), which the json module would take twice as long to encode.
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)

@@ -16,6 +16,7 @@ from app.container import Container
 from app.dependencies import ContainerDep, CurrentUser, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind, JobStatus, Upload
+from app.routers.idempotent import OnSubmitted, idempotent_job_response, idempotent_response
 from app.schemas.images import (
     GenerateAcceptedOut,
     GenerateIn,
@@ -126,6 +127,7 @@ async def _accepted(job: Job) -> JobAcceptedOut:
     responses={202: {"model": JobAcceptedOut, "description": "With ?async=true: the job, accepted."}},
 )
 async def remove_background(
+    request: Request,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
@@ -133,13 +135,17 @@ async def remove_background(
     file: Annotated[UploadFile | None, File()] = None,
     upload_id: Annotated[uuid.UUID | None, Form()] = None,
     run_async: Annotated[bool, Query(alias="async")] = False,
-) -> RemovedBackgroundOut | JSONResponse:
+) -> Response:
     """Cut out the subject. By default waits and returns the PNG inline (base64); with `?async=true`
-    answers 202 at once with the job to poll. Costs REMOVE_BACKGROUND_COST_CREDITS, charged on success."""
+    answers 202 at once with the job to poll. Costs REMOVE_BACKGROUND_COST_CREDITS, charged on success.
+    Send an `Idempotency-Key` header to make retries safe: a retry gets the first answer again (rebuilt
+    from the job it made) and is never charged twice."""
     data = await read_limited(file, container.settings.upload_max_bytes) if file is not None else None
+    fields = {"file": data, "upload_id": upload_id, "async": run_async}
     if run_async:
-        job = (
-            await jobs.submit_from_input(
+
+        async def accept() -> JobAcceptedOut:
+            submitted = await jobs.submit_from_input(
                 session,
                 container,
                 user,
@@ -148,18 +154,32 @@ async def remove_background(
                 upload_id=upload_id,
                 options={},
             )
-        ).job
-        background.add_task(jobs.run, container, job.id)
-        return JSONResponse((await _accepted(job)).model_dump(mode="json"), status_code=202)
-    finished = await jobs.run_now(
-        container, user.id, JobKind.remove_background, data=data, upload_id=upload_id, options={}
-    )
-    return RemovedBackgroundOut(
-        image_id=finished.job.id,
-        image_base64=base64.b64encode(finished.outputs[0].data).decode(),
-        content_type="image/png",
-        credits=credits.to_credits(finished.balance),
-    )
+            background.add_task(jobs.run, container, submitted.job.id)
+            return await _accepted(submitted.job)
+
+        ttl = container.settings.idempotency_key_ttl_seconds
+        return await idempotent_response(request, session, user, ttl, 202, accept, fields)
+
+    async def run(on_submitted: OnSubmitted | None) -> jobs.FinishedJob:
+        return await jobs.run_now(
+            container,
+            user.id,
+            JobKind.remove_background,
+            data=data,
+            upload_id=upload_id,
+            options={},
+            on_submitted=on_submitted,
+        )
+
+    async def shape(finished: jobs.FinishedJob) -> RemovedBackgroundOut:
+        return RemovedBackgroundOut(
+            image_id=finished.job.id,
+            image_base64=base64.b64encode(finished.outputs[0].data).decode(),
+            content_type="image/png",
+            credits=credits.to_credits(finished.balance),
+        )
+
+    return await idempotent_job_response(request, container, user, fields, run, shape)
 
 
 async def _vectorize_request(request: Request, container: Container) -> tuple[VectorizeIn, bytes | None]:
@@ -209,8 +229,10 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
         }
     },
 )
-async def vectorize(request: Request, user: CurrentUser, container: ContainerDep) -> VectorizedOut:
-    """PNG or JPEG to SVG. `preview` (cheaper: fewer colours, smaller) or `full`; charged on success."""
+async def vectorize(request: Request, user: CurrentUser, container: ContainerDep) -> Response:
+    """PNG or JPEG to SVG. `preview` (cheaper: fewer colours, smaller) or `full`; charged on success.
+    Send an `Idempotency-Key` header to make retries safe: a retry gets the first answer again (rebuilt
+    from the job it made) and is never charged twice."""
     body, data = await _vectorize_request(request, container)
     if data is None and body.upload_id is None:
         raise BadRequest("Send a file or an upload_id.")
@@ -218,22 +240,31 @@ async def vectorize(request: Request, user: CurrentUser, container: ContainerDep
         "mode": body.mode,
         "engine": images.vectorize_engine_options(body.mode, body.options.model_dump()),
     }
-    finished = await jobs.run_now(
-        container,
-        user.id,
-        JobKind.vectorize,
-        data=data,
-        upload_id=None if data is not None else body.upload_id,
-        options=options,
-        allowed=PNG_JPEG,
-    )
-    return VectorizedOut(
-        image_id=finished.job.id,
-        mode=body.mode,
-        svg=finished.outputs[0].data.decode(),
-        url=await images.url_for(container, finished.job.outputs[0]["key"]),
-        credits=credits.to_credits(finished.balance),
-    )
+    upload_id = None if data is not None else body.upload_id
+
+    async def run(on_submitted: OnSubmitted | None) -> jobs.FinishedJob:
+        return await jobs.run_now(
+            container,
+            user.id,
+            JobKind.vectorize,
+            data=data,
+            upload_id=upload_id,
+            options=options,
+            allowed=PNG_JPEG,
+            on_submitted=on_submitted,
+        )
+
+    async def shape(finished: jobs.FinishedJob) -> VectorizedOut:
+        return VectorizedOut(
+            image_id=finished.job.id,
+            mode=body.mode,
+            svg=finished.outputs[0].data.decode(),
+            url=await images.url_for(container, finished.job.outputs[0]["key"]),
+            credits=credits.to_credits(finished.balance),
+        )
+
+    fields = {"file": data, "upload_id": upload_id, "options": options}
+    return await idempotent_job_response(request, container, user, fields, run, shape)
 
 
 class GalleryKind(StrEnum):
@@ -304,24 +335,31 @@ async def styles(session: SessionDep) -> list[StyleOut]:
 @router.post("/image/generate", status_code=202, response_model=GenerateAcceptedOut)
 async def generate(
     body: GenerateIn,
+    request: Request,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
     background: BackgroundTasks,
-) -> GenerateAcceptedOut:
+) -> JSONResponse:
     """Try a hairstyle on a photo: answers at once; the front view (and any other views asked for) are
-    generated on Replicate. GENERATE_COST_CREDITS per view, charged on success."""
-    job = await generation.submit(
-        session,
-        container,
-        user,
-        style_id=body.style_id,
-        upload_id=body.upload_id,
-        image_url=str(body.image_input_url) if body.image_input_url else None,
-        views=list(dict.fromkeys(body.views)),
-    )
-    background.add_task(jobs.run, container, job.id)
-    return GenerateAcceptedOut(image_id=job.id)
+    generated on Replicate. GENERATE_COST_CREDITS per view, charged on success. With an
+    `Idempotency-Key` header a retry gets the first answer and starts nothing more."""
+
+    async def accept() -> GenerateAcceptedOut:
+        job = await generation.submit(
+            session,
+            container,
+            user,
+            style_id=body.style_id,
+            upload_id=body.upload_id,
+            image_url=str(body.image_input_url) if body.image_input_url else None,
+            views=list(dict.fromkeys(body.views)),
+        )
+        background.add_task(jobs.run, container, job.id)
+        return GenerateAcceptedOut(image_id=job.id)
+
+    ttl = container.settings.idempotency_key_ttl_seconds
+    return await idempotent_response(request, session, user, ttl, 202, accept)
 
 
 @router.get("/images/{image_id}/events", response_class=StreamingResponse)

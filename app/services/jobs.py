@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
-from app.errors import AppError
+from app.errors import AppError, Conflict, NotFound
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, VectorizeOptions
 from app.integrations.storage import StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
@@ -197,9 +198,10 @@ async def run_now(
     upload_id: uuid.UUID | None,
     options: dict[str, Any],
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
+    on_submitted: Callable[[AsyncSession, Job], Awaitable[None]] | None = None,
 ) -> FinishedJob:
     """Submit (committed at once, already claimed), run, and return the finished job: for clients that
-    wait. A failed job raises its `job_failure`."""
+    wait. A failed job raises its `job_failure`. `on_submitted` runs in the submitting transaction."""
     async with ctx.database.session_scope() as session:
         user = await users_service.require_user(session, user_id)
         submitted = await submit_from_input(
@@ -214,6 +216,8 @@ async def run_now(
             claimed=True,
         )
         job = submitted.job
+        if on_submitted is not None:
+            await on_submitted(session, job)
         claim = _Claim(job.id, kind, job.input_key, dict(job.options), user.id, submitted.source)
     try:
         result = await _run_claimed(ctx, claim)
@@ -225,6 +229,38 @@ async def run_now(
     if isinstance(result, Job):
         raise job_failure(result)
     return result
+
+
+class JobStillRunning(Conflict):
+    code = "job_running"
+    default_detail = "The job this request started is still running; retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "5"})
+
+
+async def result_of(ctx: Container, user_id: uuid.UUID, job_id: uuid.UUID) -> FinishedJob:
+    """A job's result once more (a retried request): its outputs read back from storage. A failed job
+    raises its `job_failure`, as the first answer did."""
+    async with ctx.database.session_scope() as session:
+        job = await JobRepository(session).get_for_user(job_id, user_id)
+        balance = await credits.balance_of(session, user_id)
+    if job is None:
+        raise NotFound("The image this request made has since been deleted.")
+    if job.status == JobStatus.failed.value:
+        raise job_failure(job)
+    if job.status != JobStatus.completed.value:
+        raise JobStillRunning()
+    outputs = [
+        JobOutput(
+            await ctx.storage.get(output["key"]),
+            output["content_type"],
+            IMAGE_EXTENSIONS.get(output["content_type"], "bin"),
+            output.get("view", "main"),
+        )
+        for output in job.outputs
+    ]
+    return FinishedJob(job, outputs, balance)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import struct
 import uuid
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
@@ -88,14 +89,57 @@ def clean_image(
                     f"The image has {width * height} pixels; at most {max_pixels} are accepted."
                 )
             probe.load()  # a truncated file fails here
-            image = ImageOps.exif_transpose(probe)
-            if max_side and max(image.size) > max_side:
-                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            return CleanImage(_encode(image, kind), kind, image.width, image.height)
+            resize = bool(max_side and max(probe.size) > max_side)
+            if not resize and _already_clean(probe, data):
+                # Nothing to strip, nothing to turn: stored byte for byte, without a lossy re-encode.
+                return CleanImage(data, kind, width, height)
+            ImageOps.exif_transpose(probe, in_place=True)
+            if max_side and resize:
+                probe.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            return CleanImage(_encode(probe, kind), kind, probe.width, probe.height)
     except AppError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CorruptImage() from exc
+
+
+# PNG chunks that only describe pixels; any other (text, EXIF, ICC, time, private chunks) means metadata.
+_PIXEL_CHUNKS = frozenset(
+    {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"bKGD", b"pHYs"}
+)
+
+
+def _already_clean(image: Image.Image, data: bytes) -> bool:
+    """True when the file holds nothing but its pixels: no EXIF (so no orientation to apply), XMP, ICC,
+    comment, text, embedded thumbnail or bytes past its end. Only PNG and JPEG are checked this way."""
+    if image.format == "JPEG":
+        # JFIF and Adobe headers only; not JFXX, whose thumbnail may still show what a crop removed.
+        applist: list[tuple[str, bytes]] = getattr(image, "applist", [])
+        segments_ok = all(
+            (name == "APP0" and payload.startswith(b"JFIF\0"))
+            or (name == "APP14" and payload.startswith(b"Adobe"))
+            for name, payload in applist
+        )
+        return segments_ok and "comment" not in image.info and data.endswith(b"\xff\xd9")
+    if image.format == "PNG":
+        return _png_chunks_only_pixels(data)
+    return False
+
+
+def _png_chunks_only_pixels(data: bytes) -> bool:
+    stream = PngImagePlugin.ChunkStream(io.BytesIO(data))
+    assert stream.fp is not None
+    stream.fp.seek(8)  # past the signature
+    try:
+        while True:
+            chunk, position, length = stream.read()
+            if chunk not in _PIXEL_CHUNKS:
+                return False
+            if chunk == b"IEND":
+                return position + length + 4 == len(data)  # nothing hidden after the end
+            stream.fp.seek(position + length + 4)  # the chunk's data and CRC
+    except (SyntaxError, ValueError, struct.error):
+        return False
 
 
 def fit_pixels(data: bytes, max_pixels: int) -> bytes:
@@ -113,7 +157,9 @@ def fit_pixels(data: bytes, max_pixels: int) -> bytes:
 
 
 def _encode(image: Image.Image, kind: str) -> bytes:
-    # Saving without `exif`/`info` drops EXIF, XMP, ICC-embedded comments and text chunks.
+    # Pillow's encoders carry over what the decoder put in `info` (a JPEG's comment, a WEBP's EXIF and
+    # ICC profile): all of it goes but the transparency, which is part of the pixels.
+    image.info = {key: value for key, value in image.info.items() if key == "transparency"}
     output = io.BytesIO()
     if kind == "JPEG":
         image.convert("RGB").save(output, "JPEG", quality=95)

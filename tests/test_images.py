@@ -777,6 +777,45 @@ class TestReviewedEdges:
         assert_error(await client.delete(f"/api/v1/images/{job.id}", headers=auth), 409, "conflict")
         assert await balance(client, auth) == BONUS - 1  # still held, not lost
 
+    async def test_a_job_whose_input_vanished_fails_and_releases_the_credits(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        user: User,
+    ) -> None:
+        job = await pending_job(client, auth, session, container, user)
+        assert job.input_key is not None
+        (container.settings.storage_dir / job.input_key).unlink()
+        await jobs_service.run(container, job.id)
+        status = (await client.get(f"/api/v1/images/{job.id}", headers=auth)).json()
+        assert (status["status"], status["error_code"], status["attempts"]) == ("FAILED", "input_missing", 1)
+        assert await balance(client, auth) == BONUS
+
+    async def test_an_unreadable_input_is_retried_as_a_storage_outage(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        user: User,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from app.integrations.storage import StorageError
+
+        job = await pending_job(client, auth, session, container, user)
+
+        async def broken_get(key: str) -> bytes:
+            raise StorageError("connection reset")
+
+        monkeypatch.setattr(container.storage, "get", broken_get)
+        await jobs_service.run(container, job.id)
+        status = (await client.get(f"/api/v1/images/{job.id}", headers=auth)).json()
+        assert (status["status"], status["error_code"]) == ("FAILED", "storage_unavailable")
+        assert status["attempts"] == container.settings.job_max_attempts
+        assert await balance(client, auth) == BONUS
+
     async def test_a_storage_failure_fails_the_job_and_releases_the_credits(
         self,
         client: httpx.AsyncClient,

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
-from app.errors import AppError, Conflict, NotFound
+from app.errors import AppError, Conflict, NotFound, ServiceUnavailable
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, VectorizeOptions
-from app.integrations.storage import StorageError
+from app.integrations.storage import ObjectNotFound, StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository
 from app.services import credits, generation
@@ -251,15 +251,20 @@ async def result_of(ctx: Container, user_id: uuid.UUID, job_id: uuid.UUID) -> Fi
         raise job_failure(job)
     if job.status != JobStatus.completed.value:
         raise JobStillRunning()
-    outputs = [
-        JobOutput(
-            await ctx.storage.get(output["key"]),
-            output["content_type"],
-            IMAGE_EXTENSIONS.get(output["content_type"], "bin"),
-            output.get("view", "main"),
-        )
-        for output in job.outputs
-    ]
+    try:
+        outputs = [
+            JobOutput(
+                await ctx.storage.get(output["key"]),
+                output["content_type"],
+                IMAGE_EXTENSIONS.get(output["content_type"], "bin"),
+                output.get("view", "main"),
+            )
+            for output in job.outputs
+        ]
+    except ObjectNotFound as exc:
+        raise NotFound("The image this request made has since been deleted.") from exc
+    except StorageError as exc:
+        raise ServiceUnavailable("The stored result cannot be read right now; retry shortly.") from exc
     return FinishedJob(job, outputs, balance)
 
 
@@ -343,7 +348,7 @@ async def _execute(ctx: Container, claim: _Claim) -> list[JobOutput]:
             for data, content_type, view in views
         ]
     assert claim.input_key is not None
-    source = claim.source if claim.source is not None else await ctx.storage.get(claim.input_key)
+    source = claim.source if claim.source is not None else await _read_input(ctx, claim.input_key)
     if kind is JobKind.remove_background and ctx.background_remover.name == "clipdrop":
         # ClipDrop refuses inputs over 25 MP; an operator may accept larger uploads than that.
         source = await asyncio.to_thread(uploads_service.fit_pixels, source, CLIPDROP_MAX_PIXELS)
@@ -354,6 +359,15 @@ async def _execute(ctx: Container, claim: _Claim) -> list[JobOutput]:
         svg = await ctx.vectorizer.vectorize(source, vector_options)
         return [JobOutput(svg.encode(), "image/svg+xml", "svg")]
     raise EngineError("unsupported_job", f"No runner for {kind.value} jobs.", retryable=False)
+
+
+async def _read_input(ctx: Container, key: str) -> bytes:
+    try:
+        return await ctx.storage.get(key)
+    except ObjectNotFound as exc:
+        raise EngineError("input_missing", "The input image was deleted.", retryable=False) from exc
+    except StorageError as exc:
+        raise EngineError("storage_unavailable", "The input could not be read.", retryable=True) from exc
 
 
 async def _complete(

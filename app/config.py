@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"]
     )
     docs_enabled: bool = True
+    # GET /metrics (Prometheus). With METRICS_TOKEN set it asks for `Authorization: Bearer <token>`;
+    # without one it is open, for a scraper on a private network: keep it off the public proxy.
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
     # Seconds between housekeeping rounds (due emails, expired token rows).
     maintenance_interval_seconds: float = Field(default=30.0, gt=0)
 

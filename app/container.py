@@ -24,6 +24,7 @@ from app.integrations.rate_limit import RateLimiter
 from app.integrations.razorpay_gateway import RazorpayGateway
 from app.integrations.storage import LocalStorage, S3Storage, Storage
 from app.integrations.stripe_gateway import StripeGateway
+from app.metrics import Metrics
 from app.security import LocalTokenCodec, PasswordHasher
 
 
@@ -47,6 +48,7 @@ class Container:
     replicate: ReplicateClient | None
     # Predictions a job is waiting on, set by Replicate's webhook to end the wait early (this process).
     prediction_signals: dict[str, asyncio.Event] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:

@@ -72,14 +72,18 @@ def create_app(
     # Added innermost first: CORS wraps the request context so even a last-resort 500 carries the
     # CORS headers a browser needs to read it.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-    app.add_middleware(RequestContextMiddleware, hsts=settings.environment is Environment.production)
+    app.add_middleware(
+        RequestContextMiddleware,
+        hsts=settings.environment is Environment.production,
+        metrics=container.metrics if settings.metrics_enabled else None,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "X-CSRF-Token"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"],
         max_age=600,
     )
 

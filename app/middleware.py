@@ -13,6 +13,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AppError, InternalError, PayloadTooLarge, database_error_as_app_error, render_app_error
+from app.metrics import Metrics
 
 access_log = structlog.get_logger("app.access")
 error_log = structlog.get_logger("app.errors")
@@ -32,9 +33,10 @@ API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool = False, metrics: Metrics | None = None) -> None:
         self.app = app
         self.hsts = hsts
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,20 +79,40 @@ class RequestContextMiddleware:
                 response = render_app_error(app_error, request_id)
                 await response(scope, receive, send_with_headers)
             finally:
+                seconds = time.perf_counter() - started
                 access_log.info(
                     "http.request",
                     method=scope["method"],
                     path=path,
                     status=status_code,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(seconds * 1000, 2),
                     client=_client_host(scope),
                 )
+                if self.metrics is not None:
+                    self.metrics.observe_request(
+                        scope["method"], _route_template(scope), status_code, seconds
+                    )
 
 
 def _as_app_error(exc: Exception) -> AppError:
     if isinstance(exc, AppError):
         return exc
     return database_error_as_app_error(exc) or InternalError()
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template with its router's prefix (`/api/v1/images/{image_id}`), which keeps
+    metric labels bounded. FastAPI's included routers match on a relative template, so the prefix is
+    what the path has before the part that template matched."""
+    template = getattr(scope.get("route"), "path_format", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    path: str = scope["path"]
+    try:
+        matched = template.format(**scope.get("path_params", {}))
+    except (KeyError, IndexError, ValueError):
+        return template
+    return path[: len(path) - len(matched)] + template if path.endswith(matched) else template
 
 
 def _client_host(scope: Scope) -> str | None:

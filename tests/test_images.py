@@ -32,6 +32,7 @@ from tests.conftest import make_settings
 from tests.fakes.clipdrop import FakeClipDrop
 from tests.images import jpeg, logo_like, oversize, pdf_named_png, photo_like, png_bomb, truncated_png
 from tests.test_auth import assert_error
+from tests.test_health import sample
 
 BONUS = 10.0
 
@@ -345,6 +346,16 @@ class TestVectorize:
         assert body["reason"] == "image_too_complex"
         assert "preview mode" in body["detail"]
         assert await balance(client, auth) == BONUS
+        await client.post(
+            "/api/v1/images/vectorize", headers=auth, files=files(logo_like(32)), data={"mode": "preview"}
+        )
+        metrics = (await client.get("/metrics")).text
+        outcomes = {"kind": "vectorize", "provider": "local"}
+        failed = {**outcomes, "status": "FAILED", "error_code": "image_too_complex"}
+        assert sample(metrics, "pixforge_jobs_finished_total", **failed) == 1
+        completed = {**outcomes, "status": "COMPLETED", "error_code": ""}
+        assert sample(metrics, "pixforge_jobs_finished_total", **completed) == 1
+        assert sample(metrics, "pixforge_job_duration_seconds_count", **outcomes) == 1
 
     async def test_json_body_with_an_upload_and_options(
         self, client: httpx.AsyncClient, auth: dict[str, str]

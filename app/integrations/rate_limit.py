@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from limits import RateLimitItem, parse
+from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from redis.asyncio import ConnectionPool
@@ -52,6 +53,19 @@ class RateLimiter:
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         log.info("rate_limit.exceeded", limit=limit, scope=identifiers[0] if identifiers else None)
         raise RateLimitExceeded(retry_after)
+
+    @property
+    def uses_redis(self) -> bool:
+        return self._redis_pool is not None
+
+    async def storage_answers(self) -> bool:
+        """The storage is reachable (a PING for Redis)."""
+        storage = self._storage
+        assert isinstance(storage, AsyncStorage)  # "async+" URIs only
+        try:
+            return bool(await storage.check())
+        except Exception:  # noqa: BLE001 - any failure means unreachable, reported as such
+            return False
 
     async def aclose(self) -> None:
         if self._redis_pool is not None:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
 
-from app.dependencies import DatabaseDep, SettingsDep
-from app.errors import ServiceUnavailable
+from fastapi import APIRouter, Request, Response
+
+from app.dependencies import ContainerDep
+from app.errors import NotFound, ServiceUnavailable, Unauthenticated
+from app.metrics import CONTENT_TYPE_LATEST
 from app.schemas.health import HealthStatus, ReadinessStatus
 from app.services.health import check_readiness
 
@@ -21,12 +24,26 @@ async def healthz() -> HealthStatus:
     response_model=ReadinessStatus,
     responses={503: {"description": "A dependency (named in `detail` and `checks`) is unreachable."}},
 )
-async def readyz(database: DatabaseDep, settings: SettingsDep) -> ReadinessStatus:
-    """Every dependency this process needs answers."""
-    readiness = await check_readiness(database, timeout_seconds=settings.db_connect_timeout_seconds + 1)
+async def readyz(container: ContainerDep) -> ReadinessStatus:
+    """Every dependency this process needs answers: the database, and Redis when configured."""
+    timeout = container.settings.db_connect_timeout_seconds + 1
+    readiness = await check_readiness(container, timeout_seconds=timeout)
     if readiness.failing:
         raise ServiceUnavailable(
             f"Not ready: {', '.join(readiness.failing)} unreachable.",
             extra={"checks": readiness.checks},
         )
     return ReadinessStatus(status="ok", checks=readiness.checks)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, container: ContainerDep) -> Response:
+    """Prometheus exposition: requests by route and status, job outcomes and durations, webhooks."""
+    settings = container.settings
+    if not settings.metrics_enabled:
+        raise NotFound()
+    if settings.metrics_token is not None:
+        offered = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(offered, settings.metrics_token.get_secret_value().encode()):
+            raise Unauthenticated("The metrics need `Authorization: Bearer <METRICS_TOKEN>`.")
+    return Response(container.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

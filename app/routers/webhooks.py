@@ -2,12 +2,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from app.container import Container
 from app.dependencies import ContainerDep, SessionDep
 from app.schemas.webhooks import WebhookAck
 from app.services import clerk as clerk_service
 from app.services import generation, payment_webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+def _ack(container: Container, provider: str, outcome: str) -> WebhookAck:
+    # Refusals (bad signature, failed effect) are counted by the HTTP metrics under their status.
+    container.metrics.webhook_events.labels(provider, outcome).inc()
+    return WebhookAck(status=outcome)
 
 
 @router.post("/clerk", response_model=WebhookAck)
@@ -17,14 +24,14 @@ async def clerk_webhook(request: Request, session: SessionDep, container: Contai
     and change nothing."""
     body = await request.body()
     processed = await clerk_service.receive_webhook(session, container, body, request.headers)
-    return WebhookAck(status="processed" if processed else "duplicate")
+    return _ack(container, "clerk", "processed" if processed else "duplicate")
 
 
 @router.post("/stripe", response_model=WebhookAck)
 async def stripe_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
     """Stripe events, verified with Stripe-Signature (5 minute tolerance)."""
     outcome = await payment_webhooks.receive_stripe(session, container, await request.body(), request.headers)
-    return WebhookAck(status=outcome)
+    return _ack(container, "stripe", outcome)
 
 
 @router.post("/razorpay", response_model=WebhookAck)
@@ -33,18 +40,18 @@ async def razorpay_webhook(request: Request, session: SessionDep, container: Con
     outcome = await payment_webhooks.receive_razorpay(
         session, container, await request.body(), request.headers
     )
-    return WebhookAck(status=outcome)
+    return _ack(container, "razorpay", outcome)
 
 
 @router.post("/dodo", response_model=WebhookAck)
 async def dodo_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
     """Dodo Payments events, verified as Standard Webhooks (webhook-id/-timestamp/-signature)."""
     outcome = await payment_webhooks.receive_dodo(session, container, await request.body(), request.headers)
-    return WebhookAck(status=outcome)
+    return _ack(container, "dodo", outcome)
 
 
 @router.post("/replicate", response_model=WebhookAck)
 async def replicate_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
     """Replicate prediction updates (Standard Webhooks signature): wakes the job waiting on it."""
     outcome = await generation.receive_webhook(session, container, await request.body(), request.headers)
-    return WebhookAck(status=outcome)
+    return _ack(container, "replicate", outcome)

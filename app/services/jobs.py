@@ -393,6 +393,7 @@ async def _complete(
         if job.reservation_key:
             await credits.capture(session, job.reservation_key)
         balance = await credits.balance_of(session, job.user_id)
+    ctx.metrics.observe_job(job.kind, job.provider, job.status, None, time.perf_counter() - started)
     log.info("job.completed", job_id=str(job_id))
     return FinishedJob(job, outputs, balance)
 
@@ -428,6 +429,7 @@ async def _fail(
             job.time_taken_ms = int((time.perf_counter() - started) * 1000)
         if job.reservation_key:
             await credits.release(session, job.reservation_key)
+    ctx.metrics.observe_job(job.kind, job.provider, job.status, code, None)
     log.info("job.failed", job_id=str(job_id), code=code)
     return job
 

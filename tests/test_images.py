@@ -3,6 +3,7 @@ engines and a fake ClipDrop."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -18,11 +19,13 @@ import pytest
 import respx
 from PIL import Image
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
+from app.db.session import Database, EngineOptions, create_engine
+from app.main import create_app
 from app.models import CreditLedgerEntry, IdempotencyRecord, Job, JobStatus, Upload, User
 from app.services import images as images_service
 from app.services import jobs as jobs_service
@@ -32,9 +35,11 @@ from tests.conftest import make_settings
 from tests.fakes.clipdrop import FakeClipDrop
 from tests.images import jpeg, logo_like, oversize, pdf_named_png, photo_like, png_bomb, truncated_png
 from tests.test_auth import assert_error
+from tests.test_billing import _cleanup as cleanup_committed
 from tests.test_health import sample
 
 BONUS = 10.0
+CUT_OUT = "/api/v1/images/remove-background"
 
 
 @pytest.fixture
@@ -898,3 +903,37 @@ def test_clipdrop_inputs_are_fitted_to_its_pixel_limit() -> None:
         assert image.width * image.height <= 60_000
         assert abs(image.width / image.height - 1.5) < 0.02
     assert fit_pixels(big, 600 * 400) is big
+
+
+@pytest.mark.postgres_only
+async def test_waiting_clients_hold_no_connection_the_jobs_need(
+    database_url: str, settings: Settings, engine: AsyncEngine
+) -> None:
+    """With a pool of one connection, cut-outs requested together all complete: a waiting request gives
+    its connection back before its job runs in units of work of its own (it used to hold two)."""
+    database = Database(
+        create_engine(database_url, EngineOptions(pool_size=1, max_overflow=0, pool_timeout_seconds=20))
+    )
+    container = Container.build(settings, database)
+    async with database.session_scope() as session:
+        owner = await create_user(
+            session, settings, email=f"pool-{uuid.uuid4().hex[:8]}@example.com", email_verified_at=utcnow()
+        )
+    try:
+        headers = {"Authorization": f"Bearer {container.tokens.issue(owner.id, 'access')[0]}"}
+        transport = httpx.ASGITransport(app=create_app(settings, database, container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/v1/images/remove-background", headers=headers, files=files(logo_like(48))
+                    )
+                    for _ in range(3)
+                )
+            )
+            assert [answer.status_code for answer in answers] == [200] * 3, [a.text for a in answers]
+            assert await balance(client, headers) == BONUS - 3
+    finally:
+        await container.aclose()
+        await database.dispose()
+        await cleanup_committed(engine, [owner.id], [])

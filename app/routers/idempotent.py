@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
+from app.db.session import release_connection
 from app.errors import AppError
 from app.models import Job, User
 from app.schemas.base import Schema
@@ -52,6 +53,7 @@ RunJob = Callable[[OnSubmitted | None], Awaitable[jobs.FinishedJob]]
 
 async def idempotent_job_response(
     request: Request,
+    session: AsyncSession,
     container: Container,
     user: User,
     fields: Mapping[str, Any],
@@ -60,7 +62,11 @@ async def idempotent_job_response(
 ) -> Response:
     """A job the client waits for, made at most once per Idempotency-Key. The first request links its
     job to the key; a retry is answered from that job (its stored output, the balance the first answer
-    gave), or told to wait while it runs. A request refused before making a job frees the key."""
+    gave), or told to wait while it runs. A request refused before making a job frees the key.
+
+    The job runs in units of work of its own: the request's session (which only read the user) gives
+    its connection back first, so clients queued for an engine hold no connection the jobs need."""
+    await release_connection(session)
     key = request.headers.get("idempotency-key")
     if key is None:
         return _json(await shape(await run(None)))

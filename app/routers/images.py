@@ -104,7 +104,8 @@ async def item_out(ctx: Container, item: images.GalleryItem) -> ImageOut:
 async def upload(
     user: CurrentUser, session: SessionDep, container: ContainerDep, file: Annotated[UploadFile, File()]
 ) -> UploadOut:
-    """PNG, JPEG or WEBP, decided from the bytes; re-encoded without metadata, orientation applied."""
+    """PNG, JPEG or WEBP, decided from the bytes; orientation applied and metadata dropped (a file that
+    holds nothing but pixels is kept as sent)."""
     data = await read_limited(file, container.settings.upload_max_bytes)
     stored = (await uploads.store(session, container, user, data)).upload
     return UploadOut(
@@ -179,7 +180,7 @@ async def remove_background(
             credits=credits.to_credits(finished.balance),
         )
 
-    return await idempotent_job_response(request, container, user, fields, run, shape)
+    return await idempotent_job_response(request, session, container, user, fields, run, shape)
 
 
 async def _vectorize_request(request: Request, container: Container) -> tuple[VectorizeIn, bytes | None]:
@@ -229,7 +230,9 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
         }
     },
 )
-async def vectorize(request: Request, user: CurrentUser, container: ContainerDep) -> Response:
+async def vectorize(
+    request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> Response:
     """PNG or JPEG to SVG. `preview` (cheaper: fewer colours, smaller) or `full`; charged on success.
     Send an `Idempotency-Key` header to make retries safe: a retry gets the first answer again (rebuilt
     from the job it made) and is never charged twice."""
@@ -264,7 +267,7 @@ async def vectorize(request: Request, user: CurrentUser, container: ContainerDep
         )
 
     fields = {"file": data, "upload_id": upload_id, "options": options}
-    return await idempotent_job_response(request, container, user, fields, run, shape)
+    return await idempotent_job_response(request, session, container, user, fields, run, shape)
 
 
 class GalleryKind(StrEnum):

@@ -2,7 +2,9 @@
 
 The type is decided from the bytes (never the name or the header); the pixel count is checked from the
 image header before anything is decoded (decompression bombs); truncated or corrupt files are refused;
-EXIF orientation is applied and every metadata block is dropped by re-encoding."""
+EXIF orientation is applied and every metadata block is dropped by re-encoding; a PNG or JPEG that holds
+nothing but its pixels is kept byte for byte instead (a re-encode would only cost time and, for a JPEG,
+quality)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ The rules under test (app/services/billing.py, "disputes"): the credits a disput
 taken back (ledger reason `chargeback`) as soon as a real chargeback is open, once per dispute however many
 events say so and in whatever order; never below a zero balance (what was spent becomes a `credit_debts`
 row); a won dispute gives back exactly what was taken, once, as a `purchase` grant, and cancels the debt.
-Inquiries take nothing. Events about payments that are not our orders are stored and answered "ignored".
+Inquiries take nothing. Events about payments that are neither our orders nor subscription invoices we
+granted credits for are stored and answered "ignored" (renewals: tests/test_subscription_refunds.py).
 
 Same fakes and helpers as tests/test_billing.py. Amounts of credits are millicredits; every new account
 starts with the signup bonus (10 credits).
@@ -434,29 +435,35 @@ async def test_a_stripe_dispute_of_a_payment_that_is_not_ours_is_stored_and_igno
     assert await balance(client, auth) == BONUS
 
 
-async def test_a_refund_or_dispute_of_a_subscription_invoice_charge_is_ignored(
+async def test_a_refund_or_dispute_of_a_payment_that_paid_no_invoice_of_ours_is_ignored(
     client: httpx.AsyncClient,
     session: AsyncSession,
     user: User,
     auth: dict[str, str],
     fake_stripe: FakeStripe,
 ) -> None:
-    """In API 2026-10-28 a Charge names no invoice and `invoice.paid` carries no payment intent
-    (`payments` is only includable), so nothing stored links a renewal's charge to the credits its invoice
-    granted: such a refund or dispute is stored and ignored, never a 500 (see the report)."""
+    """A charge that is none of our orders may have paid a subscription invoice: Stripe is asked (the
+    Invoice Payments API, since in API 2026-10-28 neither the Charge nor the Dispute names its invoice).
+    When the payment intent paid no invoice we granted credits for, the event is stored and ignored, never
+    a 500. (Refunds and disputes of our renewals: tests/test_subscription_refunds.py.)"""
     _, subscription_id = await stripe_subscription(client, auth, fake_stripe)
     invoice = fake_stripe.invoice_paid(subscription_id)
     await stripe_send(client, fake_stripe, invoice)
     assert await balance(client, auth) == BONUS + PRO
-    renewal_charge = "pi_renewal_" + uuid.uuid4().hex[:8]
+    other_payment = "pi_other_" + uuid.uuid4().hex[:8]
 
-    await stripe_send(client, fake_stripe, fake_stripe.charge_refunded(renewal_charge, 999, 999), "ignored")
-    dispute = fake_stripe.dispute(renewal_charge, 999)
+    await stripe_send(client, fake_stripe, fake_stripe.charge_refunded(other_payment, 999, 999), "ignored")
+    dispute = fake_stripe.dispute(other_payment, 999)
     await stripe_send(
         client, fake_stripe, fake_stripe.dispute_event("charge.dispute.created", dispute["id"]), "ignored"
     )
 
     assert await balance(client, auth) == BONUS + PRO
+    asked = [r.params for r in fake_stripe.requests if r.path == "/v1/invoice_payments"]
+    assert (
+        asked
+        == [{"payment": {"type": "payment_intent", "payment_intent": other_payment}, "limit": "100"}] * 2
+    )
 
 
 # ==================================================================================================

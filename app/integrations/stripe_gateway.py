@@ -1,11 +1,14 @@
-"""Stripe through its SDK (async over httpx): Checkout Sessions and signed webhook events."""
+"""Stripe through its SDK (async over httpx): Checkout Sessions, the invoices a payment paid, and signed
+webhook events."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import stripe
+from stripe.params import InvoicePaymentListParams
 
 from app.integrations.payments import (
     CheckoutRequest,
@@ -15,6 +18,44 @@ from app.integrations.payments import (
 )
 
 WEBHOOK_TOLERANCE_SECONDS = 300
+# Invoice payments of one payment intent: one page holds them all in practice; the bound only stops a
+# misbehaving API from paging forever.
+INVOICE_PAYMENTS_PAGE_SIZE = 100
+INVOICE_PAYMENTS_MAX_PAGES = 10
+
+
+@dataclass(frozen=True)
+class InvoicePayment:
+    """A payment made against an invoice (Stripe's `invoice_payment` object), in our own terms.
+
+    `status` is open|paid|canceled; `amount_paid` (minor units of `currency`) is None until it is paid."""
+
+    invoice_id: str
+    status: str
+    amount_paid: int | None
+    amount_requested: int
+    currency: str
+
+
+def _invoice_payment(fields: dict[str, Any]) -> InvoicePayment | None:
+    invoice = fields.get("invoice")
+    invoice_id = invoice.get("id") if isinstance(invoice, dict) else invoice  # expanded or an id
+    if not isinstance(invoice_id, str):
+        return None
+    paid, requested = fields.get("amount_paid"), fields.get("amount_requested")
+    return InvoicePayment(
+        invoice_id=invoice_id,
+        status=str(fields.get("status")),
+        amount_paid=paid if isinstance(paid, int) else None,
+        amount_requested=requested if isinstance(requested, int) else 0,
+        currency=str(fields.get("currency") or ""),
+    )
+
+
+def _gateway_error(exc: stripe.StripeError) -> PaymentGatewayError:
+    status = exc.http_status or 0
+    retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or status >= 500
+    return PaymentGatewayError(f"Stripe: {exc.user_message or type(exc).__name__}", retryable=retryable)
 
 
 class StripeGateway:
@@ -72,14 +113,36 @@ class StripeGateway:
                 options={"idempotency_key": idempotency_key},
             )
         except stripe.StripeError as exc:
-            status = exc.http_status or 0
-            retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or status >= 500
-            raise PaymentGatewayError(
-                f"Stripe: {exc.user_message or type(exc).__name__}", retryable=retryable
-            ) from exc
+            raise _gateway_error(exc) from exc
         if not session.url:
             raise PaymentGatewayError("Stripe returned a session without a URL.", retryable=False)
         return HostedCheckout(session.id, session.url)
+
+    async def invoice_payments(self, payment_intent: str) -> list[InvoicePayment]:
+        """The invoices this payment intent paid or is paying, newest first; empty when it is no invoice's
+        payment (a Checkout payment, another integration's). Stripe's Invoice Payments API:
+        `GET /v1/invoice_payments?payment[type]=payment_intent&payment[payment_intent]=<pi>` (every page).
+        Raises PaymentGatewayError (retryable for 5xx, 429 and connection failures)."""
+        params: InvoicePaymentListParams = {
+            "payment": {"type": "payment_intent", "payment_intent": payment_intent},
+            "limit": INVOICE_PAYMENTS_PAGE_SIZE,
+        }
+        found: list[InvoicePayment] = []
+        try:
+            for _ in range(INVOICE_PAYMENTS_MAX_PAGES):
+                page = await self._client.v1.invoice_payments.list_async(params=params)
+                for item in page.data:
+                    payment = _invoice_payment(item.to_dict())
+                    if payment is not None:
+                        found.append(payment)
+                if not page.has_more or not page.data:
+                    return found
+                params["starting_after"] = page.data[-1].id
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc) from exc
+        raise PaymentGatewayError(
+            "Stripe: too many invoice payments for one payment intent.", retryable=False
+        )
 
     async def aclose(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]

@@ -8,7 +8,16 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import CursorResult
 
 from app.db.upsert import insert_if_absent
-from app.models import CreditDebt, IdempotencyRecord, Order, OrderStatus, Plan, PlanPrice, Subscription
+from app.models import (
+    CreditDebt,
+    CreditLedgerEntry,
+    IdempotencyRecord,
+    Order,
+    OrderStatus,
+    Plan,
+    PlanPrice,
+    Subscription,
+)
 from app.repositories.base import Repository
 
 
@@ -132,6 +141,45 @@ class CreditDebtRepository(Repository[CreditDebt]):
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
+
+    async def references_with_reason(self, references: list[str], reason: str) -> set[str]:
+        """Which of these debts now carry `reason` (e.g. were cancelled by a won dispute)."""
+        if not references:
+            return set()
+        result = await self.session.scalars(
+            select(CreditDebt.reference).where(
+                CreditDebt.reference.in_(references), CreditDebt.reason == reason
+            )
+        )
+        return set(result)
+
+
+class InvoiceGrantRepository(Repository[CreditLedgerEntry]):
+    """The ledger rows about one paid subscription invoice: its grant (idempotency key
+    `<provider>_invoice:<id>`) and the refunds, chargebacks and give-backs written against it (their
+    `reference` is that key). Reads only: every movement goes through app/services/credits.py."""
+
+    model = CreditLedgerEntry
+
+    async def lock_grant(self, key: str) -> CreditLedgerEntry | None:
+        """The grant, its row locked until the transaction ends: refunds and disputes of one invoice queue
+        here (on PostgreSQL and MySQL; SQLite serializes writers anyway), so each sees what the previous
+        one took."""
+        return await self.session.scalar(
+            select(CreditLedgerEntry)
+            .where(CreditLedgerEntry.idempotency_key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
+    async def written_against(self, account_id: uuid.UUID, grant_key: str) -> list[CreditLedgerEntry]:
+        return list(
+            await self.session.scalars(
+                select(CreditLedgerEntry).where(
+                    CreditLedgerEntry.account_id == account_id, CreditLedgerEntry.reference == grant_key
+                )
+            )
+        )
 
 
 class IdempotencyRepository(Repository[IdempotencyRecord]):

@@ -17,8 +17,22 @@ from app.integrations.dodo_gateway import DodoGateway
 from app.integrations.payments import CheckoutRequest, InvalidPaymentSignature, PaymentGatewayError
 from app.integrations.razorpay_gateway import RazorpayGateway
 from app.integrations.stripe_gateway import StripeGateway
-from app.models import LedgerReason, Order, OrderStatus, PlanKind, Provider, Subscription, User
-from app.repositories.billing import CreditDebtRepository, OrderRepository, SubscriptionRepository
+from app.models import (
+    CreditLedgerEntry,
+    LedgerReason,
+    Order,
+    OrderStatus,
+    PlanKind,
+    Provider,
+    Subscription,
+    User,
+)
+from app.repositories.billing import (
+    CreditDebtRepository,
+    InvoiceGrantRepository,
+    OrderRepository,
+    SubscriptionRepository,
+)
 from app.repositories.credits import CreditRepository
 from app.repositories.users import UserRepository
 from app.services import credits
@@ -305,22 +319,34 @@ async def refund(
             session, locked.user_id, share, key=key, reference=f"order:{locked.id}"
         )
         if outcome.shortfall > 0:
-            await CreditDebtRepository(session).record(
-                {
-                    "user_id": locked.user_id,
-                    "order_id": locked.id,
-                    "amount": outcome.shortfall,
-                    "reason": "refund",
-                    "reference": key,
-                    "created_at": utcnow(),
-                }
-            )
+            await _owe(session, locked.user_id, locked.id, outcome.shortfall, LedgerReason.refund, key)
             log.warning("billing.refund_shortfall", order_id=str(locked.id), shortfall=outcome.shortfall)
     await session.flush()
 
 
 def _credit_share(order: Order, refunded: int) -> int:
     return order.credits * min(refunded, order.amount) // order.amount
+
+
+async def _owe(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    order_id: uuid.UUID | None,
+    amount: int,
+    reason: LedgerReason,
+    key: str,
+) -> None:
+    """Credits a refund or chargeback (ledger key `key`) could not take because they were spent."""
+    await CreditDebtRepository(session).record(
+        {
+            "user_id": user_id,
+            "order_id": order_id,
+            "amount": amount,
+            "reason": reason.value,
+            "reference": key,
+            "created_at": utcnow(),
+        }
+    )
 
 
 # --- disputes (chargebacks) ------------------------------------------------------------------------
@@ -365,6 +391,10 @@ class Dispute:
 
 def _chargeback_key(dispute: Dispute) -> str:
     return f"chargeback:{dispute.provider.value}:{dispute.dispute_id}"
+
+
+def _won_key(chargeback_key: str) -> str:
+    return "chargeback_won:" + chargeback_key.removeprefix("chargeback:")
 
 
 def _disputed_amount(order: Order, dispute: Dispute) -> int:
@@ -412,16 +442,7 @@ async def chargeback(session: AsyncSession, order: Order, dispute: Dispute) -> b
         locked.status = OrderStatus.refunded.value
     locked.failure_reason = _dispute_note(dispute)
     if outcome.shortfall > 0:
-        await CreditDebtRepository(session).record(
-            {
-                "user_id": locked.user_id,
-                "order_id": locked.id,
-                "amount": outcome.shortfall,
-                "reason": "chargeback",
-                "reference": key,
-                "created_at": utcnow(),
-            }
-        )
+        await _owe(session, locked.user_id, locked.id, outcome.shortfall, LedgerReason.chargeback, key)
         log.warning("billing.chargeback_shortfall", order_id=str(locked.id), shortfall=outcome.shortfall)
     log.warning("billing.chargeback", order_id=str(locked.id), key=key, credits=share)
     await session.flush()
@@ -434,33 +455,173 @@ async def chargeback_won(session: AsyncSession, order: Order, dispute: Dispute) 
     await chargeback(session, order, dispute)  # a no-op unless the decision overtook the opening
     locked = await _locked(session, order)
     key = _chargeback_key(dispute)
-    taken_entry = await CreditRepository(session).get_entry_by_key(key)
-    if taken_entry is None:
-        return False  # nothing was ever taken for this dispute: nothing to give back
-    taken = -taken_entry.amount
-    owed = (taken_entry.requested_amount or taken) - taken
-    undone = False
-    if taken > 0:
-        given = await credits.grant(
-            session,
-            locked.user_id,
-            taken,
-            LedgerReason.purchase,
-            key=f"chargeback_won:{dispute.provider.value}:{dispute.dispute_id}",
-            reference=f"order:{locked.id}",
-        )
-        undone = not given.replayed
-    if owed > 0:
-        forgiven = await CreditDebtRepository(session).forgive(key, "chargeback_won", utcnow())
-        undone = undone or (taken == 0 and forgiven)
-    if not undone:
-        return False  # this dispute's win was already applied
+    taken = await _undo_chargeback(
+        session, locked.user_id, key, reference=f"order:{locked.id}", reason=LedgerReason.purchase
+    )
+    if taken is None:
+        return False  # nothing was ever taken for this dispute, or its win was already applied
     locked.refunded_amount = max(0, locked.refunded_amount - _disputed_amount(locked, dispute))
     if locked.status == OrderStatus.refunded.value and locked.refunded_amount < locked.amount:
         locked.status = OrderStatus.paid.value
     if locked.failure_reason == _dispute_note(dispute):
         locked.failure_reason = None
     log.info("billing.chargeback_won", order_id=str(locked.id), key=key, credits=taken)
+    await session.flush()
+    return True
+
+
+async def _undo_chargeback(
+    session: AsyncSession, user_id: uuid.UUID, key: str, *, reference: str, reason: LedgerReason
+) -> int | None:
+    """Give back what the chargeback under ledger key `key` took (a grant with `reason`, key
+    `chargeback_won:...`) and cancel its debt. The credits given back when this call undid it; None when
+    nothing was taken under that key or it was already undone."""
+    taken_entry = await CreditRepository(session).get_entry_by_key(key)
+    if taken_entry is None:
+        return None
+    taken = -taken_entry.amount
+    owed = (taken_entry.requested_amount or taken) - taken
+    undone = False
+    if taken > 0:
+        given = await credits.grant(session, user_id, taken, reason, key=_won_key(key), reference=reference)
+        undone = not given.replayed
+    if owed > 0:
+        forgiven = await CreditDebtRepository(session).forgive(key, "chargeback_won", utcnow())
+        undone = undone or (taken == 0 and forgiven)
+    return taken if undone else None
+
+
+# --- subscription invoices (renewals) --------------------------------------------------------------
+#
+# A subscription invoice has no order: what it bought is one ledger grant (reason `subscription`, key
+# `<provider>_invoice:<invoice id>`, written by `subscription_paid`). A refund or a dispute of the payment
+# that paid it takes back its share of that grant by the rules above for orders:
+#
+# * Shares are cumulative: a refund brings the invoice's refunded share to `credits * refunded / paid`
+#   (Stripe's cumulative `amount_refunded` of the charge's `amount`), so refunds in several parts add up to
+#   exactly the grant, never more; a chargeback takes `credits * disputed / paid`, at most what is left.
+#   Shares round down (in the customer's favour, as for orders).
+# * Once: a refund under a key unique per refund state (`stripe_refund:<charge>:<amount_refunded>:<invoice>`),
+#   a chargeback under `chargeback:<provider>:<dispute>:<invoice>`; redeliveries find their row.
+# * Never below zero: what was spent becomes a `credit_debts` row (no order), as for orders.
+# * A won dispute gives back what its chargeback took, once, as a `subscription` grant
+#   (`chargeback_won:...`), and cancels its debt.
+# * With no order row to count the money given back, the ledger counts it: the rows written against the
+#   grant (`reference` = the grant's key) — refunds, and chargebacks not since won — say how much of the grant
+#   was already taken back (or owed). The grant's row is locked first, so refunds and disputes of one invoice
+#   queue instead of both counting from the same start.
+
+
+def invoice_grant_key(provider: Provider, invoice_id: str) -> str:
+    """The ledger key of the credits one paid subscription invoice granted."""
+    return f"{provider.value}_invoice:{invoice_id}"
+
+
+@dataclass(frozen=True)
+class _InvoiceGrant:
+    key: str
+    user_id: uuid.UUID
+    credits: int
+    given_back: int  # what refunds and standing chargebacks already took back or left owed
+
+    def share(self, amount: int, paid: int) -> int:
+        return self.credits * min(amount, paid) // paid
+
+
+async def _invoice_grant(session: AsyncSession, key: str) -> _InvoiceGrant | None:
+    repository = InvoiceGrantRepository(session)
+    grant = await repository.lock_grant(key)
+    if grant is None or grant.reason != LedgerReason.subscription.value or grant.amount <= 0:
+        return None
+    account = await CreditRepository(session).get(grant.account_id)
+    assert account is not None
+    rows = await repository.written_against(grant.account_id, key)
+    return _InvoiceGrant(key, account.user_id, grant.amount, await _given_back(session, rows))
+
+
+async def _given_back(session: AsyncSession, rows: list[CreditLedgerEntry]) -> int:
+    keys = {row.idempotency_key for row in rows}
+    chargebacks = [row.idempotency_key for row in rows if row.reason == LedgerReason.chargeback.value]
+    # A chargeback whose debt was all it took is undone by cancelling that debt (no give-back row).
+    cancelled = await CreditDebtRepository(session).references_with_reason(chargebacks, "chargeback_won")
+    total = 0
+    for row in rows:
+        if row.reason == LedgerReason.chargeback.value:
+            if _won_key(row.idempotency_key) in keys or row.idempotency_key in cancelled:
+                continue  # won: given back entirely
+        elif row.reason != LedgerReason.refund.value:
+            continue
+        total += row.requested_amount if row.requested_amount is not None else -row.amount
+    return total
+
+
+async def _claw_back_invoice(
+    session: AsyncSession, grant: _InvoiceGrant, share: int, key: str, reason: LedgerReason
+) -> None:
+    outcome = await credits.refund(session, grant.user_id, share, key=key, reference=grant.key, reason=reason)
+    if outcome.shortfall > 0:
+        await _owe(session, grant.user_id, None, outcome.shortfall, reason, key)
+        log.warning("billing.invoice_shortfall", grant=grant.key, key=key, shortfall=outcome.shortfall)
+    log.warning("billing.invoice_clawed_back", grant=grant.key, key=key, credits=share, reason=reason.value)
+    await session.flush()
+
+
+async def refund_invoice(
+    session: AsyncSession, grant_key: str, key: str, *, refunded_total: int, paid: int
+) -> bool:
+    """The payment of a subscription invoice (`paid`, minor units) is refunded up to `refunded_total`
+    (cumulative): the invoice's credits come back up to that share, once per `key` (see the rules above).
+    False when no credits were granted under `grant_key` (not an invoice of ours, or not paid yet)."""
+    grant = await _invoice_grant(session, grant_key)
+    if grant is None:
+        return False
+    if paid <= 0 or await credits.movement_exists(session, key):
+        return True  # nothing to measure a share against, or this refund state was already applied
+    share = grant.share(refunded_total, paid) - grant.given_back
+    if share > 0:
+        await _claw_back_invoice(session, grant, share, key, LedgerReason.refund)
+    else:
+        log.info("billing.invoice_refund_nothing_left", grant=grant_key, key=key)
+    return True
+
+
+async def invoice_granted(session: AsyncSession, grant_key: str) -> bool:
+    return await credits.movement_exists(session, grant_key)
+
+
+async def chargeback_invoice(session: AsyncSession, grant_key: str, dispute: Dispute, *, paid: int) -> bool:
+    """A chargeback stands against the payment (`paid`, minor units) of a subscription invoice: take back
+    the disputed share of its credits, once per dispute (see the rules above). True when this call took
+    them."""
+    grant = await _invoice_grant(session, grant_key)
+    key = _chargeback_key(dispute)
+    if grant is None or paid <= 0 or await credits.movement_exists(session, key):
+        return False
+    disputed = dispute.amount if dispute.amount is not None and dispute.amount > 0 else paid
+    share = min(grant.credits - grant.given_back, grant.share(disputed, paid))
+    if share <= 0:
+        log.info("billing.chargeback_nothing_left", grant=grant_key, key=key)
+        return False
+    await _claw_back_invoice(session, grant, share, key, LedgerReason.chargeback)
+    return True
+
+
+async def chargeback_invoice_won(
+    session: AsyncSession, grant_key: str, dispute: Dispute, *, paid: int
+) -> bool:
+    """We won the dispute of a subscription invoice's payment: undo its chargeback exactly once. True when
+    this call gave the credits back."""
+    await chargeback_invoice(session, grant_key, dispute, paid=paid)  # a no-op unless it overtook the opening
+    grant = await _invoice_grant(session, grant_key)
+    if grant is None:
+        return False
+    key = _chargeback_key(dispute)
+    taken = await _undo_chargeback(
+        session, grant.user_id, key, reference=grant_key, reason=LedgerReason.subscription
+    )
+    if taken is None:
+        return False
+    log.info("billing.chargeback_won", grant=grant_key, key=key, credits=taken)
     await session.flush()
     return True
 

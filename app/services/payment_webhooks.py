@@ -2,8 +2,12 @@
 
 Disputes (chargebacks) of all three are mapped here onto two effects, `billing.chargeback` (credits taken
 back, once per dispute) and `billing.chargeback_won` (given back, once); the rules are documented beside
-them in app/services/billing.py. An event about a payment that is not one of our orders (a subscription
-invoice's charge, another integration's payment) is stored in the inbox and answered "ignored"."""
+them in app/services/billing.py. A Stripe refund or dispute of a payment that is none of our orders may be
+a subscription invoice's: Stripe is asked which invoice that payment intent paid (the event does not say),
+and the credits that invoice granted are treated by the same rules (`billing.refund_invoice`,
+`billing.chargeback_invoice`); a failing lookup answers 500, so Stripe delivers the event again. An event
+about a payment that is neither (another integration's payment) is stored in the inbox and answered
+"ignored"."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.container import Container
 from app.errors import BadRequest, ProviderNotConfigured
 from app.integrations.payments import InvalidPaymentSignature, json_object
+from app.integrations.stripe_gateway import InvoicePayment, StripeGateway
 from app.models import Order, Provider
 from app.repositories.billing import OrderRepository
 from app.services import billing, webhook_inbox
@@ -125,14 +130,16 @@ async def receive_stripe(
     data = json_object(json_object(event.get("data")).get("object"))
 
     async def apply() -> bool:
-        return await _apply_stripe(session, event_type, data)
+        return await _apply_stripe(session, gateway, event_type, data)
 
     return await webhook_inbox.receive(
         session, Provider.stripe.value, str(event["id"]), event_type, event, apply
     )
 
 
-async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
+async def _apply_stripe(
+    session: AsyncSession, gateway: StripeGateway, event_type: str, data: dict[str, Any]
+) -> bool:
     if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         order = await _stripe_session_order(session, data)
         if order is None:
@@ -173,7 +180,7 @@ async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, 
             subscription_id=subscription_id,
             user_id=uuid.UUID(str(metadata["user_id"])),
             plan_ref=str(metadata["plan_id"]),
-            period_key=f"stripe_invoice:{data['id']}",
+            period_key=billing.invoice_grant_key(Provider.stripe, str(data["id"])),
             current_period_end=_timestamp(period_end),
         )
         return True
@@ -193,49 +200,121 @@ async def _apply_stripe(session: AsyncSession, event_type: str, data: dict[str, 
         return changed is not None
     if event_type == "charge.refunded":
         payment_intent = data.get("payment_intent")
-        order = (
-            await OrderRepository(session).get_by_provider_payment_id(Provider.stripe.value, payment_intent)
-            if isinstance(payment_intent, str)
-            else None
-        )
-        if order is None:
+        if not isinstance(payment_intent, str):
             return False
         refunded = int(data.get("amount_refunded") or 0)
+        order = await OrderRepository(session).get_by_provider_payment_id(
+            Provider.stripe.value, payment_intent
+        )
+        if order is None:
+            return await _stripe_invoice_refund(session, gateway, payment_intent, data, refunded)
         await billing.refund(
             session, order, f"stripe_refund:{data.get('id')}:{refunded}", refunded_total=refunded
         )
         return True
     if event_type in STRIPE_DISPUTE_EVENTS:
-        return await _stripe_dispute(session, event_type, data)
+        return await _stripe_dispute(session, gateway, event_type, data)
     return False
 
 
-async def _stripe_dispute(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
-    """`charge.dispute.*`: data.object is the Dispute (`id` du_..., `payment_intent`, `amount`, `currency`,
-    `status`). The order is found by its payment intent; a dispute of a charge we did not sell as an
-    order (no payment intent, a subscription invoice) is ignored. Every event is read by the dispute's
-    status (`won` gives back; the open and lost statuses take); `funds_withdrawn` takes whatever the
-    status says, while `funds_reinstated` alone is no win (Stripe also reinstates the refunded part of a
-    partially refunded payment), so it too goes by the status."""
-    payment_intent = data.get("payment_intent")
-    order = (
-        await OrderRepository(session).get_by_provider_payment_id(Provider.stripe.value, payment_intent)
-        if isinstance(payment_intent, str)
-        else None
-    )
-    if order is None or not isinstance(data.get("id"), str):
+async def _stripe_invoices_paid_by(gateway: StripeGateway, payment_intent: str) -> list[InvoicePayment]:
+    """The invoices this payment intent paid (one in practice), asked of Stripe: in API 2026-10-28 neither
+    a Charge nor a Dispute names its invoice, and `invoice.paid` does not name its payment intent. A
+    PaymentGatewayError propagates, so the inbox answers 500 and Stripe delivers the event again."""
+    seen: set[str] = set()
+    paid: list[InvoicePayment] = []
+    for payment in await gateway.invoice_payments(payment_intent):
+        if payment.status != "canceled" and payment.invoice_id not in seen:  # canceled: it never paid
+            seen.add(payment.invoice_id)
+            paid.append(payment)
+    return paid
+
+
+async def _stripe_invoice_refund(
+    session: AsyncSession,
+    gateway: StripeGateway,
+    payment_intent: str,
+    charge: dict[str, Any],
+    refunded: int,
+) -> bool:
+    """`charge.refunded` of a charge that is none of our orders: if its payment intent paid subscription
+    invoices we granted credits for, `amount_refunded / amount` of each invoice's credits comes back (a
+    payment of several invoices is refunded pro rata). False (ignored) for anything else."""
+    amount = charge.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 or refunded <= 0:
         return False
+    handled = False
+    for payment in await _stripe_invoices_paid_by(gateway, payment_intent):
+        key = f"stripe_refund:{charge.get('id')}:{refunded}:{payment.invoice_id}"
+        grant_key = billing.invoice_grant_key(Provider.stripe, payment.invoice_id)
+        if await billing.refund_invoice(session, grant_key, key, refunded_total=refunded, paid=amount):
+            handled = True
+    return handled
+
+
+def _stripe_dispute_effect(event_type: str, data: dict[str, Any]) -> DisputeEffect | None:
     status = str(data.get("status"))
-    effect: DisputeEffect | None = None
     if status == "won":
-        effect = "won"
-    elif status in STRIPE_CHARGEBACK_STATUSES or event_type == "charge.dispute.funds_withdrawn":
-        effect = "chargeback"
+        return "won"
+    if status in STRIPE_CHARGEBACK_STATUSES or event_type == "charge.dispute.funds_withdrawn":
+        return "chargeback"
+    return None
+
+
+async def _stripe_dispute(
+    session: AsyncSession, gateway: StripeGateway, event_type: str, data: dict[str, Any]
+) -> bool:
+    """`charge.dispute.*`: data.object is the Dispute (`id` du_..., `payment_intent`, `amount`, `currency`,
+    `status`). The order is found by its payment intent, else the subscription invoices it paid (asked of
+    Stripe); a dispute of anything else (no payment intent, another integration's payment) is ignored.
+    Every event is read by the dispute's status (`won` gives back; the open and lost statuses take);
+    `funds_withdrawn` takes whatever the status says, while `funds_reinstated` alone is no win (Stripe also
+    reinstates the refunded part of a partially refunded payment), so it too goes by the status."""
+    payment_intent = data.get("payment_intent")
+    if not isinstance(payment_intent, str) or not isinstance(data.get("id"), str):
+        return False
+    effect = _stripe_dispute_effect(event_type, data)
+    order = await OrderRepository(session).get_by_provider_payment_id(Provider.stripe.value, payment_intent)
+    if order is None:
+        return await _stripe_invoice_dispute(session, gateway, payment_intent, effect, data)
     dispute = billing.Dispute(
         Provider.stripe, data["id"], _minor_units(order, data.get("amount"), data.get("currency"))
     )
     await _apply_dispute(session, order, effect, dispute)
     return True
+
+
+async def _stripe_invoice_dispute(
+    session: AsyncSession,
+    gateway: StripeGateway,
+    payment_intent: str,
+    effect: DisputeEffect | None,
+    data: dict[str, Any],
+) -> bool:
+    """A dispute of a payment that is none of our orders: if it paid subscription invoices we granted
+    credits for, the disputed share of each invoice's credits is charged back (or given back when won),
+    once per dispute and invoice. False (ignored) for anything else."""
+    payments = await _stripe_invoices_paid_by(gateway, payment_intent)
+    paid = sum(p.amount_paid if p.amount_paid is not None else p.amount_requested for p in payments)
+    amount, currency = data.get("amount"), data.get("currency")
+    if isinstance(currency, str) and any(p.currency.lower() != currency.lower() for p in payments):
+        amount = None  # not comparable with what was paid: the whole payment counts as disputed
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        amount = None
+    handled = False
+    for payment in payments:
+        grant_key = billing.invoice_grant_key(Provider.stripe, payment.invoice_id)
+        if not await billing.invoice_granted(session, grant_key):
+            continue
+        handled = True
+        dispute = billing.Dispute(Provider.stripe, f"{data['id']}:{payment.invoice_id}", amount)
+        if effect == "chargeback":
+            await billing.chargeback_invoice(session, grant_key, dispute, paid=paid)
+        elif effect == "won":
+            await billing.chargeback_invoice_won(session, grant_key, dispute, paid=paid)
+        else:
+            log.info("billing.dispute_without_effect", grant=grant_key, dispute_id=dispute.dispute_id)
+    return handled
 
 
 async def _stripe_session_order(session: AsyncSession, data: dict[str, Any]) -> Order | None:

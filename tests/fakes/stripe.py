@@ -6,6 +6,11 @@ Routes registered on the respx router (the ``stripe`` SDK with ``stripe.HTTPXCli
   Stripe's validation errors, ``Idempotency-Key`` semantics, a Checkout Session object and a ``Request-Id``
   header.
 * ``GET {api_base}/v1/checkout/sessions/{id}`` and ``GET {api_base}/v1/subscriptions/{id}``.
+* ``GET {api_base}/v1/invoice_payments`` (the Invoice Payments API: filters ``invoice``,
+  ``payment[type]`` + ``payment[payment_intent]`` / ``payment[payment_record]``, ``status``; ``limit`` and
+  ``starting_after`` pagination, newest first; unknown parameters refused as on Stripe) and
+  ``GET {api_base}/v1/invoice_payments/{id}``. :meth:`FakeStripe.invoice_paid` records the invoice payment
+  that paid the invoice (Stripe's ``invoice.paid`` payload itself names no payment intent).
 
 Event builders return whole Event dicts; :meth:`FakeStripe.deliver` serializes one **once** and signs it the
 way Stripe does (``Stripe-Signature: t=…,v1=…``). State the events imply (a completed session, a subscription
@@ -32,6 +37,10 @@ from urllib.parse import parse_qsl
 import httpx
 import respx
 import stripe
+from stripe.params._invoice_payment_list_params import (
+    InvoicePaymentListParams,
+    InvoicePaymentListParamsPayment,
+)
 from stripe.params.checkout._session_create_params import (
     SessionCreateParams,
     SessionCreateParamsLineItem,
@@ -54,6 +63,10 @@ _SESSION_PARAMS = set(SessionCreateParams.__annotations__) - _REQUEST_OPTIONS
 _LINE_ITEM_PARAMS = set(SessionCreateParamsLineItem.__annotations__)
 _PRICE_DATA_PARAMS = set(SessionCreateParamsLineItemPriceData.__annotations__)
 _PRODUCT_DATA_PARAMS = set(ProductDataParams.__annotations__)
+_INVOICE_PAYMENT_LIST_PARAMS = set(InvoicePaymentListParams.__annotations__) - _REQUEST_OPTIONS
+_INVOICE_PAYMENT_PAYMENT_PARAMS = set(InvoicePaymentListParamsPayment.__annotations__)
+_INVOICE_PAYMENT_TYPES = ("payment_intent", "payment_record")
+_INVOICE_PAYMENT_STATUSES = ("canceled", "open", "paid")
 # Parameters only some modes accept.
 _MODE_ONLY = {
     "payment_intent_data": ("payment",),
@@ -251,9 +264,16 @@ class FakeStripe:
         "recurring": {"interval": "month"} | None, "product": "prod_x"}}``; unknown ids answer 404-ish 400."""
         self.disputes: dict[str, dict[str, Any]] = {}
         """Disputes made with :meth:`dispute`, kept current by :meth:`dispute_event`."""
+        self.invoice_payments: dict[str, dict[str, Any]] = {}
+        """InvoicePayment objects (``inpay_…``) by id, in creation order; made by :meth:`invoice_paid` or
+        :meth:`add_invoice_payment`, served by ``GET /v1/invoice_payments``."""
+        self.charges: dict[str, str] = {}
+        """The charge (``ch_…``) of each payment intent, so every refund and dispute of one payment intent
+        names the same charge, as on Stripe."""
         self.requests: list[StripeRequest] = []
         self._idempotency: dict[str, _IdempotentResult] = {}
         self._failures: list[_Failure] = []
+        self._invoice_payment_failures: list[_Failure] = []
         base = re.escape(self.api_base)
         router.post(f"{self.api_base}/v1/checkout/sessions").mock(side_effect=self._create_session)
         router.get(url__regex=rf"^{base}/v1/checkout/sessions/(?P<session_id>[^/?]+)(\?.*)?$").mock(
@@ -261,6 +281,12 @@ class FakeStripe:
         )
         router.get(url__regex=rf"^{base}/v1/subscriptions/(?P<subscription_id>[^/?]+)(\?.*)?$").mock(
             side_effect=self._retrieve_subscription
+        )
+        router.get(url__regex=rf"^{base}/v1/invoice_payments(\?.*)?$").mock(
+            side_effect=self._list_invoice_payments
+        )
+        router.get(url__regex=rf"^{base}/v1/invoice_payments/(?P<invoice_payment_id>[^/?]+)(\?.*)?$").mock(
+            side_effect=self._retrieve_invoice_payment
         )
 
     # -- switches --
@@ -278,6 +304,13 @@ class FakeStripe:
         ``created=True``: Stripe created the session but the response was lost; a retry with the same
         ``Idempotency-Key`` gets that session back."""
         self._failures.append(_Failure(None, created=created))
+
+    def fail_invoice_payments_next(
+        self, status: int | None = 500, *, code: str | None = None, message: str | None = None
+    ) -> None:
+        """The next ``GET /v1/invoice_payments`` (list or retrieve) answers ``status`` with Stripe's error
+        JSON, or times out (``httpx.ReadTimeout``) when ``status`` is None; calls queue up."""
+        self._invoice_payment_failures.append(_Failure(status, code=code, message=message))
 
     # -- prices and subscriptions --
 
@@ -328,6 +361,134 @@ class FakeStripe:
         )
         self.subscriptions[subscription["id"]] = subscription
         return subscription
+
+    # -- charges and invoice payments --
+
+    def charge_of(self, payment_intent: str) -> str:
+        """The charge of a payment intent (made on first use)."""
+        return self.charges.setdefault(payment_intent, new_id("ch"))
+
+    def add_invoice_payment(
+        self,
+        invoice_id: str,
+        amount: int,
+        currency: str = "usd",
+        *,
+        payment_intent: str | None = None,
+        status: str = "paid",
+        is_default: bool = True,
+    ) -> dict[str, Any]:
+        """Store (and return) an InvoicePayment: ``payment_intent`` (default: a new one) paid ``amount`` of
+        ``invoice_id`` (``amount_paid`` is null until ``status`` is ``paid``, as on Stripe)."""
+        now = int(time.time())
+        payment = {
+            "id": new_id("inpay"),
+            "object": "invoice_payment",
+            "amount_paid": amount if status == "paid" else None,
+            "amount_requested": amount,
+            "created": now,
+            "currency": currency,
+            "invoice": invoice_id,
+            "is_default": is_default,
+            "livemode": False,
+            "payment": {"type": "payment_intent", "payment_intent": payment_intent or new_id("pi")},
+            "status": status,
+            "status_transitions": {
+                "canceled_at": now if status == "canceled" else None,
+                "paid_at": now if status == "paid" else None,
+            },
+        }
+        self.invoice_payments[payment["id"]] = payment
+        return copy.deepcopy(payment)
+
+    def payment_intent_of(self, invoice_id: str) -> str:
+        """The payment intent of the (latest) payment of an invoice made by :meth:`invoice_paid`."""
+        for payment in reversed(self.invoice_payments.values()):
+            if payment["invoice"] == invoice_id:
+                return str(payment["payment"]["payment_intent"])
+        raise KeyError(invoice_id)
+
+    def _list_invoice_payments(self, request: httpx.Request) -> httpx.Response:
+        params = parse_form(request.url.query)
+        self._record(request, params)
+        unauthenticated = self._authenticate(request)
+        if unauthenticated is not None:
+            return self._error(unauthenticated)
+        failed = self._invoice_payment_failure(request)
+        if failed is not None:
+            return failed
+        try:
+            found, limit, has_more = self._select_invoice_payments(params)
+        except StripeInvalidRequest as invalid:
+            return self._error(invalid)
+        return self._respond(
+            200,
+            {
+                "object": "list",
+                "data": copy.deepcopy(found[:limit]),
+                "has_more": has_more,
+                "url": "/v1/invoice_payments",
+            },
+        )
+
+    def _select_invoice_payments(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int, bool]:
+        _reject_unknown(params, _INVOICE_PAYMENT_LIST_PARAMS)
+        limit = _integer(params.get("limit", "10"), "limit")
+        if not 1 <= limit <= 100:
+            raise StripeInvalidRequest(
+                f"Invalid integer: {limit}. This value must be between 1 and 100.", param="limit"
+            )
+        found = list(reversed(self.invoice_payments.values()))  # newest first
+        if "invoice" in params:
+            found = [p for p in found if p["invoice"] == params["invoice"]]
+        if "status" in params:
+            if params["status"] not in _INVOICE_PAYMENT_STATUSES:
+                raise StripeInvalidRequest(
+                    f"Invalid status: must be one of {', '.join(_INVOICE_PAYMENT_STATUSES)}", param="status"
+                )
+            found = [p for p in found if p["status"] == params["status"]]
+        if "payment" in params:
+            payment = _mapping(params["payment"], "payment")
+            _reject_unknown(payment, _INVOICE_PAYMENT_PAYMENT_PARAMS, "payment")
+            kind = payment.get("type")
+            if not kind:
+                raise _missing("payment[type]")
+            if kind not in _INVOICE_PAYMENT_TYPES:
+                raise StripeInvalidRequest(
+                    f"Invalid payment[type]: must be one of {', '.join(_INVOICE_PAYMENT_TYPES)}",
+                    param="payment[type]",
+                )
+            found = [p for p in found if p["payment"]["type"] == kind]
+            if kind in payment:
+                found = [p for p in found if p["payment"].get(kind) == payment[kind]]
+        if "starting_after" in params:
+            ids = [p["id"] for p in found]
+            if params["starting_after"] not in self.invoice_payments:
+                raise _no_such("invoice_payment", params["starting_after"])
+            if params["starting_after"] in ids:
+                found = found[ids.index(params["starting_after"]) + 1 :]
+        return found, limit, len(found) > limit
+
+    def _retrieve_invoice_payment(self, request: httpx.Request, invoice_payment_id: str) -> httpx.Response:
+        self._record(request, parse_form(request.url.query))
+        unauthenticated = self._authenticate(request)
+        if unauthenticated is not None:
+            return self._error(unauthenticated)
+        failed = self._invoice_payment_failure(request)
+        if failed is not None:
+            return failed
+        payment = self.invoice_payments.get(invoice_payment_id)
+        if payment is None:
+            return self._error(_no_such("invoice_payment", invoice_payment_id))
+        return self._respond(200, copy.deepcopy(payment))
+
+    def _invoice_payment_failure(self, request: httpx.Request) -> httpx.Response | None:
+        if not self._invoice_payment_failures:
+            return None
+        failure = self._invoice_payment_failures.pop(0)
+        if failure.status is None:
+            raise httpx.ReadTimeout("The read operation timed out", request=request)
+        return self._failure(failure, None, ("GET", request.url.path, ""))
 
     # -- HTTP plumbing --
 
@@ -860,9 +1021,13 @@ class FakeStripe:
         period_start: int | None = None,
         billing_reason: str = "subscription_cycle",
         invoice_id: str | None = None,
+        payment_intent: str | None = None,
     ) -> dict[str, Any]:
         """``invoice.paid``. The subscription id is at ``parent.subscription_details.subscription`` (with the
-        subscription's metadata beside it); there is no top-level ``subscription``.
+        subscription's metadata beside it); there is no top-level ``subscription``, and no payment intent
+        (since API 2025-03-31 an invoice's payments are only includable): the payment is recorded in
+        :attr:`invoice_payments` instead, made by ``payment_intent`` (default: the one that already paid
+        this invoice id, else a new one; see :meth:`payment_intent_of`). Nothing is recorded for 0.
 
         ``period_start``/``period_end`` are the service period the invoice pays for (its line item's
         ``period``; default: 30 days from now); the invoice's own ``period_*`` is the previous period, as on
@@ -939,6 +1104,15 @@ class FakeStripe:
             for line in stored["items"]["data"]:
                 line["current_period_start"] = period_start
                 line["current_period_end"] = period_end
+        if amount_paid > 0:
+            known = next(
+                (p for p in self.invoice_payments.values() if p["invoice"] == invoice_id),
+                None,
+            )
+            if known is None or (
+                payment_intent is not None and known["payment"]["payment_intent"] != payment_intent
+            ):
+                self.add_invoice_payment(invoice_id, amount_paid, currency, payment_intent=payment_intent)
         return self.event("invoice.paid", invoice)
 
     def subscription_updated(
@@ -1041,10 +1215,12 @@ class FakeStripe:
         metadata: Mapping[str, str] | None = None,
         previously_refunded: int = 0,
     ) -> dict[str, Any]:
-        """``charge.refunded``: a Charge with ``amount_refunded`` (cumulative) and ``refunded`` true only when
-        fully refunded; ``previous_attributes`` carries the amounts before this refund."""
+        """``charge.refunded``: a Charge (the payment intent's own, see :meth:`charge_of`) with
+        ``amount_refunded`` (cumulative) and ``refunded`` true only when fully refunded;
+        ``previous_attributes`` carries the amounts before this refund. As in API 2026-10-28, the Charge
+        names no invoice."""
         charge = {
-            "id": new_id("ch"),
+            "id": self.charge_of(payment_intent),
             "object": "charge",
             "amount": amount,
             "amount_captured": amount,
@@ -1094,7 +1270,7 @@ class FakeStripe:
             "object": "dispute",
             "amount": amount,
             "balance_transactions": [],
-            "charge": charge or new_id("ch"),
+            "charge": charge or (self.charge_of(payment_intent) if payment_intent else new_id("ch")),
             "created": created,
             "currency": currency,
             "enhanced_eligibility_types": [],

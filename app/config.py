@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     dodo_max_custom_credits: int = Field(default=100_000, ge=1)
     # Retries of a provider API call (Stripe, Dodo SDKs) on connection errors, 409, 429 and 5xx.
     payment_api_max_retries: int = Field(default=2, ge=0, le=5)
+    # Seconds per call to the Stripe API. Some calls run inside a webhook's transaction (finding a
+    # refunded renewal's invoice): the SDK's own 80 s would hold that transaction, and SQLite's lock.
+    stripe_timeout_seconds: float = Field(default=20.0, gt=0)
     # How long a response to a request with an Idempotency-Key is kept for replay.
     idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 

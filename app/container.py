@@ -131,6 +131,7 @@ def _stripe(settings: Settings) -> StripeGateway | None:
         automatic_tax=settings.stripe_automatic_tax,
         tax_id_collection=settings.stripe_tax_id_collection,
         max_retries=settings.payment_api_max_retries,
+        timeout_seconds=settings.stripe_timeout_seconds,
     )
 
 

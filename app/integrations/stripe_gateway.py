@@ -68,8 +68,9 @@ class StripeGateway:
         automatic_tax: bool,
         tax_id_collection: bool,
         max_retries: int = 2,
+        timeout_seconds: float = 20.0,
     ) -> None:
-        self._http = stripe.HTTPXClient()
+        self._http = stripe.HTTPXClient(timeout=timeout_seconds)
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base},

@@ -140,7 +140,7 @@ async def delete_item(session: AsyncSession, ctx: Container, user: User, item_id
     if item.status not in TERMINAL_STATUSES:
         # Its credits are held and a worker may be writing its outputs: let it finish (or fail) first.
         raise Conflict("This image is still being processed; delete it once it has finished.")
-    await _delete_objects(ctx, [output["key"] for output in item.outputs])
+    await delete_objects(ctx, [output["key"] for output in item.outputs])
     await session.delete(item)
     await session.flush()
 
@@ -153,7 +153,7 @@ async def _delete_upload(session: AsyncSession, ctx: Container, upload: Upload) 
         raise Conflict("A job is still using this image; delete it once the job has finished.")
     for job in users:
         job.input_key = None
-    await _delete_objects(ctx, [upload.storage_key])
+    await delete_objects(ctx, [upload.storage_key])
     await session.delete(upload)
     await session.flush()
 
@@ -163,15 +163,15 @@ async def delete_user_files(session: AsyncSession, ctx: Container, user_id: uuid
     for job in await JobRepository(session).for_user(user_id):
         if job.status not in TERMINAL_STATUSES and job.reservation_key:
             await credits.release(session, job.reservation_key)  # never charge an erased account's last job
-        await _delete_objects(ctx, [output["key"] for output in job.outputs])
+        await delete_objects(ctx, [output["key"] for output in job.outputs])
         await session.delete(job)
     for upload in await UploadRepository(session).for_user(user_id):
-        await _delete_objects(ctx, [upload.storage_key])
+        await delete_objects(ctx, [upload.storage_key])
         await session.delete(upload)
     await session.flush()
 
 
-async def _delete_objects(ctx: Container, keys: list[str]) -> None:
+async def delete_objects(ctx: Container, keys: list[str]) -> None:
     for key in keys:
         try:
             await ctx.storage.delete(key)
@@ -201,7 +201,7 @@ async def sweep_expired(ctx: Container, now: datetime | None = None, batch: int 
                 if job.status in TERMINAL_STATUSES  # an unfinished job is the recovery's, not the sweep's
             ]
             for job in expired:
-                await _delete_objects(ctx, [output["key"] for output in job.outputs])
+                await delete_objects(ctx, [output["key"] for output in job.outputs])
                 await session.delete(job)
             removed[kind.value] = len(expired)
     if settings.retention_hours_uploads:

@@ -23,6 +23,7 @@ from app.integrations.storage import ObjectNotFound, StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository
 from app.services import credits, generation
+from app.services import images as images_service
 from app.services import uploads as uploads_service
 from app.services import users as users_service
 
@@ -176,7 +177,13 @@ async def submit_from_input(
             raise uploads_service.NotAnImage(f"This endpoint takes {', '.join(sorted(allowed))} images.")
     else:
         raise uploads_service.EmptyUpload("Send a file or an upload_id.")
-    return Submitted(await submit(session, ctx, user, kind, upload, options, claimed=claimed), source)
+    try:
+        job = await submit(session, ctx, user, kind, upload, options, claimed=claimed)
+    except BaseException:
+        if data is not None:  # refused (402): the object stored a moment ago must not outlive its row
+            await asyncio.shield(images_service.delete_objects(ctx, [upload.storage_key]))
+        raise
+    return Submitted(job, source)
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,12 @@ lint: install-dev
 	@if grep -rn --include='*.py' '\.commit(' app | grep -v '^app/db/session.py:'; then \
 		echo "'.commit(' outside app/db/session.py"; exit 1; fi
 
+# Two workers (this machine has two cores); tests that share one outside resource run in one worker
+# (xdist_group). PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Benchmarks print numbers and ratios; they need the local PostgreSQL (BENCH_DATABASE_URL to change it).
 bench: install-dev

@@ -328,6 +328,7 @@ class TestRateLimits:
 
 
 @pytest.mark.skipif("not __import__('os').environ.get('TEST_REDIS_URL')", reason="needs TEST_REDIS_URL")
+@pytest.mark.xdist_group("redis")  # it resets the shared Redis limits: one worker runs them all, in turn
 async def test_rate_limits_are_shared_through_redis(database_url: str, database: Database) -> None:
     import os
 

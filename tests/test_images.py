@@ -862,12 +862,18 @@ class TestReviewedEdges:
     @pytest.mark.parametrize(
         "cursor",
         [
-            base64.urlsafe_b64encode(
-                json.dumps(["0001-01-01T00:00:00+01:00", str(uuid.uuid4())]).encode()
-            ).decode(),
-            base64.urlsafe_b64encode(
-                json.dumps(["9999-12-31T23:59:59-01:00", str(uuid.uuid4())]).encode()
-            ).decode(),
+            pytest.param(
+                base64.urlsafe_b64encode(
+                    json.dumps(["0001-01-01T00:00:00+01:00", str(uuid.uuid4())]).encode()
+                ).decode(),
+                id="before-year-1",
+            ),
+            pytest.param(
+                base64.urlsafe_b64encode(
+                    json.dumps(["9999-12-31T23:59:59-01:00", str(uuid.uuid4())]).encode()
+                ).decode(),
+                id="after-year-9999",
+            ),
         ],
     )
     async def test_extreme_cursors_are_400(

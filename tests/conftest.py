@@ -13,6 +13,9 @@ from app.container import Container
 from app.db.session import Database, create_engine
 from app.main import create_app
 from tests.databases import TestDatabase, configured_databases, fresh_database, migrate
+from tests.fakes.dodo import FakeDodo
+from tests.fakes.razorpay import FakeRazorpay
+from tests.fakes.stripe import FakeStripe
 
 DATABASES = configured_databases()
 
@@ -116,3 +119,33 @@ def _only_on_postgresql(request: pytest.FixtureRequest) -> None:
         raise pytest.UsageError("postgres_only tests must use a database fixture")
     if request.getfixturevalue("test_database").id != "postgresql":
         pytest.skip("needs PostgreSQL")
+
+
+# --- payment providers, faked (shared by the billing, dispute and refund tests) ---------------------
+
+
+@pytest.fixture(scope="module")
+def fake_razorpay() -> Iterator[FakeRazorpay]:
+    """One server per module (starting uvicorn per test would cost more than the tests)."""
+    with FakeRazorpay() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_stripe(outside_http: respx.MockRouter) -> FakeStripe:
+    return FakeStripe(outside_http)
+
+
+@pytest.fixture
+def fake_dodo(outside_http: respx.MockRouter) -> FakeDodo:
+    return FakeDodo(outside_http)
+
+
+@pytest.fixture
+async def committing(settings: Settings, engine: AsyncEngine) -> AsyncIterator[tuple[FastAPI, Database]]:
+    """An app whose requests really commit, each on its own pooled connection, with its own container
+    (the module's `settings`): for races on PostgreSQL. The test cleans up what it committed."""
+    database = Database(engine)
+    container = Container.build(settings, database)
+    yield create_app(settings, database, container), database
+    await container.aclose()

@@ -18,14 +18,13 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import respx
 from fastapi import FastAPI
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -34,7 +33,6 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.db.session import Database
-from app.main import create_app
 from app.models import (
     CreditAccount,
     CreditDebt,
@@ -72,23 +70,6 @@ DODO_CREDITS_PRODUCT = "pdt_custom_credits"
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fake_razorpay() -> Iterator[FakeRazorpay]:
-    """One server for the module (starting uvicorn per test would cost more than the tests)."""
-    with FakeRazorpay() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake_stripe(outside_http: respx.MockRouter) -> FakeStripe:
-    return FakeStripe(outside_http)
-
-
-@pytest.fixture
-def fake_dodo(outside_http: respx.MockRouter) -> FakeDodo:
-    return FakeDodo(outside_http)
 
 
 @pytest.fixture
@@ -1888,15 +1869,6 @@ async def test_orders_lists_only_the_callers_orders_newest_first(
 # ==================================================================================================
 # Races (PostgreSQL: real commits, one connection per request)
 # ==================================================================================================
-
-
-@pytest.fixture
-async def committing(settings: Settings, engine: AsyncEngine) -> AsyncIterator[tuple[FastAPI, Database]]:
-    """An app whose requests really commit, each on its own pooled connection, with its own container."""
-    database = Database(engine)
-    container = Container.build(settings, database)
-    yield create_app(settings, database, container), database
-    await container.aclose()
 
 
 async def _committed_user(database: Database, settings: Settings) -> User:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import respx
 import stripe
 from dodopayments.types import (
     DisputeCancelledWebhookEvent,
@@ -36,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
-from app.main import create_app
 from app.models import CreditAccount, CreditDebt, CreditLedgerEntry, LedgerReason, Order, User
 from tests.conftest import make_settings
 from tests.fakes.dodo import FakeDodo
@@ -73,22 +70,6 @@ BASIC_USD, BASIC_INR = 599, 49_900  # the basic pack's price (cents, paise)
 
 
 # --- fixtures (as in test_billing.py) --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fake_razorpay() -> Iterator[FakeRazorpay]:
-    with FakeRazorpay() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake_stripe(outside_http: respx.MockRouter) -> FakeStripe:
-    return FakeStripe(outside_http)
-
-
-@pytest.fixture
-def fake_dodo(outside_http: respx.MockRouter) -> FakeDodo:
-    return FakeDodo(outside_http)
 
 
 @pytest.fixture
@@ -740,14 +721,6 @@ def test_the_dodo_dispute_events_parse_as_the_sdks_models(fake_dodo: FakeDodo) -
 # ==================================================================================================
 # Race (PostgreSQL: real commits, one connection per request)
 # ==================================================================================================
-
-
-@pytest.fixture
-async def committing(settings: Settings, engine: AsyncEngine) -> AsyncIterator[tuple[FastAPI, Database]]:
-    database = Database(engine)
-    container = Container.build(settings, database)
-    yield create_app(settings, database, container), database
-    await container.aclose()
 
 
 @pytest.mark.postgres_only

@@ -32,7 +32,6 @@ from app.db.session import Database
 from app.integrations import stripe_gateway
 from app.integrations.payments import PaymentGatewayError
 from app.integrations.stripe_gateway import StripeGateway
-from app.main import create_app
 from app.models import CreditAccount, CreditDebt, CreditLedgerEntry, LedgerReason, User
 from tests.conftest import make_settings
 from tests.fakes.stripe import FakeStripe
@@ -59,11 +58,6 @@ PRO_USD = 999  # what a month of Pro costs, in cents
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake_stripe(outside_http: Any) -> FakeStripe:
-    return FakeStripe(outside_http)
 
 
 @pytest.fixture
@@ -499,14 +493,6 @@ async def test_the_fake_invoice_payments_api_keeps_stripes_parameter_rules(fake_
 # ==================================================================================================
 # Race (PostgreSQL: real commits, one connection per request)
 # ==================================================================================================
-
-
-@pytest.fixture
-async def committing(settings: Settings, engine: AsyncEngine) -> AsyncIterator[tuple[FastAPI, Database]]:
-    database = Database(engine)
-    container = Container.build(settings, database)
-    yield create_app(settings, database, container), database
-    await container.aclose()
 
 
 @pytest.mark.postgres_only

@@ -163,10 +163,10 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def release_connection(session: AsyncSession) -> None:
-    """End the request's transaction, which has only read so far, and give its connection back to the
-    pool: for a request about to wait a long time on work that runs in units of work of its own (an AI
-    job), so that waiting clients do not hold connections the jobs need. The session stays usable (the
-    next query opens a new transaction); the objects it loaded stay readable, detached."""
-    if session.new or session.dirty or session.deleted:
-        raise RuntimeError("release_connection on a session with unflushed changes")
+    """End the request's transaction and give its connection back to the pool: for a request about to
+    wait a long time on work that runs in units of work of its own (an AI job), so that waiting clients
+    do not hold connections the jobs need. What the request wrote so far (authentication creating a
+    first-time Clerk user) is committed, as it would have been at the end. The session stays usable
+    (the next query opens a new transaction); the objects it loaded stay readable, detached."""
+    await session.commit()
     await session.close()

@@ -200,3 +200,14 @@ class IdempotencyRepository(Repository[IdempotencyRecord]):
             delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now)
         )
         return result.rowcount
+
+    async def take_over(self, record_id: uuid.UUID, seen_created_at: datetime, now: datetime) -> bool:
+        """Restart a claim as it was read (compare-and-set on its `created_at`): of two requests taking
+        over the same dead claim, one wins."""
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == record_id, IdempotencyRecord.created_at == seen_created_at)
+            .values(created_at=now, status_code=None, response_body=None)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1

@@ -80,12 +80,10 @@ async def idempotent_job_response(
         settings.job_lease_seconds,
     )
     if isinstance(claim, idempotency.Earlier):
-        if claim.job_id is None:  # answered without a job: cannot happen, a refusal frees the key
-            raise idempotency.RequestInProgress()
-        finished = await jobs.result_of(container, user.id, claim.job_id)
-        if "credits_millis" in claim.body:
-            finished = replace(finished, balance=int(claim.body["credits_millis"]))
-        return _json(await shape(finished), headers={"Idempotent-Replayed": "true"})
+        replay = await _replay(container, user, claim, shape)
+        if replay is not None:
+            return replay
+        claim = await idempotency.take_over_detached(container.database, claim)
     record_id = claim.record_id
 
     async def link(session: AsyncSession, job: Job) -> None:
@@ -106,6 +104,26 @@ async def idempotent_job_response(
         container.database, record_id, 200, {"credits_millis": finished.balance}
     )
     return _json(await shape(finished))
+
+
+async def _replay(
+    container: Container,
+    user: User,
+    earlier: idempotency.Earlier,
+    shape: Callable[[jobs.FinishedJob], Awaitable[Schema]],
+) -> Response | None:
+    """The first request's answer, rebuilt from its job; None when that job was cancelled with its
+    request (the client never got an answer: the retry runs it again)."""
+    assert earlier.job_id is not None
+    try:
+        finished = await jobs.result_of(container, user.id, earlier.job_id)
+    except jobs.JobFailed as failure:
+        if failure.reason == jobs.CANCELLED:
+            return None
+        raise
+    if "credits_millis" in earlier.body:
+        finished = replace(finished, balance=int(earlier.body["credits_millis"]))
+    return _json(await shape(finished), headers={"Idempotent-Replayed": "true"})
 
 
 def _json(body: Schema, headers: Mapping[str, str] | None = None) -> Response:

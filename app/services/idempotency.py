@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -123,6 +123,8 @@ class Claimed:
 class Earlier:
     """A first request with this key exists: `job_id` once it made a job, `body` once it answered."""
 
+    record_id: uuid.UUID
+    created_at: datetime
     job_id: uuid.UUID | None
     body: dict[str, Any]
 
@@ -143,12 +145,24 @@ async def claim_detached(
         job_id = uuid.UUID(body["job_id"]) if "job_id" in body else None
         if claimed:
             return Claimed(record.id)
-        if job_id is None and record.status_code is None:
-            if record.created_at > utcnow() - timedelta(seconds=stale_after_seconds):
-                raise RequestInProgress()
-            record.created_at = utcnow()
-            return Claimed(record.id)
-        return Earlier(job_id, body)
+        earlier = Earlier(record.id, record.created_at, job_id, body)
+    if job_id is None and earlier.created_at <= utcnow() - timedelta(seconds=stale_after_seconds):
+        return await take_over_detached(database, earlier)
+    if job_id is None:
+        raise RequestInProgress()
+    return earlier
+
+
+async def take_over_detached(database: Database, earlier: Earlier) -> Claimed:
+    """Run the request again under the same key: its first run died before answering (no job made in
+    time, or its job was cancelled with the request). One of several concurrent retries wins; the
+    others are told the request is in progress."""
+    async with database.session_scope() as session:
+        if not await IdempotencyRepository(session).take_over(
+            earlier.record_id, earlier.created_at, utcnow()
+        ):
+            raise RequestInProgress()
+    return Claimed(earlier.record_id)
 
 
 async def link_job(session: AsyncSession, record_id: uuid.UUID, job_id: uuid.UUID) -> None:

@@ -39,6 +39,9 @@ class JobOutput:
     view: str = "main"
 
 
+CANCELLED = "cancelled"
+
+
 class JobFailed(AppError):
     """A job run in the request failed; nothing was charged. 502: the provider refused it."""
 
@@ -46,6 +49,7 @@ class JobFailed(AppError):
     code = "job_failed"
 
     def __init__(self, job: Job, headers: dict[str, str] | None = None) -> None:
+        self.reason = job.error_code or "job_failed"
         super().__init__(
             job.error_message or "The job failed.",
             extra={"job_id": str(job.id), "reason": job.error_code or "job_failed", "credits_charged": 0},
@@ -231,7 +235,7 @@ async def run_now(
     except BaseException:
         # The client went away (or the runner broke) mid-job: end it now and free its credits, instead
         # of leaving it to the recovery, which would run it again and charge for a result nobody saw.
-        await asyncio.shield(_fail(ctx, claim.job_id, "cancelled", "The request was cancelled.", 1, None))
+        await asyncio.shield(_fail(ctx, claim.job_id, CANCELLED, "The request was cancelled.", 1, None))
         raise
     if isinstance(result, Job):
         raise job_failure(result)

@@ -1,0 +1,156 @@
+"""Edges of the waited-job Idempotency-Key path (app/routers/idempotent.py, app/services/idempotency.py)
+found in review: a first-time Clerk user's first request, two retries taking over one dead claim, a
+retry of a request whose job was cancelled with it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.config import Settings
+from app.container import Container
+from app.db.base import utcnow
+from app.db.session import Database
+from app.models import IdempotencyRecord, Job, User
+from app.services import idempotency
+from app.services.users import create_user
+from tests.conftest import make_settings
+from tests.fakes.clerk import FakeClerk
+from tests.images import photo_like
+from tests.test_billing import _cleanup as cleanup_committed
+
+CUT_OUT = "/api/v1/images/remove-background"
+
+
+@pytest.fixture
+def fake_clerk(outside_http: respx.MockRouter) -> FakeClerk:
+    return FakeClerk(outside_http)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, fake_clerk: FakeClerk) -> Settings:
+    return make_settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        public_base_url="http://testserver",
+        job_retry_base_seconds=0,
+        clerk_issuer=fake_clerk.issuer,
+        clerk_jwks_url=fake_clerk.jwks_url,
+        clerk_webhook_secret=fake_clerk.svix_secret,
+        clerk_authorized_parties=[fake_clerk.authorized_party],
+    )
+
+
+async def test_the_first_waited_cut_out_of_a_new_clerk_user_with_an_idempotency_key(
+    client: httpx.AsyncClient, fake_clerk: FakeClerk, session: AsyncSession
+) -> None:
+    clerk_id = "user_" + uuid.uuid4().hex[:24]
+    headers = {
+        "Authorization": f"Bearer {fake_clerk.session_token(clerk_id)}",
+        "Idempotency-Key": "first-ever-request",
+    }
+    try:
+        response = await client.post(
+            CUT_OUT, headers=headers, files={"file": ("a.png", photo_like(64, 64), "image/png")}
+        )
+        status = response.status_code
+        detail = response.text
+    except Exception as exc:  # noqa: BLE001 - the ASGI transport re-raises what became a 500
+        status, detail = 500, repr(exc)
+    session.expire_all()
+    users = await session.scalar(select(func.count()).select_from(User).where(User.clerk_id == clerk_id))
+    assert (status, users) == (200, 1), detail
+
+
+async def test_the_first_waited_cut_out_of_a_new_clerk_user_without_a_key(
+    client: httpx.AsyncClient, fake_clerk: FakeClerk
+) -> None:
+    clerk_id = "user_" + uuid.uuid4().hex[:24]
+    headers = {"Authorization": f"Bearer {fake_clerk.session_token(clerk_id)}"}
+    response = await client.post(
+        CUT_OUT, headers=headers, files={"file": ("a.png", photo_like(64, 64), "image/png")}
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.postgres_only
+async def test_of_two_retries_taking_over_one_dead_claim_one_wins(
+    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(engine)
+    async with database.session_scope() as s:
+        user = await create_user(
+            s, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
+        )
+    fingerprint = idempotency.fingerprint_fields("POST", CUT_OUT, {"file": b"x"})
+    async with database.session_scope() as s:
+        s.add(
+            IdempotencyRecord(
+                user_id=user.id,
+                key="dead",
+                request_fingerprint=fingerprint,
+                created_at=utcnow() - timedelta(seconds=settings.job_lease_seconds + 1),
+                expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+    # Both retries read the dead claim before either writes (widen the window deterministically).
+    both_read = asyncio.Barrier(2)
+    original = idempotency._find_or_claim
+
+    async def find_then_wait(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = await original(*args, **kwargs)
+        await both_read.wait()
+        return found
+
+    monkeypatch.setattr(idempotency, "_find_or_claim", find_then_wait)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                idempotency.claim_detached(
+                    database, user.id, "dead", fingerprint, 3600, settings.job_lease_seconds
+                )
+                for _ in range(2)
+            ),
+            return_exceptions=True,
+        )
+        claimed = [o for o in outcomes if isinstance(o, idempotency.Claimed)]
+        assert len(claimed) == 1, outcomes
+        assert [type(o).__name__ for o in outcomes if o not in claimed] == ["RequestInProgress"]
+    finally:
+        await cleanup_committed(engine, [user.id], [])
+
+
+async def test_a_retry_of_a_request_whose_job_was_cancelled_with_it_runs_again(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, container: Container
+) -> None:
+    """The server stopped mid-job: the job failed as cancelled and the client never got an answer. Its
+    retry must not be told `job_failed` for a day: it runs the request again under the same key."""
+    user = await create_user(
+        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
+    )
+    headers = {
+        "Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}",
+        "Idempotency-Key": "cut-before-shutdown",
+    }
+    source = {"file": ("a.png", photo_like(64, 64), "image/png")}
+    first = await client.post(CUT_OUT, headers=headers, files=source)
+    first_id = uuid.UUID(first.json()["image_id"])
+    # As `run_now` leaves a job whose request was cancelled (its reservation released).
+    await session.execute(
+        update(Job).where(Job.id == first_id).values(status="FAILED", error_code="cancelled")
+    )
+    await session.execute(update(IdempotencyRecord).values(status_code=None))
+    retried = await client.post(CUT_OUT, headers=headers, files=source)
+    assert retried.status_code == 200, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    assert retried.json()["image_id"] != str(first_id)
+    again = await client.post(CUT_OUT, headers=headers, files=source)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["image_id"] == retried.json()["image_id"]

@@ -780,3 +780,72 @@ async def test_every_event_of_one_dispute_at_once_takes_the_credits_once(
     finally:
         await _cleanup(engine, [user.id], events)
     assert await _leftovers(engine, user.id, events) == 0
+
+
+# --- found in review: a refund while a dispute stands, then the dispute is won ----------------------
+
+PRO_USD = 999
+
+
+async def test_a_razorpay_refund_during_an_open_dispute_then_a_win_leaves_the_credits_taken(
+    client, session: AsyncSession, user: User, auth, fake_razorpay: FakeRazorpay
+) -> None:
+    order_id, payment_id = await razorpay_pack(client, auth, fake_razorpay)
+    created = fake_razorpay.dispute_event("created", payment_id)
+    dispute_id = created["payload"]["dispute"]["entity"]["id"]
+    await send(client, RAZORPAY_WEBHOOK, fake_razorpay.deliver(created), "processed")
+    assert await balance(client, auth) == BONUS  # chargeback took the pack
+
+    # The merchant refunds the payment in full while the dispute is open (Razorpay allows it and the
+    # refund's proof then wins the dispute).
+    refund = fake_razorpay.refund_processed_event(payment_id)
+    await send(client, RAZORPAY_WEBHOOK, fake_razorpay.deliver(refund), "processed")
+    won = fake_razorpay.dispute_event("won", payment_id, dispute_id=dispute_id)
+    await send(client, RAZORPAY_WEBHOOK, fake_razorpay.deliver(won), "processed")
+
+    order = await order_row(session, order_id)
+    assert order.status == "refunded"  # the money is back with the customer ...
+    assert await balance(client, auth) == BONUS  # ... so the pack's credits stay taken
+
+
+async def test_a_dodo_pre_dispute_refunded_then_cancelled_leaves_the_credits_taken(
+    client, session: AsyncSession, user: User, auth, fake_dodo: FakeDodo
+) -> None:
+    order_id, payment_id = await dodo_pack(client, auth, fake_dodo)
+    opened = fake_dodo.dispute_event("opened", payment_id, "1000", "USD", stage="pre_dispute")
+    dispute_id = opened["data"]["dispute_id"]
+    await send(client, DODO_WEBHOOK, fake_dodo.deliver(opened), "processed")
+    refund = fake_dodo.refund_succeeded(payment_id, 1_000, "USD")
+    await send(client, DODO_WEBHOOK, fake_dodo.deliver(refund), "processed")
+    cancelled = fake_dodo.dispute_event(
+        "cancelled", payment_id, "1000", "USD", dispute_id=dispute_id, stage="pre_dispute"
+    )
+    await send(client, DODO_WEBHOOK, fake_dodo.deliver(cancelled), "processed")
+
+    assert (await order_row(session, order_id)).status == "refunded"
+    assert await balance(client, auth) == BONUS  # fails: BONUS + 200 credits
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="charge.refunded of a renewal that arrives before its invoice.paid is answered 200 'ignored' "
+    "and never applied: the later invoice.paid grants the full, refunded credits",
+)
+async def test_a_renewal_refund_delivered_before_its_invoice_paid_is_lost(
+    client, session: AsyncSession, user: User, auth, fake_stripe: FakeStripe
+) -> None:
+    _, subscription_id = await stripe_subscription(client, auth, fake_stripe)
+    paid = fake_stripe.invoice_paid(subscription_id)  # made at Stripe; its delivery is late
+    invoice_id = str(paid["data"]["object"]["id"])
+    payment_intent = fake_stripe.payment_intent_of(invoice_id)
+    refunded = fake_stripe.charge_refunded(payment_intent, PRO_USD, PRO_USD)
+
+    await stripe_send(client, fake_stripe, refunded, expected="ignored")  # out of order: nothing to take yet
+    await stripe_send(client, fake_stripe, paid)
+
+    # The invoice was refunded in full, so nothing of it may stay spendable.
+    assert await balance(client, auth) == BONUS  # fails: BONUS + PRO
+    assert amounts(await ledger_of(session, user.id, LedgerReason.refund)) == [-PRO]
+
+
+__all__ = ["BASIC", "BASIC_INR", "PRO"]

@@ -455,12 +455,23 @@ async def chargeback_won(session: AsyncSession, order: Order, dispute: Dispute) 
     await chargeback(session, order, dispute)  # a no-op unless the decision overtook the opening
     locked = await _locked(session, order)
     key = _chargeback_key(dispute)
+    before = locked.refunded_amount
+    after = max(0, before - _disputed_amount(locked, dispute))
+    # What the money coming back to us restores: the cumulative share, not simply what the chargeback
+    # took. If the customer was refunded meanwhile (the refund took nothing: the dispute already counted
+    # that money), the money stays with them and so must the credits.
+    restorable = _credit_share(locked, before) - _credit_share(locked, after)
     taken = await _undo_chargeback(
-        session, locked.user_id, key, reference=f"order:{locked.id}", reason=LedgerReason.purchase
+        session,
+        locked.user_id,
+        key,
+        reference=f"order:{locked.id}",
+        reason=LedgerReason.purchase,
+        limit=restorable,
     )
     if taken is None:
-        return False  # nothing was ever taken for this dispute, or its win was already applied
-    locked.refunded_amount = max(0, locked.refunded_amount - _disputed_amount(locked, dispute))
+        return False  # nothing to give back, or this dispute's win was already applied
+    locked.refunded_amount = after
     if locked.status == OrderStatus.refunded.value and locked.refunded_amount < locked.amount:
         locked.status = OrderStatus.paid.value
     if locked.failure_reason == _dispute_note(dispute):
@@ -471,24 +482,34 @@ async def chargeback_won(session: AsyncSession, order: Order, dispute: Dispute) 
 
 
 async def _undo_chargeback(
-    session: AsyncSession, user_id: uuid.UUID, key: str, *, reference: str, reason: LedgerReason
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    key: str,
+    *,
+    reference: str,
+    reason: LedgerReason,
+    limit: int | None = None,
 ) -> int | None:
     """Give back what the chargeback under ledger key `key` took (a grant with `reason`, key
-    `chargeback_won:...`) and cancel its debt. The credits given back when this call undid it; None when
-    nothing was taken under that key or it was already undone."""
+    `chargeback_won:...`) and cancel its debt, restoring at most `limit` credits in all (taken back
+    first; the debt is cancelled only when the limit covers it too). The credits given back when this
+    call undid it; None when nothing was taken under that key, nothing may be restored, or it was
+    already undone."""
     taken_entry = await CreditRepository(session).get_entry_by_key(key)
     if taken_entry is None:
         return None
     taken = -taken_entry.amount
     owed = (taken_entry.requested_amount or taken) - taken
+    give = taken if limit is None else max(0, min(taken, limit))
+    forgive = owed > 0 and (limit is None or limit >= taken + owed)
     undone = False
-    if taken > 0:
-        given = await credits.grant(session, user_id, taken, reason, key=_won_key(key), reference=reference)
+    if give > 0:
+        given = await credits.grant(session, user_id, give, reason, key=_won_key(key), reference=reference)
         undone = not given.replayed
-    if owed > 0:
+    if forgive:
         forgiven = await CreditDebtRepository(session).forgive(key, "chargeback_won", utcnow())
-        undone = undone or (taken == 0 and forgiven)
-    return taken if undone else None
+        undone = undone or (give == 0 and forgiven)
+    return give if undone else None
 
 
 # --- subscription invoices (renewals) --------------------------------------------------------------

@@ -58,6 +58,12 @@ def _gateway_error(exc: stripe.StripeError) -> PaymentGatewayError:
     return PaymentGatewayError(f"Stripe: {exc.user_message or type(exc).__name__}", retryable=retryable)
 
 
+@dataclass(frozen=True)
+class InvoiceSubscription:
+    subscription_id: str
+    metadata: dict[str, Any]
+
+
 class StripeGateway:
     def __init__(
         self,
@@ -144,6 +150,30 @@ class StripeGateway:
         raise PaymentGatewayError(
             "Stripe: too many invoice payments for one payment intent.", retryable=False
         )
+
+    async def invoice_subscription(self, invoice_id: str) -> InvoiceSubscription | None:
+        """The subscription an invoice bills, with the metadata our checkout gave it
+        (`parent.subscription_details`, API 2025-03-31 and later); None for an invoice of no subscription
+        or no invoice at all. Raises PaymentGatewayError."""
+        try:
+            invoice = (await self._client.v1.invoices.retrieve_async(invoice_id)).to_dict()
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise _gateway_error(exc) from exc
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc) from exc
+        parent = invoice.get("parent")
+        details = parent.get("subscription_details") if isinstance(parent, dict) else None
+        if not isinstance(details, dict):
+            return None
+        subscription = details.get("subscription")
+        if isinstance(subscription, dict):  # expanded
+            subscription = subscription.get("id")
+        metadata = details.get("metadata")
+        if not isinstance(subscription, str) or not subscription:
+            return None
+        return InvoiceSubscription(subscription, dict(metadata) if isinstance(metadata, dict) else {})
 
     async def aclose(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]

@@ -606,6 +606,13 @@ async def refund_invoice(
     return True
 
 
+async def is_our_subscription(
+    session: AsyncSession, provider: Provider, provider_subscription_id: str
+) -> bool:
+    found = await SubscriptionRepository(session).get_by_provider_id(provider.value, provider_subscription_id)
+    return found is not None
+
+
 async def invoice_granted(session: AsyncSession, grant_key: str) -> bool:
     return await credits.movement_exists(session, grant_key)
 

@@ -249,7 +249,26 @@ async def _stripe_invoice_refund(
         grant_key = billing.invoice_grant_key(Provider.stripe, payment.invoice_id)
         if await billing.refund_invoice(session, grant_key, key, refunded_total=refunded, paid=amount):
             handled = True
+        elif await _bills_our_subscription(session, gateway, payment.invoice_id):
+            # Events come in any order: this renewal's invoice.paid is still on its way. Answering 500
+            # makes Stripe redeliver the refund, which then finds the grant; ignoring it would lose it.
+            raise RenewalNotGrantedYet(f"invoice {payment.invoice_id} is refunded before it was granted")
     return handled
+
+
+class RenewalNotGrantedYet(Exception):
+    """A refund of a renewal whose `invoice.paid` has not been applied yet: retried by redelivery."""
+
+
+async def _bills_our_subscription(session: AsyncSession, gateway: StripeGateway, invoice_id: str) -> bool:
+    """The invoice bills a subscription one of our checkouts opened (its metadata names our order), or
+    one we already know."""
+    billed = await gateway.invoice_subscription(invoice_id)
+    if billed is None:
+        return False
+    if await _order_from_metadata(session, Provider.stripe, billed.metadata) is not None:
+        return True
+    return await billing.is_our_subscription(session, Provider.stripe, billed.subscription_id)
 
 
 def _stripe_dispute_effect(event_type: str, data: dict[str, Any]) -> DisputeEffect | None:

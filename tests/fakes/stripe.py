@@ -264,6 +264,8 @@ class FakeStripe:
         "recurring": {"interval": "month"} | None, "product": "prod_x"}}``; unknown ids answer 404-ish 400."""
         self.disputes: dict[str, dict[str, Any]] = {}
         """Disputes made with :meth:`dispute`, kept current by :meth:`dispute_event`."""
+        self.invoices: dict[str, dict[str, Any]] = {}
+        """Invoices made by :meth:`invoice_paid`, served by ``GET /v1/invoices/{id}``."""
         self.invoice_payments: dict[str, dict[str, Any]] = {}
         """InvoicePayment objects (``inpay_…``) by id, in creation order; made by :meth:`invoice_paid` or
         :meth:`add_invoice_payment`, served by ``GET /v1/invoice_payments``."""
@@ -281,6 +283,9 @@ class FakeStripe:
         )
         router.get(url__regex=rf"^{base}/v1/subscriptions/(?P<subscription_id>[^/?]+)(\?.*)?$").mock(
             side_effect=self._retrieve_subscription
+        )
+        router.get(url__regex=rf"^{base}/v1/invoices/(?P<invoice_id>[^/?]+)(\?.*)?$").mock(
+            side_effect=self._retrieve_invoice
         )
         router.get(url__regex=rf"^{base}/v1/invoice_payments(\?.*)?$").mock(
             side_effect=self._list_invoice_payments
@@ -468,6 +473,19 @@ class FakeStripe:
             if params["starting_after"] in ids:
                 found = found[ids.index(params["starting_after"]) + 1 :]
         return found, limit, len(found) > limit
+
+    def _retrieve_invoice(self, request: httpx.Request, invoice_id: str) -> httpx.Response:
+        self._record(request, parse_form(request.url.query))
+        unauthenticated = self._authenticate(request)
+        if unauthenticated is not None:
+            return self._error(unauthenticated)
+        failed = self._invoice_payment_failure(request)
+        if failed is not None:
+            return failed
+        invoice = self.invoices.get(invoice_id)
+        if invoice is None:
+            return self._error(_no_such("invoice", invoice_id))
+        return self._respond(200, copy.deepcopy(invoice))
 
     def _retrieve_invoice_payment(self, request: httpx.Request, invoice_payment_id: str) -> httpx.Response:
         self._record(request, parse_form(request.url.query))
@@ -1099,6 +1117,7 @@ class FakeStripe:
             "status_transitions": {"paid_at": int(time.time())},
             "total": amount_paid,
         }
+        self.invoices[invoice_id] = invoice
         if stored is not None:
             stored["latest_invoice"] = invoice_id
             for line in stored["items"]["data"]:

@@ -157,10 +157,12 @@ def database_error_as_app_error(exc: Exception) -> AppError | None:
 
 
 def _jsonable(value: Any) -> Any:
+    """`value` if the response can carry it (as JSONResponse encodes: no NaN or infinity, UTF-8, which
+    a lone surrogate is not), else its text with whatever cannot be encoded escaped."""
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
     return value
 
 

@@ -83,7 +83,10 @@ def clean_image(
         raise NotAnImage(f"Only {names} images are accepted; this file is not one of them.")
     try:
         with Image.open(io.BytesIO(data)) as probe:
-            if probe.format != kind:
+            # Phone cameras write JPEGs with an MPF segment (extra pictures) that Pillow opens as MPO: the
+            # first picture is the JPEG, and what is stored is that picture alone.
+            decoded_as = "JPEG" if probe.format == "MPO" else probe.format
+            if decoded_as != kind:
                 raise NotAnImage("The file's content does not match an accepted image format.")
             width, height = probe.size
             if width * height > max_pixels:

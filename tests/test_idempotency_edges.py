@@ -19,6 +19,7 @@ from app.container import Container
 from app.db.base import utcnow
 from app.db.session import Database
 from app.models import IdempotencyRecord, Job, User
+from app.repositories.billing import idempotency_key_digest
 from app.services import idempotency
 from app.services.users import create_user
 from tests.conftest import make_settings
@@ -94,7 +95,7 @@ async def test_of_two_retries_taking_over_one_dead_claim_one_wins(
         s.add(
             IdempotencyRecord(
                 user_id=user.id,
-                key="dead",
+                key=idempotency_key_digest("dead"),
                 request_fingerprint=fingerprint,
                 created_at=utcnow() - timedelta(seconds=settings.job_lease_seconds + 1),
                 expires_at=utcnow() + timedelta(hours=1),

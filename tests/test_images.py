@@ -27,6 +27,7 @@ from app.db.base import utcnow
 from app.db.session import Database, EngineOptions, create_engine
 from app.main import create_app
 from app.models import CreditAccount, CreditLedgerEntry, IdempotencyRecord, Job, JobStatus, Upload, User
+from app.repositories.billing import idempotency_key_digest
 from app.services import images as images_service
 from app.services import jobs as jobs_service
 from app.services.idempotency import fingerprint_fields
@@ -691,7 +692,7 @@ class TestIdempotentRetries:
             session.add(
                 IdempotencyRecord(
                     user_id=user.id,
-                    key=key,
+                    key=idempotency_key_digest(key),
                     request_fingerprint=fingerprint_fields("POST", self.CUT_OUT, fields),
                     created_at=utcnow() - timedelta(seconds=age),
                     expires_at=utcnow() + timedelta(hours=1),

@@ -127,6 +127,7 @@ class IdempotencyRecord(UUIDPrimaryKeyMixin, Base):
     __table_args__ = (UniqueConstraint("user_id", "key"),)
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The SHA-256 (hex) of the client's key: see repositories.billing.idempotency_key_digest.
     key: Mapped[str] = mapped_column(String(255))
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int | None]

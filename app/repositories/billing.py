@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
@@ -182,16 +183,23 @@ class InvoiceGrantRepository(Repository[CreditLedgerEntry]):
         )
 
 
+def idempotency_key_digest(key: str) -> str:
+    """What is stored of a client's Idempotency-Key: its SHA-256, so that keys compare byte for byte on
+    every database (MariaDB's default collation would take 'abc', 'ABC' and 'abc ' for one key)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class IdempotencyRepository(Repository[IdempotencyRecord]):
     model = IdempotencyRecord
 
     async def claim(self, values: dict[str, Any]) -> bool:
-        return await insert_if_absent(self.session, IdempotencyRecord, {"id": uuid.uuid4(), **values})
+        row = {"id": uuid.uuid4(), **values, "key": idempotency_key_digest(values["key"])}
+        return await insert_if_absent(self.session, IdempotencyRecord, row)
 
     async def find(self, user_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
         return await self.session.scalar(
             select(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key
+                IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == idempotency_key_digest(key)
             )
         )
 

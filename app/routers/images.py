@@ -186,7 +186,8 @@ async def remove_background(
 async def _vectorize_request(request: Request, container: Container) -> tuple[VectorizeIn, bytes | None]:
     """JSON {upload_id, mode, options}, or multipart with `file` (or `upload_id`), `mode`, `options`."""
     try:
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # Media types are case-insensitive (RFC 9110 8.3.1).
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             return VectorizeIn.model_validate_json(await request.body()), None
         async with request.form() as form:  # closes the spooled files
             raw_options = form.get("options")

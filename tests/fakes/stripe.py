@@ -475,19 +475,15 @@ class FakeStripe:
         return found, limit, len(found) > limit
 
     def _retrieve_invoice(self, request: httpx.Request, invoice_id: str) -> httpx.Response:
-        self._record(request, parse_form(request.url.query))
-        unauthenticated = self._authenticate(request)
-        if unauthenticated is not None:
-            return self._error(unauthenticated)
-        failed = self._invoice_payment_failure(request)
-        if failed is not None:
-            return failed
-        invoice = self.invoices.get(invoice_id)
-        if invoice is None:
-            return self._error(_no_such("invoice", invoice_id))
-        return self._respond(200, copy.deepcopy(invoice))
+        return self._retrieve_stored(request, self.invoices, "invoice", invoice_id)
 
     def _retrieve_invoice_payment(self, request: httpx.Request, invoice_payment_id: str) -> httpx.Response:
+        return self._retrieve_stored(request, self.invoice_payments, "invoice_payment", invoice_payment_id)
+
+    def _retrieve_stored(
+        self, request: httpx.Request, stored: dict[str, dict[str, Any]], kind: str, object_id: str
+    ) -> httpx.Response:
+        """GET of one invoice or invoice payment (failures queued by fail_invoice_payments_next)."""
         self._record(request, parse_form(request.url.query))
         unauthenticated = self._authenticate(request)
         if unauthenticated is not None:
@@ -495,10 +491,10 @@ class FakeStripe:
         failed = self._invoice_payment_failure(request)
         if failed is not None:
             return failed
-        payment = self.invoice_payments.get(invoice_payment_id)
-        if payment is None:
-            return self._error(_no_such("invoice_payment", invoice_payment_id))
-        return self._respond(200, copy.deepcopy(payment))
+        found = stored.get(object_id)
+        if found is None:
+            return self._error(_no_such(kind, object_id))
+        return self._respond(200, copy.deepcopy(found))
 
     def _invoice_payment_failure(self, request: httpx.Request) -> httpx.Response | None:
         if not self._invoice_payment_failures:

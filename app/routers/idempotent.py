@@ -47,17 +47,13 @@ async def idempotent_response(
     return JSONResponse(body, status_code=status_code)
 
 
-OnSubmitted = Callable[[AsyncSession, Job], Awaitable[None]]
-RunJob = Callable[[OnSubmitted | None], Awaitable[jobs.FinishedJob]]
-
-
 async def idempotent_job_response(
     request: Request,
     session: AsyncSession,
     container: Container,
     user: User,
     fields: Mapping[str, Any],
-    run: RunJob,
+    job: jobs.JobRequest,
     shape: Callable[[jobs.FinishedJob], Awaitable[Schema]],
 ) -> Response:
     """A job the client waits for, made at most once per Idempotency-Key. The first request links its
@@ -69,7 +65,7 @@ async def idempotent_job_response(
     await release_connection(session)
     key = request.headers.get("idempotency-key")
     if key is None:
-        return _json(await shape(await run(None)))
+        return _json(await shape(await jobs.run_now(container, user.id, job)))
     settings = container.settings
     claim = await idempotency.claim_detached(
         container.database,
@@ -86,11 +82,11 @@ async def idempotent_job_response(
         claim = await idempotency.take_over_detached(container.database, claim)
     record_id = claim.record_id
 
-    async def link(session: AsyncSession, job: Job) -> None:
-        await idempotency.link_job(session, record_id, job.id)
+    async def link(session: AsyncSession, made: Job) -> None:
+        await idempotency.link_job(session, record_id, made.id)
 
     try:
-        finished = await run(link)
+        finished = await jobs.run_now(container, user.id, job, on_submitted=link)
     except AppError as exc:
         if isinstance(exc, jobs.JobFailed):  # the job exists, failed: a retry is answered from it
             await idempotency.finish_detached(container.database, record_id, exc.status_code, {})

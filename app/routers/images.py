@@ -16,7 +16,7 @@ from app.container import Container
 from app.dependencies import ContainerDep, CurrentUser, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind, JobStatus, Upload
-from app.routers.idempotent import OnSubmitted, idempotent_job_response, idempotent_response
+from app.routers.idempotent import idempotent_job_response, idempotent_response
 from app.schemas.images import (
     GenerateAcceptedOut,
     GenerateIn,
@@ -161,17 +161,6 @@ async def remove_background(
         ttl = container.settings.idempotency_key_ttl_seconds
         return await idempotent_response(request, session, user, ttl, 202, accept, fields)
 
-    async def run(on_submitted: OnSubmitted | None) -> jobs.FinishedJob:
-        return await jobs.run_now(
-            container,
-            user.id,
-            JobKind.remove_background,
-            data=data,
-            upload_id=upload_id,
-            options={},
-            on_submitted=on_submitted,
-        )
-
     async def shape(finished: jobs.FinishedJob) -> RemovedBackgroundOut:
         return RemovedBackgroundOut(
             image_id=finished.job.id,
@@ -180,7 +169,8 @@ async def remove_background(
             credits=credits.to_credits(finished.balance),
         )
 
-    return await idempotent_job_response(request, session, container, user, fields, run, shape)
+    job = jobs.JobRequest(JobKind.remove_background, data, upload_id, {})
+    return await idempotent_job_response(request, session, container, user, fields, job, shape)
 
 
 async def _vectorize_request(request: Request, container: Container) -> tuple[VectorizeIn, bytes | None]:
@@ -246,18 +236,6 @@ async def vectorize(
     }
     upload_id = None if data is not None else body.upload_id
 
-    async def run(on_submitted: OnSubmitted | None) -> jobs.FinishedJob:
-        return await jobs.run_now(
-            container,
-            user.id,
-            JobKind.vectorize,
-            data=data,
-            upload_id=upload_id,
-            options=options,
-            allowed=PNG_JPEG,
-            on_submitted=on_submitted,
-        )
-
     async def shape(finished: jobs.FinishedJob) -> VectorizedOut:
         return VectorizedOut(
             image_id=finished.job.id,
@@ -268,7 +246,8 @@ async def vectorize(
         )
 
     fields = {"file": data, "upload_id": upload_id, "options": options}
-    return await idempotent_job_response(request, session, container, user, fields, run, shape)
+    job = jobs.JobRequest(JobKind.vectorize, data, upload_id, options, allowed=PNG_JPEG)
+    return await idempotent_job_response(request, session, container, user, fields, job, shape)
 
 
 class GalleryKind(StrEnum):

@@ -200,16 +200,22 @@ class FinishedJob:
     balance: int
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """A job a client waits for: its kind, its input (bytes sent with the request, or an upload), options."""
+
+    kind: JobKind
+    data: bytes | None
+    upload_id: uuid.UUID | None
+    options: dict[str, Any]
+    allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"})
+
+
+OnSubmitted = Callable[[AsyncSession, Job], Awaitable[None]]
+
+
 async def run_now(
-    ctx: Container,
-    user_id: uuid.UUID,
-    kind: JobKind,
-    *,
-    data: bytes | None,
-    upload_id: uuid.UUID | None,
-    options: dict[str, Any],
-    allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
-    on_submitted: Callable[[AsyncSession, Job], Awaitable[None]] | None = None,
+    ctx: Container, user_id: uuid.UUID, request: JobRequest, on_submitted: OnSubmitted | None = None
 ) -> FinishedJob:
     """Submit (committed at once, already claimed), run, and return the finished job: for clients that
     wait. A failed job raises its `job_failure`. `on_submitted` runs in the submitting transaction."""
@@ -219,17 +225,17 @@ async def run_now(
             session,
             ctx,
             user,
-            kind,
-            data=data,
-            upload_id=upload_id,
-            options=options,
-            allowed=allowed,
+            request.kind,
+            data=request.data,
+            upload_id=request.upload_id,
+            options=request.options,
+            allowed=request.allowed,
             claimed=True,
         )
         job = submitted.job
         if on_submitted is not None:
             await on_submitted(session, job)
-        claim = _Claim(job.id, kind, job.input_key, dict(job.options), user.id, submitted.source)
+        claim = _Claim(job.id, request.kind, job.input_key, dict(job.options), user.id, submitted.source)
     try:
         result = await _run_claimed(ctx, claim)
     except BaseException:

@@ -877,7 +877,6 @@ async def _committed_state(engine: AsyncEngine, clerk_id: str) -> tuple[list[Any
     return list(users), int(bonuses or 0)
 
 
-@pytest.mark.postgres_only
 async def test_concurrent_user_created_deliveries_make_one_user(
     committing_app: FastAPI, engine: AsyncEngine, fake_clerk: FakeClerk
 ) -> None:
@@ -916,7 +915,6 @@ async def test_concurrent_user_created_deliveries_make_one_user(
     assert await _committed_state(engine, clerk_id) == ([], 0)
 
 
-@pytest.mark.postgres_only
 async def test_concurrent_first_requests_with_one_clerk_session_make_one_user(
     committing_app: FastAPI, engine: AsyncEngine, fake_clerk: FakeClerk
 ) -> None:

@@ -915,7 +915,6 @@ async def committed_state(database: Database, user_id: uuid.UUID) -> tuple[State
     return state, {str(reason): int(count) for reason, count in reasons}
 
 
-@pytest.mark.postgres_only
 async def test_concurrent_debits_never_overspend(
     committed: tuple[Database, list[uuid.UUID]], settings: Settings
 ) -> None:
@@ -940,7 +939,6 @@ async def test_concurrent_debits_never_overspend(
     assert reasons == {"signup_bonus": 1, "chargeback": 10}
 
 
-@pytest.mark.postgres_only
 async def test_concurrent_grants_with_one_key_move_the_balance_once(
     committed: tuple[Database, list[uuid.UUID]], settings: Settings
 ) -> None:

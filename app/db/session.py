@@ -84,6 +84,11 @@ def create_engine(url: str | URL, options: EngineOptions | None = None) -> Async
     raise ValueError(f"unsupported database backend {backend!r}: use sqlite, postgresql or mysql/mariadb")
 
 
+# Execution option for a connection that only reads: on SQLite its transaction does not take the write
+# lock (every other transaction does, see _create_sqlite_engine). Ignored by the other backends.
+SQLITE_READ_ONLY = "pixforge_sqlite_read_only"
+
+
 def _create_sqlite_engine(url: URL, options: EngineOptions, kwargs: dict[str, Any]) -> AsyncEngine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,12 @@ def _create_sqlite_engine(url: URL, options: EngineOptions, kwargs: dict[str, An
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # A deferred transaction that has read and then writes after another connection committed is
+        # refused at once ("database is locked"): the busy timeout does not cover that upgrade. Taking
+        # the write lock up front makes writers queue on the busy timeout instead, which SQLite (one
+        # writer at a time) would impose anyway. Readers that never write may say so and not queue.
+        read_only = connection.get_execution_options().get(SQLITE_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -135,6 +145,7 @@ class Database:
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
+            connection = await connection.execution_options(**{SQLITE_READ_ONLY: True})
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:

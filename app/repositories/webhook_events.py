@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from app.db.base import utcnow
-from app.db.upsert import insert_if_absent
+from app.db.upsert import insert_or_lock
 from app.models import WebhookEvent
 from app.repositories.base import Repository
 
@@ -16,9 +16,9 @@ class WebhookEventRepository(Repository[WebhookEvent]):
     model = WebhookEvent
 
     async def record(self, provider: str, event_id: str, event_type: str, payload: dict[str, Any]) -> bool:
-        """True for a first delivery. A concurrent duplicate blocks on the unique key until the first
-        delivery's transaction ends, then is told it is a duplicate."""
-        return await insert_if_absent(
+        """True for a first delivery. Either way the event's row is locked by this transaction when it
+        returns: a concurrent duplicate waits here until the first delivery's transaction ends."""
+        return await insert_or_lock(
             self.session,
             WebhookEvent,
             {
@@ -29,13 +29,14 @@ class WebhookEventRepository(Repository[WebhookEvent]):
                 "payload": payload,
                 "received_at": utcnow(),
             },
+            key=("provider", "event_id"),
         )
 
-    async def get_for_update(self, provider: str, event_id: str) -> WebhookEvent | None:
+    async def get_event(self, provider: str, event_id: str) -> WebhookEvent | None:
+        """The event as stored now (call after `record`, which locked it)."""
         return await self.session.scalar(
             select(WebhookEvent)
             .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
-            .with_for_update()
             .execution_options(populate_existing=True)
         )
 

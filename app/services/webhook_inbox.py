@@ -37,9 +37,9 @@ async def receive(
     handler: Handler,
 ) -> Outcome:
     events = WebhookEventRepository(session)
+    # Locks the event's row: a concurrent redelivery waits here instead of applying it twice.
     if not await events.record(provider, event_id, event_type, payload):
-        # Seen before. Lock it: a concurrent redelivery waits here instead of applying it twice.
-        existing = await events.get_for_update(provider, event_id)
+        existing = await events.get_event(provider, event_id)
         if existing is None or existing.handled_at is not None:
             log.info("webhook.duplicate", provider=provider, event_id=event_id)
             return "duplicate"

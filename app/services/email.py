@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
+from app.db.retry import retry_transient, transient_database_error
 from app.db.session import Database
 from app.integrations.email import EmailDeliveryError, EmailMessage, EmailSender
 from app.models import EmailStatus, OutboxEmail
@@ -48,16 +49,23 @@ async def deliver_due(database: Database, sender: EmailSender, limit: int = 50) 
         due = await OutboxRepository(session).due_ids(now, limit)
     sent = 0
     for email_id in due:
-        sent += await _deliver_one(database, sender, email_id)
+        try:
+            sent += await _deliver_one(database, sender, email_id)
+        except Exception as exc:
+            if not transient_database_error(exc):
+                raise
+            # The message stays due (or leased): the housekeeping loop sends it on a later round.
+            log.warning("email.deferred", email_id=str(email_id), error=type(exc).__name__)
     return sent
 
 
-async def _deliver_one(database: Database, sender: EmailSender, email_id: uuid.UUID) -> int:
+async def _claim(database: Database, email_id: uuid.UUID) -> tuple[EmailMessage, int] | None:
+    """The message and its attempt count, or None when another sender has it."""
     now = utcnow()
     async with database.session_scope() as session:
         repository = OutboxRepository(session)
         if not await repository.claim(email_id, now, now + SEND_LEASE):
-            return 0  # another sender has it
+            return None
         email = await repository.get(email_id)
         assert email is not None
         message = EmailMessage(
@@ -68,7 +76,15 @@ async def _deliver_one(database: Database, sender: EmailSender, email_id: uuid.U
             tags=(email.tag,),
             idempotency_key=str(email.id),
         )
-        attempts = email.attempts
+        return message, email.attempts
+
+
+async def _deliver_one(database: Database, sender: EmailSender, email_id: uuid.UUID) -> int:
+    # Senders after several requests at once claim side by side: InnoDB may pick one as a deadlock victim.
+    claimed = await retry_transient(lambda: _claim(database, email_id), what="email.claim")
+    if claimed is None:
+        return 0
+    message, attempts = claimed
     # The claim is committed before the provider is called, so a slow provider holds no database lock.
     try:
         provider_message_id = await sender.send(message)
@@ -79,16 +95,24 @@ async def _deliver_one(database: Database, sender: EmailSender, email_id: uuid.U
         log.exception("email.sender_crashed", email_id=str(email_id))
         await _record_failure(database, email_id, attempts, f"{type(exc).__name__}: {exc}", True)
         return 0
+    await retry_transient(
+        lambda: _mark_sent(database, email_id, sender.name, provider_message_id), what="email.mark_sent"
+    )
+    log.info("email.sent", email_id=str(email_id), provider=sender.name, tag=message.tags[0])
+    return 1
+
+
+async def _mark_sent(
+    database: Database, email_id: uuid.UUID, provider: str, provider_message_id: str
+) -> None:
     async with database.session_scope() as session:
         email = await OutboxRepository(session).get(email_id)
         if email is not None:
             email.status = EmailStatus.sent.value
             email.sent_at = utcnow()
-            email.provider = sender.name
+            email.provider = provider
             email.provider_message_id = provider_message_id[:255]
             email.last_error = None
-    log.info("email.sent", email_id=str(email_id), provider=sender.name, tag=message.tags[0])
-    return 1
 
 
 async def _record_failure(

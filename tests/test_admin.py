@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,9 +72,41 @@ async def test_only_admins_and_valid_input(
     assert_error(
         await client.post(url, headers=target_headers, json={"amount": 1, "note": "me"}), 403, "forbidden"
     )
-    for bad in ({"amount": 0, "note": "x"}, {"amount": "0.0001", "note": "x"}, {"amount": 1, "note": ""}):
-        assert_error(await client.post(url, headers=admin_headers, json=bad), 422, "validation_error")
     missing = f"/api/v1/admin/users/{uuid.uuid4()}/credits"
     assert_error(
         await client.post(missing, headers=admin_headers, json={"amount": 1, "note": "x"}), 404, "not_found"
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"amount": 0, "note": "x"},
+        {"amount": "0.0001", "note": "x"},
+        {"amount": 1, "note": ""},
+        {"amount": "1E+999999999999999999", "note": "overflow"},
+        {"amount": "1e-999999999999999999", "note": "rounds to nothing"},
+        {"amount": "-1E+999999999999999999", "note": "overflow"},
+        {"amount": "NaN", "note": "x"},
+        {"amount": "Infinity", "note": "x"},
+        {"amount": "10000000.001", "note": "just over the limit"},
+        {"amount": 1e300, "note": "a float"},
+        {"amount": "abc", "note": "x"},
+    ],
+    ids=repr,
+)
+async def test_an_invalid_adjustment_is_422_and_moves_nothing(
+    body: dict[str, object],
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    container: Container,
+) -> None:
+    target, target_headers = await _user(session, settings, container)
+    _, admin_headers = await _user(session, settings, container, admin=True)
+    before = (await client.get("/api/v1/users/credits", headers=target_headers)).json()
+
+    answer = await client.post(f"/api/v1/admin/users/{target.id}/credits", headers=admin_headers, json=body)
+
+    assert_error(answer, 422, "validation_error")
+    assert (await client.get("/api/v1/users/credits", headers=target_headers)).json() == before

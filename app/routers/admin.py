@@ -18,16 +18,26 @@ from app.services import credits
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
+MAX_ADJUSTMENT_CREDITS = 10_000_000
+
+
 class CreditAdjustmentIn(Schema):
-    amount: Decimal = Field(description="Credits to add (positive) or take (negative), up to 3 decimals.")
+    # Digits and places are checked before any arithmetic: "1E+999999999999999999" would overflow it.
+    amount: Decimal = Field(
+        max_digits=11,
+        decimal_places=3,
+        ge=-MAX_ADJUSTMENT_CREDITS,
+        le=MAX_ADJUSTMENT_CREDITS,
+        allow_inf_nan=False,
+        description="Credits to add (positive) or take (negative), up to 3 decimals, at most 10,000,000.",
+    )
     note: str = Field(min_length=1, max_length=200, description="Why; kept on the ledger row.")
 
     @field_validator("amount")
     @classmethod
-    def _non_zero_millicredits(cls, value: Decimal) -> Decimal:
-        if value == 0 or abs(value) > Decimal(10_000_000):
-            raise ValueError("amount must be non-zero and at most 10,000,000 credits either way")
-        credits.to_millicredits(value)  # at most 3 decimal places
+    def _non_zero(cls, value: Decimal) -> Decimal:
+        if value == 0:
+            raise ValueError("amount must be non-zero")
         return value
 
 

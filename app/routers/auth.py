@@ -106,12 +106,8 @@ async def _verification_limits(container: Container, ip: str, account: str | Non
     settings = container.settings
     await auth_service.rate_limit(container, settings.rate_limit_verification_per_ip, "verify", "ip", ip)
     if account:
-        await auth_service.rate_limit(
-            container,
-            settings.rate_limit_verification_per_account,
-            "verify",
-            "account",
-            account.strip().lower(),
+        await auth_service.rate_limit_account(
+            container, settings.rate_limit_verification_per_account, "verify", account
         )
 
 
@@ -186,8 +182,8 @@ async def login(
     settings = container.settings
     await auth_service.rate_limit(container, settings.rate_limit_login_per_ip, "login", "ip", ip)
     body = await _read_login(request)
-    await auth_service.rate_limit(
-        container, settings.rate_limit_login_per_account, "login", "account", body.email.strip().lower()
+    await auth_service.rate_limit_account(
+        container, settings.rate_limit_login_per_account, "login", body.email
     )
     pair = await auth_service.login(session, container, email=body.email, password=body.password)
     return _tokens(pair, response, container)
@@ -233,19 +229,16 @@ async def logout(
 
 @router.post("/password/forgot", status_code=202, response_model=MessageOut)
 async def forgot_password(
-    body: EmailIn, session: SessionDep, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
+    body: EmailIn, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
 ) -> MessageOut:
+    """The same answer, as fast, whether or not the address has an account: the reset is prepared and
+    sent after the answer."""
     settings = container.settings
     await auth_service.rate_limit(container, settings.rate_limit_password_forgot_per_ip, "forgot", "ip", ip)
-    await auth_service.rate_limit(
-        container,
-        settings.rate_limit_password_forgot_per_account,
-        "forgot",
-        "account",
-        body.email.strip().lower(),
+    await auth_service.rate_limit_account(
+        container, settings.rate_limit_password_forgot_per_account, "forgot", body.email
     )
-    await auth_service.forgot_password(session, container, body.email)
-    _send_outbox(background, container)
+    background.add_task(auth_service.send_password_reset, container, body.email)
     return MessageOut(message=_CHECK_INBOX)
 
 

@@ -110,6 +110,19 @@ async def rate_limit(ctx: Container, limit: str, *identifiers: str) -> None:
         raise RateLimited(exc.retry_after_seconds) from exc
 
 
+def account_identity(email: str) -> str:
+    """The account an address names, as the account lookup reads it: per-account limits are keyed on
+    this, so no spelling of one address (case, full-width letters, an IDN domain) gets a fresh budget."""
+    try:
+        return normalize_email(email)
+    except ValueError:
+        return email.strip().lower()
+
+
+async def rate_limit_account(ctx: Container, limit: str, action: str, email: str) -> None:
+    await rate_limit(ctx, limit, action, "account", account_identity(email))
+
+
 # --- registration and verification -----------------------------------------------------------------
 
 
@@ -279,8 +292,16 @@ async def logout(
             await RefreshTokenRepository(session).revoke_family(claims.family_id, utcnow())
 
 
+async def send_password_reset(ctx: Container, email: str) -> None:
+    """`forgot_password` in a unit of work of its own, then the email sent: run after the answer, so
+    that neither the answer nor its timing tells whether the address has an account."""
+    async with ctx.database.session_scope() as session:
+        await forgot_password(session, ctx, email)
+    await email_service.deliver_due(ctx.database, ctx.email)
+
+
 async def forgot_password(session: AsyncSession, ctx: Container, email: str) -> None:
-    """Always the same answer; only an existing local account gets a message."""
+    """Only an existing local account gets a message."""
     user = await _find_by_email(session, email)
     if user is None or user.email is None:
         return

@@ -12,7 +12,7 @@ from app.container import Container
 from app.db.base import utcnow
 from app.models import CreditLedgerEntry, User
 from app.services.users import create_user
-from tests.test_auth import assert_error
+from tests.support.http import assert_error
 
 
 async def _user(

@@ -18,14 +18,7 @@ from app.db.base import utcnow
 from app.models import CreditLedgerEntry, EmailStatus, OutboxEmail, RevokedAccessToken, User
 from app.services.sessions_sweep import sweep_expired
 from tests.auth_helpers import PASSWORD, last_email_to, register, sign_in, sign_up, token_in
-
-
-def assert_error(response: httpx.Response, status: int, error: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] == error
-    assert body["request_id"]
-    return dict(body)
+from tests.support.http import assert_error
 
 
 class TestRegister:

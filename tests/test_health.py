@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ from app.container import Container
 from app.db.session import Database
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.test_auth import assert_error
+from tests.support.http import assert_error, sample
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -28,18 +27,6 @@ async def test_readyz_checks_the_database(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
-
-
-def sample(exposition: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus text format, or None when it is absent."""
-    for line in exposition.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        series, _, value = line.rpartition(" ")
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', series))
-        if all(found.get(key) == expected for key, expected in labels.items()):
-            return float(value)
-    return None
 
 
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound
+from app.integrations.images.base import IMAGE_EXTENSIONS
 from app.integrations.storage import StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository, UploadRepository
@@ -24,19 +25,62 @@ from app.services.pagination import decode_cursor, encode_cursor
 log = structlog.get_logger("app.images")
 
 
+# What a preview may be at most, whatever the client asks: half the input's resolution and at most
+# 512 px, fewer colours, more speckle removed and coarser colour layers than the full product (vtracer's
+# own defaults, at the input's resolution up to 2048 px).
+PREVIEW_MAX_SIDE = 512
+PREVIEW_DOWNSCALE = 2
+FULL_MAX_SIDE = 2048
+PREVIEW_MAX_COLOR_PRECISION = 4
+PREVIEW_MIN_FILTER_SPECKLE = 8
+PREVIEW_MIN_LAYER_DIFFERENCE = 32
+
+
 def vectorize_engine_options(mode: str, requested: dict[str, Any]) -> dict[str, Any]:
-    """Preview is cheaper because it is coarser: fewer colours, more speckle removed, smaller."""
-    preview = mode == "preview"
+    """The engine's settings for a request. Preview is cheaper because it is coarser: the client's options
+    are clamped to the preview's limits (they can make a preview coarser still, never finer), so no
+    option set turns a preview into the full product."""
     engine: dict[str, Any] = {
-        "colormode": requested.get("colormode", "color"),
-        "mode": requested.get("mode", "spline"),
+        "colormode": requested.get("colormode") or "color",
+        "mode": requested.get("mode") or "spline",
     }
-    engine["color_precision"] = requested.get("color_precision") or (4 if preview else 6)
-    speckle = requested.get("filter_speckle")
-    engine["filter_speckle"] = speckle if speckle is not None else (8 if preview else 4)
-    engine["layer_difference"] = requested.get("layer_difference") or (32 if preview else 16)
-    engine["max_side"] = 512 if preview else 2048
+    color_precision = requested.get("color_precision")
+    filter_speckle = requested.get("filter_speckle")
+    layer_difference = requested.get("layer_difference")
+    if mode != "preview":
+        engine["color_precision"] = color_precision or 6
+        engine["filter_speckle"] = filter_speckle if filter_speckle is not None else 4
+        engine["layer_difference"] = layer_difference or 16
+        engine["max_side"] = FULL_MAX_SIDE
+        return engine
+    preview_precision = PREVIEW_MAX_COLOR_PRECISION
+    engine["color_precision"] = min(color_precision or preview_precision, preview_precision)
+    engine["filter_speckle"] = max(filter_speckle or 0, PREVIEW_MIN_FILTER_SPECKLE)
+    engine["layer_difference"] = max(layer_difference or 0, PREVIEW_MIN_LAYER_DIFFERENCE)
+    engine["max_side"] = PREVIEW_MAX_SIDE
+    # However small the input, the preview traces a smaller copy: on a flat logo the clamps alone may
+    # change nothing, and the preview would be the full product.
+    engine["downscale"] = PREVIEW_DOWNSCALE
     return engine
+
+
+def output_key(user_id: uuid.UUID, job_id: uuid.UUID, view: str, extension: str) -> str:
+    """Where a job's output is stored: the same place for every run of the job."""
+    return f"users/{user_id}/jobs/{job_id}/{view}.{extension}"
+
+
+def possible_output_keys(job: Job) -> list[str]:
+    """Where an unfinished job's runner may have stored outputs before it stopped (its row lists them
+    only once it completes): for cleaning up after a job that never will."""
+    if job.kind == JobKind.remove_background.value:
+        names = [("main", "png")]
+    elif job.kind == JobKind.vectorize.value:
+        names = [("main", "svg")]
+    else:  # generated views come in whatever image type the provider returned
+        views = job.options.get("views") or ["front"]
+        extensions = sorted(set(IMAGE_EXTENSIONS.values()) | {"bin"})
+        names = [(str(view), extension) for view in views for extension in extensions]
+    return [output_key(job.user_id, job.id, view, extension) for view, extension in names]
 
 
 async def url_for(ctx: Container, key: str) -> str:
@@ -159,10 +203,16 @@ async def _delete_upload(session: AsyncSession, ctx: Container, upload: Upload) 
 
 
 async def delete_user_files(session: AsyncSession, ctx: Container, user_id: uuid.UUID) -> None:
-    """Erasure: every job and upload of the user, rows and objects."""
-    for job in await JobRepository(session).for_user(user_id):
-        if job.status not in TERMINAL_STATUSES and job.reservation_key:
-            await credits.release(session, job.reservation_key)  # never charge an erased account's last job
+    """Erasure: every job and upload of the user, rows and objects. The caller holds the user's lock, so
+    no job or upload is being created meanwhile; each job is locked before its credits are touched (the
+    order a completing worker takes them in), so a job either completed before (and was charged) or its
+    worker finds it gone, charges nothing and deletes what it stored."""
+    for job in await JobRepository(session).for_user(user_id, for_update=True):
+        if job.status not in TERMINAL_STATUSES:
+            if job.reservation_key:  # never charge an erased account's last job
+                await credits.release(session, job.reservation_key)
+            # Its worker may have stored outputs already; if it is alive it deletes what it stores later.
+            await delete_objects(ctx, possible_output_keys(job))
         await delete_objects(ctx, [output["key"] for output in job.outputs])
         await session.delete(job)
     for upload in await UploadRepository(session).for_user(user_id):

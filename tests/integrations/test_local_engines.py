@@ -307,18 +307,22 @@ async def test_preview_options_give_no_more_paths_than_full(vectorizer: LocalVec
 
 
 @pytest.mark.parametrize(
-    ("source", "max_side", "size"),
+    ("source", "max_side", "downscale", "size"),
     [
-        pytest.param(logo_like(600), 150, ("150", "150"), id="square"),
-        pytest.param(photo_like(600, 300), 200, ("200", "100"), id="landscape"),
-        pytest.param(jpeg(240, 480, kind="photo"), 120, ("60", "120"), id="portrait-jpeg"),
-        pytest.param(logo_like(100), 150, ("100", "100"), id="already-small"),
+        pytest.param(logo_like(600), 150, 1, ("150", "150"), id="square"),
+        pytest.param(photo_like(600, 300), 200, 1, ("200", "100"), id="landscape"),
+        pytest.param(jpeg(240, 480, kind="photo"), 120, 1, ("60", "120"), id="portrait-jpeg"),
+        pytest.param(logo_like(100), 150, 1, ("100", "100"), id="already-small"),
+        pytest.param(logo_like(100), 150, 2, ("50", "50"), id="small-halved"),
+        pytest.param(photo_like(600, 300), 200, 2, ("200", "100"), id="max-side-below-half"),
+        pytest.param(photo_like(300, 150), 200, 2, ("150", "75"), id="half-below-max-side"),
     ],
 )
 async def test_inputs_over_max_side_are_scaled_down(
-    vectorizer: LocalVectorizer, source: bytes, max_side: int, size: tuple[str, str]
+    vectorizer: LocalVectorizer, source: bytes, max_side: int, downscale: int, size: tuple[str, str]
 ) -> None:
-    root = svg_root(await vectorizer.vectorize(source, VectorizeOptions(max_side=max_side)))
+    options = VectorizeOptions(max_side=max_side, downscale=downscale)
+    root = svg_root(await vectorizer.vectorize(source, options))
 
     assert (root.get("width"), root.get("height")) == size
 
@@ -349,6 +353,7 @@ async def test_vectorizer_refuses_corrupt_input(vectorizer: LocalVectorizer, sou
         VectorizeOptions(layer_difference=256),
         VectorizeOptions(filter_speckle=-1),
         VectorizeOptions(max_side=0),
+        VectorizeOptions(downscale=0),
     ],
 )
 async def test_out_of_range_options_are_refused(

@@ -42,6 +42,9 @@ class VectorizeOptions:
     layer_difference: int = 16
     mode: Literal["spline", "polygon", "none"] = "spline"
     max_side: int = 2048
+    # The input's sides are divided by this before it is fitted to `max_side` (a preview traces at most
+    # half the input's resolution, however small the input).
+    downscale: int = 1
 
 
 class Vectorizer(Protocol):

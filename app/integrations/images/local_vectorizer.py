@@ -65,14 +65,15 @@ def _open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     return image
 
 
-def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """`size` scaled down (aspect kept, each side at least 1) so that its longest side is `max_side`;
-    unchanged when it already fits."""
+def fit_within(size: tuple[int, int], max_side: int, downscale: int = 1) -> tuple[int, int]:
+    """`size` scaled down (aspect kept, each side at least 1) so that its longest side is at most
+    `max_side` and at most 1/`downscale` of what it was; unchanged when it already fits."""
     width, height = size
     longest = max(width, height)
-    if longest <= max_side:
+    target = min(max_side, max(1, longest // downscale))
+    if longest <= target:
         return size
-    scale = max_side / longest
+    scale = target / longest
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -92,18 +93,23 @@ def check_options(options: VectorizeOptions) -> None:
         problems.append(f"layer_difference {options.layer_difference} is not in 0..255")
     if options.max_side < 1:
         problems.append(f"max_side {options.max_side} is not positive")
+    if options.downscale < 1:
+        problems.append(f"downscale {options.downscale} is not positive")
     if problems:
         raise ValueError("invalid VectorizeOptions: " + "; ".join(problems))
 
 
-def prepare(image: bytes, max_side: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """The bytes vtracer gets: the decoded image, upright, RGBA, scaled to fit `max_side`, as a PNG
-    stored without compression (vtracer decodes it at memory speed; it is never kept)."""
+def prepare(
+    image: bytes, max_side: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, downscale: int = 1
+) -> bytes:
+    """The bytes vtracer gets: the decoded image, upright, RGBA, scaled to fit `max_side` (and divided by
+    `downscale`), as a PNG stored without compression (vtracer decodes it at memory speed; it is never
+    kept)."""
     picture = _open_image(image, max_pixels=max_pixels)
     try:
         if picture.mode != "RGBA":
             picture = picture.convert("RGBA")
-        size = fit_within(picture.size, max_side)
+        size = fit_within(picture.size, max_side, downscale)
         if size != picture.size:
             picture = picture.resize(size, Image.Resampling.LANCZOS)
         out = io.BytesIO()
@@ -119,7 +125,7 @@ def trace(image: bytes, options: VectorizeOptions, *, max_pixels: int = DEFAULT_
     """Vectorize one PNG/JPEG in the calling thread (holding the GIL throughout); returns the SVG.
     Options outside vtracer's ranges raise ValueError (a caller's bug, checked before any work)."""
     check_options(options)
-    prepared = prepare(image, options.max_side, max_pixels=max_pixels)
+    prepared = prepare(image, options.max_side, max_pixels=max_pixels, downscale=options.downscale)
     try:
         svg: str = vtracer.convert_raw_image_to_svg(
             prepared,

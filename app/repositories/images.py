@@ -123,8 +123,13 @@ class JobRepository(Repository[Job]):
         statement = select(Job).where(Job.kind == kind, Job.created_at < moment).limit(limit)
         return list(await self.session.scalars(statement))
 
-    async def for_user(self, user_id: uuid.UUID) -> list[Job]:
-        return list(await self.session.scalars(select(Job).where(Job.user_id == user_id)))
+    async def for_user(self, user_id: uuid.UUID, *, for_update: bool = False) -> list[Job]:
+        """`for_update`: each row locked (in id order) and re-read, so a worker completing one of them
+        either finished before or finds it gone."""
+        statement = select(Job).where(Job.user_id == user_id)
+        if for_update:
+            statement = statement.order_by(Job.id).with_for_update().execution_options(populate_existing=True)
+        return list(await self.session.scalars(statement))
 
     async def using_upload(self, upload_id: uuid.UUID) -> list[Job]:
         return list(await self.session.scalars(select(Job).where(Job.input_upload_id == upload_id)))

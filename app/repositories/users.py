@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import func, select
 
 from app.models import User
@@ -8,6 +10,13 @@ from app.repositories.base import Repository
 
 class UserRepository(Repository[User]):
     model = User
+
+    async def lock(self, user_id: uuid.UUID) -> User | None:
+        """The row, locked until the transaction ends (SELECT ... FOR UPDATE; on SQLite the write lock the
+        transaction holds), re-read even if the session had it already."""
+        return await self.session.scalar(
+            select(User).where(User.id == user_id).with_for_update().execution_options(populate_existing=True)
+        )
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.session.scalar(select(User).where(User.email == email))

@@ -25,6 +25,7 @@ from app.models import Job, JobKind, Style, User
 from app.repositories.images import JobRepository, StyleRepository
 from app.services import credits, webhook_inbox
 from app.services import uploads as uploads_service
+from app.services import users as users_service
 from app.services.auth import rate_limit
 from app.services.webhook_inbox import Outcome
 
@@ -71,6 +72,8 @@ async def submit(
     style = await StyleRepository(session).get(style_id)
     if style is None or not style.is_active:
         raise NotFound("No such style.")
+    # Serialised with the account's erasure (which takes this lock too): submitted before it, or refused.
+    await users_service.lock_open(session, user.id)
     input_key = None
     if upload_id is not None:
         upload = await uploads_service.get_owned(session, user, upload_id)

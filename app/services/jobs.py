@@ -10,14 +10,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
-from app.errors import AppError, Conflict, NotFound, ServiceUnavailable
+from app.errors import AppError, Conflict, DatabaseUnavailable, NotFound, ServiceUnavailable
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, VectorizeOptions
 from app.integrations.storage import ObjectNotFound, StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
@@ -29,6 +31,15 @@ from app.services import users as users_service
 
 log = structlog.get_logger("app.jobs")
 CLIPDROP_MAX_PIXELS = 25_000_000
+# A job's completion or failure that hits a transient database error (SQLite busy, a deadlock, a dropped
+# connection) is written again, this many times in all, after 50 ms, 100 ms, 200 ms...
+WRITE_ATTEMPTS = 4
+WRITE_RETRY_BASE_SECONDS = 0.05
+# In a job's options: a client waits for it on its request (`run_now`). Such a job is never re-run by the
+# recovery: whoever waited got an answer (or lost the connection) already, and a result nobody receives
+# must not be charged.
+WAITED = "waited"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ def _retryable_code(code: str) -> bool:
         "provider_unreachable",
         "provider_error",
         "storage_unavailable",
+        "database_unavailable",
     }
 
 
@@ -108,13 +120,17 @@ async def submit(
     *,
     claimed: bool = False,
 ) -> Job:
-    """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing).
-    `claimed`: the caller runs it right after commit, so it is created PROCESSING under a lease (as
-    `claim` would leave it) instead of PENDING, saving a transaction; a crash is recovered the same."""
+    """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing; 404 if the
+    account was erased meanwhile: the user's row is locked first, as erasure does).
+    `claimed`: the caller waits for it and runs it right after commit, so it is created PROCESSING under
+    a lease (as `claim` would leave it) instead of PENDING, saving a transaction; if the runner dies,
+    the recovery fails it (releasing its credits) instead of running it for nobody."""
+    await users_service.lock_open(session, user.id)
     job_id = uuid.uuid4()
     cost = cost_of(ctx, kind, options)
     lease: dict[str, Any] = {}
     if claimed:
+        options = {**options, WAITED: True}
         now = utcnow()
         lease = {
             "status": JobStatus.processing.value,
@@ -235,13 +251,15 @@ async def run_now(
         job = submitted.job
         if on_submitted is not None:
             await on_submitted(session, job)
-        claim = _Claim(job.id, request.kind, job.input_key, dict(job.options), user.id, submitted.source)
+        claim = _Claim(
+            job.id, request.kind, job.input_key, dict(job.options), user.id, submitted.source, waited=True
+        )
     try:
         result = await _run_claimed(ctx, claim)
     except BaseException:
         # The client went away (or the runner broke) mid-job: end it now and free its credits, instead
-        # of leaving it to the recovery, which would run it again and charge for a result nobody saw.
-        await asyncio.shield(_fail(ctx, claim.job_id, CANCELLED, "The request was cancelled.", 1, None))
+        # of leaving it to the recovery (which fails a waited job it finds, never runs it again).
+        await asyncio.shield(_cancel(ctx, claim.job_id))
         raise
     if isinstance(result, Job):
         raise job_failure(result)
@@ -293,6 +311,17 @@ class _Claim:
     options: dict[str, Any]
     user_id: uuid.UUID
     source: bytes | None = None
+    waited: bool = False  # a client waits for it on its request (see WAITED)
+
+
+class CompletionNotRecorded(DatabaseUnavailable):
+    """The job ran, but the database refused to record its completion, every time it was asked: the job
+    ended failed with its credits released (or is left for the recovery to end so), never charged."""
+
+    default_detail = "The result could not be recorded, so nothing was charged; retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "5"}, extra={"credits_charged": 0})
 
 
 async def run(ctx: Container, job_id: uuid.UUID) -> None:
@@ -305,8 +334,18 @@ async def run(ctx: Container, job_id: uuid.UUID) -> None:
             return
         job = await repository.get(job_id)
         assert job is not None
-        claim = _Claim(job_id, JobKind(job.kind), job.input_key, dict(job.options), job.user_id)
-    await _run_claimed(ctx, claim)
+        claim = _Claim(
+            job_id,
+            JobKind(job.kind),
+            job.input_key,
+            dict(job.options),
+            job.user_id,
+            waited=bool(job.options.get(WAITED)),
+        )
+    try:
+        await _run_claimed(ctx, claim)
+    except CompletionNotRecorded:
+        return  # logged; the job ended failed (or is the recovery's), nobody waits for an answer here
 
 
 async def _run_claimed(ctx: Container, claim: _Claim) -> FinishedJob | Job:
@@ -335,24 +374,43 @@ async def _run_claimed(ctx: Container, claim: _Claim) -> FinishedJob | Job:
             return await _fail(
                 ctx, job_id, "internal_error", f"{type(exc).__name__}: the job failed.", attempt, started
             )
-    return await _complete(ctx, job_id, outputs, keys, attempt, started)
+    try:
+        return await _complete(ctx, job_id, outputs, keys, attempt, started)
+    except Exception as exc:
+        log.error("job.completion_not_recorded", job_id=str(job_id), error=type(exc).__name__)
+        code = CANCELLED if claim.waited else "database_unavailable"
+        message = "The result could not be recorded, so nothing was charged."
+        finished = await _end_unrecorded(ctx, job_id, outputs, keys, code, message, attempt, started)
+        if finished is not None:
+            return finished
+        if transient_database_error(exc):
+            raise CompletionNotRecorded() from exc
+        raise  # a bug, not the database: a 500, with the job released all the same
+    except BaseException:
+        # Cancelled while recording the completion (the client went away, the server stops).
+        cancelled = "The request was cancelled."
+        await asyncio.shield(_end_unrecorded(ctx, job_id, outputs, keys, CANCELLED, cancelled, attempt, None))
+        raise
 
 
 async def _store_outputs(
     ctx: Container, user_id: uuid.UUID, job_id: uuid.UUID, outputs: list[JobOutput]
 ) -> list[dict[str, Any]]:
-    keys = []
-    for output in outputs:
-        key = f"users/{user_id}/jobs/{job_id}/{output.view}.{output.extension}"
-        try:
+    keys: list[dict[str, Any]] = []
+    try:
+        for output in outputs:
+            key = images_service.output_key(user_id, job_id, output.view, output.extension)
             await ctx.storage.put(key, output.data, output.content_type)
-        except StorageError as exc:
+            size = len(output.data)
+            keys.append({"key": key, "content_type": output.content_type, "view": output.view, "size": size})
+    except BaseException as exc:
+        # Whatever part was stored belongs to no job: it must not stay behind.
+        await asyncio.shield(images_service.delete_objects(ctx, [stored["key"] for stored in keys]))
+        if isinstance(exc, StorageError):
             raise EngineError(
                 "storage_unavailable", "The result could not be stored.", retryable=True
             ) from exc
-        keys.append(
-            {"key": key, "content_type": output.content_type, "view": output.view, "size": len(output.data)}
-        )
+        raise
     return keys
 
 
@@ -395,24 +453,78 @@ async def _complete(
     attempts: int,
     started: float,
 ) -> FinishedJob | Job:
-    async with ctx.database.session_scope() as session:
-        job = await JobRepository(session).get(job_id, for_update=True)
-        if job is None or job.status != JobStatus.processing.value:
-            # Failed meanwhile (cancelled, recovered as abandoned): its credits went back, it stays so.
-            log.warning("job.finished_elsewhere", job_id=str(job_id))
-            return job if job is not None and job.status == JobStatus.failed.value else _vanished(job_id)
-        job.status = JobStatus.completed.value
-        job.outputs = stored
-        job.attempts = max(job.attempts, attempts)
-        job.finished_at = utcnow()
-        job.lease_until = None
-        job.time_taken_ms = int((time.perf_counter() - started) * 1000)
-        if job.reservation_key:
-            await credits.capture(session, job.reservation_key)
-        balance = await credits.balance_of(session, job.user_id)
-    ctx.metrics.observe_job(job.kind, job.provider, job.status, None, time.perf_counter() - started)
-    log.info("job.completed", job_id=str(job_id))
-    return FinishedJob(job, outputs, balance)
+    """Record the result and capture the credits, retried on transient database errors. A job that ended
+    meanwhile (cancelled, recovered as abandoned, deleted with its owner's account) is charged nothing
+    and keeps none of what this run stored."""
+
+    async def write() -> tuple[FinishedJob | Job | None, bool]:
+        async with ctx.database.session_scope() as session:
+            job = await JobRepository(session).get(job_id, for_update=True)
+            if job is not None and job.status == JobStatus.completed.value:
+                # Recorded already: by an earlier attempt whose commit was answered with an error, or by
+                # another worker (same output keys). Either way it was charged once.
+                return FinishedJob(job, outputs, await credits.balance_of(session, job.user_id)), False
+            if job is None or job.status != JobStatus.processing.value:
+                return job, False
+            job.status = JobStatus.completed.value
+            job.outputs = stored
+            job.attempts = max(job.attempts, attempts)
+            job.finished_at = utcnow()
+            job.lease_until = None
+            job.time_taken_ms = int((time.perf_counter() - started) * 1000)
+            if job.reservation_key:
+                await credits.capture(session, job.reservation_key)
+            balance = await credits.balance_of(session, job.user_id)
+            return FinishedJob(job, outputs, balance), True
+
+    result, recorded = await _retrying(job_id, "complete", write)
+    if isinstance(result, FinishedJob):
+        if recorded:
+            job = result.job
+            ctx.metrics.observe_job(job.kind, job.provider, job.status, None, time.perf_counter() - started)
+            log.info("job.completed", job_id=str(job_id))
+        return result
+    log.warning("job.finished_elsewhere", job_id=str(job_id))
+    if result is None or result.status == JobStatus.failed.value:
+        # Failed meanwhile (its credits went back) or gone with its owner's account: nothing refers to
+        # the files this run stored.
+        await asyncio.shield(images_service.delete_objects(ctx, [output["key"] for output in stored]))
+    return result if result is not None and result.status == JobStatus.failed.value else _vanished(job_id)
+
+
+async def _end_unrecorded(
+    ctx: Container,
+    job_id: uuid.UUID,
+    outputs: list[JobOutput],
+    stored: list[dict[str, Any]],
+    code: str,
+    message: str,
+    attempts: int,
+    started: float | None,
+) -> FinishedJob | None:
+    """The completion could not be recorded: fail the job (releasing its credits) and delete what it
+    stored. Returns the finished job if the completion had been recorded after all (a commit answered
+    with an error). If even the failure cannot be written, the job is left to the recovery (which fails
+    a waited job, never re-runs it) and its files are kept, since its state is unknown."""
+    try:
+        ended = await _fail(ctx, job_id, code, message, attempts, started)
+        if ended.status == JobStatus.completed.value:
+            async with ctx.database.session_scope() as session:
+                balance = await credits.balance_of(session, ended.user_id)
+            return FinishedJob(ended, outputs, balance)
+    except Exception:
+        log.exception("job.failure_not_recorded", job_id=str(job_id))
+        return None
+    await images_service.delete_objects(ctx, [output["key"] for output in stored])
+    return None
+
+
+async def _cancel(ctx: Container, job_id: uuid.UUID) -> None:
+    """End a waited job whose request is going away; if the database refuses, the recovery will."""
+    try:
+        await _fail(ctx, job_id, CANCELLED, "The request was cancelled.", 1, None)
+    except Exception:
+        log.exception("job.cancel_not_recorded", job_id=str(job_id))
 
 
 def _vanished(job_id: uuid.UUID) -> Job:
@@ -429,42 +541,98 @@ def _vanished(job_id: uuid.UUID) -> Job:
 async def _fail(
     ctx: Container, job_id: uuid.UUID, code: str, message: str, attempts: int, started: float | None
 ) -> Job:
-    """Fail the job and release its credits; returns the row (as it ends, if it had ended already)."""
-    async with ctx.database.session_scope() as session:
-        job = await JobRepository(session).get(job_id, for_update=True)
-        if job is None:
-            return _vanished(job_id)
-        if job.status in TERMINAL_STATUSES:
-            return job
-        job.status = JobStatus.failed.value
-        job.error_code = code
-        job.error_message = message[:2000]
-        job.attempts = max(job.attempts, attempts)
-        job.finished_at = utcnow()
-        job.lease_until = None
-        if started is not None:
-            job.time_taken_ms = int((time.perf_counter() - started) * 1000)
-        if job.reservation_key:
-            await credits.release(session, job.reservation_key)
-    ctx.metrics.observe_job(job.kind, job.provider, job.status, code, None)
-    log.info("job.failed", job_id=str(job_id), code=code)
+    """Fail the job and release its credits, retried on transient database errors; returns the row (as
+    it ended, if it had ended already)."""
+
+    async def write() -> tuple[Job, bool]:
+        async with ctx.database.session_scope() as session:
+            job = await JobRepository(session).get(job_id, for_update=True)
+            if job is None:
+                return _vanished(job_id), False
+            if job.status in TERMINAL_STATUSES:
+                return job, False
+            job.status = JobStatus.failed.value
+            job.error_code = code
+            job.error_message = message[:2000]
+            job.attempts = max(job.attempts, attempts)
+            job.finished_at = utcnow()
+            job.lease_until = None
+            if started is not None:
+                job.time_taken_ms = int((time.perf_counter() - started) * 1000)
+            if job.reservation_key:
+                await credits.release(session, job.reservation_key)
+            return job, True
+
+    job, recorded = await _retrying(job_id, "fail", write)
+    if recorded:
+        ctx.metrics.observe_job(job.kind, job.provider, job.status, code, None)
+        log.info("job.failed", job_id=str(job_id), code=code)
     return job
+
+
+# PostgreSQL's "serialization failure" and "deadlock detected": the transaction may simply be run again.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def transient_database_error(exc: BaseException) -> bool:
+    """Errors after which the same unit of work may pass if run again: SQLite busy or locked, an InnoDB
+    deadlock or lock wait timeout (OperationalError), a PostgreSQL deadlock or serialization failure, a
+    dropped connection, a saturated pool."""
+    if isinstance(exc, PoolTimeoutError | OperationalError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+    return False
+
+
+async def _retrying(job_id: uuid.UUID, action: str, unit: Callable[[], Awaitable[T]]) -> T:
+    """Run a unit of work (its own transaction) again after a transient database error, a few times
+    with a growing pause; other errors, and the last transient one, go to the caller."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await unit()
+        except Exception as exc:
+            if attempt >= WRITE_ATTEMPTS or not transient_database_error(exc):
+                raise
+            delay = WRITE_RETRY_BASE_SECONDS * 2 ** (attempt - 1)
+            log.warning(
+                "job.write_retrying",
+                job_id=str(job_id),
+                action=action,
+                attempt=attempt,
+                error=type(exc).__name__,
+                delay=delay,
+            )
+            await asyncio.sleep(delay)
 
 
 async def recover(ctx: Container, limit: int = 100) -> list[uuid.UUID]:
     """Jobs left behind by a crash: re-run those with attempts left, fail (and refund) the others.
-    Returns the ids to re-run; the caller schedules them."""
+    A job a client waited for is always failed: that client was answered (or lost its connection)
+    already, and a result nobody receives must not be charged. Returns the ids to re-run; the caller
+    schedules them."""
     now = utcnow()
     lease = timedelta(seconds=ctx.settings.job_lease_seconds)
     async with ctx.database.session_scope() as session:
         stale = await JobRepository(session).stale(now, pending_before=now - lease, limit=limit)
-        plan = [(job.id, job.attempts) for job in stale]
+        plan = [(job.id, job.attempts, bool(job.options.get(WAITED))) for job in stale]
     rerun = []
-    for job_id, attempts in plan:
-        if attempts >= ctx.settings.job_max_attempts:
-            await _fail(ctx, job_id, "abandoned", "The job was interrupted too many times.", attempts, None)
+    for job_id, attempts, waited in plan:
+        if waited:
+            message = "The request waiting for this job ended before it finished; nothing was charged."
+            ended = await _fail(ctx, job_id, CANCELLED, message, attempts, None)
+        elif attempts >= ctx.settings.job_max_attempts:
+            ended = await _fail(
+                ctx, job_id, "abandoned", "The job was interrupted too many times.", attempts, None
+            )
         else:
             rerun.append(job_id)
+            continue
+        if ended.status == JobStatus.failed.value and ended.user_id is not None:
+            # Its runner may have stored outputs before it stopped.
+            await images_service.delete_objects(ctx, images_service.possible_output_keys(ended))
     if plan:
         log.info("jobs.recovered", rerun=len(rerun), failed=len(plan) - len(rerun))
     return rerun

@@ -23,6 +23,7 @@ from app.errors import AppError, BadRequest, NotFound, PayloadTooLarge, Unsuppor
 from app.integrations.images.base import IMAGE_EXTENSIONS, sniff_image_type
 from app.models import Upload, UploadOrigin, User
 from app.repositories.images import UploadRepository
+from app.services import users as users_service
 
 # Decoding is guarded by our own pixel check below; Pillow's global guard would warn first and then
 # raise a different error, so ours is the only one.
@@ -206,6 +207,8 @@ async def store(
         max_pixels=settings.upload_max_pixels,
         max_side=max_side,
     )
+    # Serialised with the account's erasure: stored before it (and erased with the rest) or refused.
+    await users_service.lock_open(session, user.id)
     upload_id = uuid.uuid4()
     key = f"users/{user.id}/uploads/{upload_id}.{IMAGE_EXTENSIONS[clean.content_type]}"
     await ctx.storage.put(key, clean.data, clean.content_type)

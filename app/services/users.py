@@ -104,10 +104,25 @@ async def export(session: AsyncSession, user: User) -> AccountExport:
     )
 
 
+async def lock_open(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The account's row locked until the transaction ends, or NotFound if it was erased or closed.
+
+    Erasure and everything that creates data for an account (an upload, a job and its reservation)
+    take this lock first, so they never interleave: what was created before an erasure is erased with
+    the rest, and nothing can be created after it."""
+    user = await UserRepository(session).lock(user_id)
+    if user is None or not is_open(user):
+        raise NotFound("No such user.")
+    return user
+
+
 async def erase(session: AsyncSession, ctx: Container, user: User) -> None:
     """Right to erasure: every personal field is wiped, every credential revoked, every stored image
     deleted. The row itself, its credit account, ledger and payments stay, detached from any person,
-    for the accounts."""
+    for the accounts. Serialised with uploads and job submissions by the row's lock (`lock_open`)."""
+    locked = await UserRepository(session).lock(user.id)
+    if locked is None or locked.erased_at is not None:
+        return  # erased by a concurrent request meanwhile: nothing is left to do
     now = utcnow()
     await images_service.delete_user_files(session, ctx, user.id)
     await RefreshTokenRepository(session).revoke_all_for_user(user.id, now)

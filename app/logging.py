@@ -1,13 +1,20 @@
-"""structlog for our code and stdlib loggers alike: console in development, JSON elsewhere."""
+"""structlog for our code and stdlib loggers alike: console in development, JSON elsewhere.
+
+Logging runs on the event loop's thread, so rendering a line must cost microseconds, whatever is logged:
+tracebacks are plain text (no source listings, no frame locals: a rich traceback with locals took
+20 s for one client that hung up), with a bounded number of frames and characters, and long values are
+cut."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+import traceback
+from typing import TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
 
 from app.config import Settings
 
@@ -17,11 +24,43 @@ _SENSITIVE_KEY = re.compile(
 )
 REDACTED = "[redacted]"
 
+# Innermost frames kept per exception of a chain, and characters kept of a whole traceback / one value.
+TRACEBACK_FRAMES = 40
+TRACEBACK_CHARS = 16_000
+VALUE_CHARS = 4_000
+
 
 def redact_sensitive_values(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
         if key != "event" and _SENSITIVE_KEY.search(key):
             event_dict[key] = REDACTED
+    return event_dict
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    # The end of a traceback says what was raised, its start where: keep both.
+    head = limit // 4
+    tail = limit - head
+    return f"{text[:head]}\n... [{len(text) - limit} characters cut] ...\n{text[-tail:]}"
+
+
+def bounded_traceback(exc_info: ExcInfo) -> str:
+    """The standard library's plain traceback, at most TRACEBACK_FRAMES frames per exception and
+    TRACEBACK_CHARS characters in all."""
+    lines = traceback.format_exception(*exc_info, limit=-TRACEBACK_FRAMES)
+    return _cut("".join(lines).rstrip("\n"), TRACEBACK_CHARS)
+
+
+def _console_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    sio.write("\n" + bounded_traceback(exc_info))
+
+
+def bound_values(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and len(value) > VALUE_CHARS:
+            event_dict[key] = _cut(value, VALUE_CHARS)
     return event_dict
 
 
@@ -32,13 +71,14 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_sensitive_values,
+        bound_values,
     ]
     renderer: Processor
     if settings.json_logs:
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.format_exc_info)
+        shared.append(structlog.processors.ExceptionRenderer(bounded_traceback))
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=_console_traceback)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

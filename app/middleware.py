@@ -1,5 +1,6 @@
-"""Pure-ASGI middlewares: request context (id, access log, security headers, last-resort 500) and
-the request body size limit. Pure ASGI so contextvars bound here reach the endpoint and its logs."""
+"""Pure-ASGI middlewares: request context (id, access log, security headers, last-resort 500, clients
+that hang up) and the request body size limit. Pure ASGI so contextvars bound here reach the endpoint
+and its logs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AppError, InternalError, PayloadTooLarge, database_error_as_app_error, render_app_error
@@ -30,6 +33,8 @@ SECURITY_HEADERS = {
 }
 # An API answers JSON, never a page: nothing may load or frame it. The docs page loads Swagger UI.
 API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# nginx's status for a client that closed the connection before it was answered: not a server error.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class RequestContextMiddleware:
@@ -49,7 +54,16 @@ class RequestContextMiddleware:
         path: str = scope["path"]
         status_code = 500
         response_started = False
+        # The client went away before it was answered (the server told us while we read its body).
+        client_left = False
         started = time.perf_counter()
+
+        async def watching_receive() -> Message:
+            nonlocal client_left
+            message = await receive()
+            if message["type"] == "http.disconnect" and not response_started:
+                client_left = True
+            return message
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status_code, response_started
@@ -68,30 +82,54 @@ class RequestContextMiddleware:
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self.app(scope, receive, send_with_headers)
+                await self.app(scope, watching_receive, send_with_headers)
             except Exception as exc:
-                if response_started:
+                if _is_hang_up(exc):
+                    # Nobody is left to answer, and nothing went wrong here: no 500, no traceback.
+                    client_left = client_left or not response_started
+                elif response_started:
                     error_log.exception("request.failed_after_response_started", path=path)
                     raise
-                app_error = _as_app_error(exc)
-                if app_error.status_code >= 500 and not isinstance(exc, AppError):
-                    error_log.exception("request.unhandled_error", method=scope["method"], path=path)
-                response = render_app_error(app_error, request_id)
-                await response(scope, receive, send_with_headers)
+                else:
+                    client_left = False  # a failure of ours, whoever is still listening
+                    app_error = _as_app_error(exc)
+                    if app_error.status_code >= 500 and not isinstance(exc, AppError):
+                        error_log.exception("request.unhandled_error", method=scope["method"], path=path)
+                    response = render_app_error(app_error, request_id)
+                    await response(scope, watching_receive, send_with_headers)
             finally:
                 seconds = time.perf_counter() - started
+                # Whatever the app answered after the client left (e.g. FastAPI's 400 for a body it
+                # could not read) reached no one.
+                status = CLIENT_CLOSED_REQUEST if client_left else status_code
                 access_log.info(
                     "http.request",
                     method=scope["method"],
                     path=path,
-                    status=status_code,
+                    status=status,
                     duration_ms=round(seconds * 1000, 2),
                     client=_client_host(scope),
                 )
                 if self.metrics is not None:
-                    self.metrics.observe_request(
-                        scope["method"], _route_template(scope), status_code, seconds
-                    )
+                    self.metrics.observe_request(scope["method"], _route_template(scope), status, seconds)
+
+
+def _is_hang_up(exc: BaseException) -> bool:
+    """Whether `exc` is, or was raised while handling, the client's disconnect (Starlette raises
+    ClientDisconnect from the body stream; FastAPI and our own code may wrap it, task groups group it)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ClientDisconnect):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(link for link in (current.__cause__, current.__context__) if link is not None)
+    return False
 
 
 def _as_app_error(exc: Exception) -> AppError:
@@ -120,9 +158,19 @@ def _client_host(scope: Scope) -> str | None:
     return client[0] if client else None
 
 
+class _BodyTooLarge(HTTPException):
+    """Raised from `receive` once the body passes the limit. An HTTPException, because FastAPI passes
+    those on from its body parsing (any other exception there becomes a 400 "error parsing the body");
+    the error handlers answer it as 413 `payload_too_large`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"The request body is larger than {max_bytes} bytes.")
+
+
 class BodySizeLimitMiddleware:
     """Refuses bodies over the limit: at once from Content-Length, or while streaming a chunked body,
-    so an oversize upload is never buffered whole."""
+    so an oversize upload is never buffered whole. Whoever reads the body (FastAPI's JSON or form
+    parsing, a route's own `request.body()` or `request.form()`), the answer is 413."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -132,24 +180,46 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = scope.get("state", {}).get("request_id")
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = render_app_error(self._too_large(), scope.get("state", {}).get("request_id"))
-            await response(scope, receive, send)
+            await render_app_error(self._too_large(), request_id)(scope, receive, send)
             return
 
         received = 0
+        exceeded = False
+        response_started = False
+        replaced = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise self._too_large()
+                    exceeded = True
+                    raise _BodyTooLarge(self.max_bytes)
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            # Code that turned the refusal into another answer (a broad `except`) is overruled.
+            nonlocal response_started, replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                response_started = True
+                if exceeded and message["status"] != 413:
+                    replaced = True
+                    await render_app_error(self._too_large(), request_id)(scope, receive, send)
+                    return
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _BodyTooLarge:
+            if response_started:
+                raise
+            await render_app_error(self._too_large(), request_id)(scope, receive, send)
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"The request body is larger than {self.max_bytes} bytes.")

@@ -45,7 +45,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 @pytest.fixture(autouse=True)
 def _no_write_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs_service, "WRITE_RETRY_BASE_SECONDS", 0)
+    monkeypatch.setitem(jobs_service._WRITE_RETRIES, "base_delay_seconds", 0)
 
 
 @pytest.fixture

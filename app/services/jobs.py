@@ -10,15 +10,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
+from app.db.retry import retry_transient, transient_database_error
 from app.errors import AppError, Conflict, DatabaseUnavailable, NotFound, ServiceUnavailable
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, VectorizeOptions
 from app.integrations.storage import ObjectNotFound, StorageError
@@ -33,13 +32,11 @@ log = structlog.get_logger("app.jobs")
 CLIPDROP_MAX_PIXELS = 25_000_000
 # A job's completion or failure that hits a transient database error (SQLite busy, a deadlock, a dropped
 # connection) is written again, this many times in all, after 50 ms, 100 ms, 200 ms...
-WRITE_ATTEMPTS = 4
-WRITE_RETRY_BASE_SECONDS = 0.05
+_WRITE_RETRIES: dict[str, Any] = {"attempts": 4, "base_delay_seconds": 0.05}
 # In a job's options: a client waits for it on its request (`run_now`). Such a job is never re-run by the
 # recovery: whoever waited got an answer (or lost the connection) already, and a result nobody receives
 # must not be charged.
 WAITED = "waited"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -477,7 +474,7 @@ async def _complete(
             balance = await credits.balance_of(session, job.user_id)
             return FinishedJob(job, outputs, balance), True
 
-    result, recorded = await _retrying(job_id, "complete", write)
+    result, recorded = await retry_transient(write, what="job.complete", **_WRITE_RETRIES)
     if isinstance(result, FinishedJob):
         if recorded:
             job = result.job
@@ -563,49 +560,11 @@ async def _fail(
                 await credits.release(session, job.reservation_key)
             return job, True
 
-    job, recorded = await _retrying(job_id, "fail", write)
+    job, recorded = await retry_transient(write, what="job.fail", **_WRITE_RETRIES)
     if recorded:
         ctx.metrics.observe_job(job.kind, job.provider, job.status, code, None)
         log.info("job.failed", job_id=str(job_id), code=code)
     return job
-
-
-# PostgreSQL's "serialization failure" and "deadlock detected": the transaction may simply be run again.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
-
-
-def transient_database_error(exc: BaseException) -> bool:
-    """Errors after which the same unit of work may pass if run again: SQLite busy or locked, an InnoDB
-    deadlock or lock wait timeout (OperationalError), a PostgreSQL deadlock or serialization failure, a
-    dropped connection, a saturated pool."""
-    if isinstance(exc, PoolTimeoutError | OperationalError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
-    return False
-
-
-async def _retrying(job_id: uuid.UUID, action: str, unit: Callable[[], Awaitable[T]]) -> T:
-    """Run a unit of work (its own transaction) again after a transient database error, a few times
-    with a growing pause; other errors, and the last transient one, go to the caller."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await unit()
-        except Exception as exc:
-            if attempt >= WRITE_ATTEMPTS or not transient_database_error(exc):
-                raise
-            delay = WRITE_RETRY_BASE_SECONDS * 2 ** (attempt - 1)
-            log.warning(
-                "job.write_retrying",
-                job_id=str(job_id),
-                action=action,
-                attempt=attempt,
-                error=type(exc).__name__,
-                delay=delay,
-            )
-            await asyncio.sleep(delay)
 
 
 async def recover(ctx: Container, limit: int = 100) -> list[uuid.UUID]:

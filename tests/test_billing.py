@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -31,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.base import utcnow
 from app.db.session import Database
 from app.models import (
     CreditAccount,
@@ -47,28 +45,41 @@ from app.models import (
 )
 from app.models.auth import OneTimeToken, RefreshToken
 from app.repositories.billing import idempotency_key_digest
-from app.services import credits
-from app.services import users as users_service
-from tests.conftest import make_settings
 from tests.fakes.dodo import FakeDodo, generate_secret
 from tests.fakes.razorpay import FakeRazorpay, payment_signature, webhook_signature
 from tests.fakes.stripe import FakeStripe, build_customer_details
-
-PLANS = "/api/v1/plans"
-CREATE_ORDER = "/api/v1/orders/create-order"
-VERIFY_ORDER = "/api/v1/orders/verify-order"
-CHECKOUT = "/api/v1/payment/create-checkout"
-SUBSCRIBE = "/api/v1/payment/subscribe"
-ORDERS = "/api/v1/payment/orders"
-USER_CREDITS = "/api/v1/users/credits"
-STRIPE_WEBHOOK = "/api/v1/webhooks/stripe"
-RAZORPAY_WEBHOOK = "/api/v1/webhooks/razorpay"
-DODO_WEBHOOK = "/api/v1/webhooks/dodo"
-
-BONUS = 10_000  # the signup bonus, 10 credits
-BASIC, PREMIUM, ULTIMATE, PRO = 100_000, 300_000, 1_000_000, 500_000  # credits per pack / per month
-DODO_CREDITS_PRODUCT = "pdt_custom_credits"
-
+from tests.support.payments import (
+    BASIC,
+    BONUS,
+    CHECKOUT,
+    CREATE_ORDER,
+    DODO_CREDITS_PRODUCT,
+    DODO_WEBHOOK,
+    ORDERS,
+    PLANS,
+    PREMIUM,
+    PRO,
+    RAZORPAY_WEBHOOK,
+    STRIPE_WEBHOOK,
+    SUBSCRIBE,
+    VERIFY_ORDER,
+    balance,
+    bearer,
+    dodo_checkout,
+    ledger_of,
+    make_user,
+    order_row,
+    payment_settings,
+    plan_of,
+    post_webhook,
+    razorpay_order,
+    set_dodo_product,
+    spend,
+    stored_balance,
+    stripe_checkout,
+    stripe_subscription,
+    webhook_rows,
+)
 
 # --- fixtures --------------------------------------------------------------------------------------
 
@@ -87,23 +98,7 @@ def settings(
     fake_dodo: FakeDodo,
     billing_overrides: dict[str, object],
 ) -> Settings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "stripe_api_base": fake_stripe.api_base,
-        "stripe_secret_key": fake_stripe.secret_key,
-        "stripe_webhook_secret": fake_stripe.webhook_secret,
-        "razorpay_base_url": fake_razorpay.base_url,
-        "razorpay_key_id": fake_razorpay.key_id,
-        "razorpay_key_secret": fake_razorpay.key_secret,
-        "razorpay_webhook_secret": fake_razorpay.webhook_secret,
-        "dodo_base_url": fake_dodo.base_url,
-        "dodo_api_key": fake_dodo.api_key,
-        "dodo_webhook_secret": fake_dodo.webhook_secret,
-        "dodo_credits_product_id": DODO_CREDITS_PRODUCT,
-        "payment_api_max_retries": 0,
-    }
-    values.update(billing_overrides)
-    return make_settings(**values)
+    return payment_settings(database_url, fake_stripe, fake_razorpay, fake_dodo, **billing_overrides)
 
 
 @pytest.fixture
@@ -119,96 +114,14 @@ def auth(container: Container, user: User) -> dict[str, str]:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-async def make_user(session: AsyncSession, settings: Settings) -> User:
-    return await users_service.create_user(
-        session,
-        settings,
-        email=f"billing-{uuid.uuid4().hex}@example.com",
-        email_verified_at=utcnow(),
-    )
-
-
-def bearer(container: Container, user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
-
-
-async def balance(client: httpx.AsyncClient, headers: dict[str, str]) -> int:
-    """The spendable balance in millicredits, as the API reports it."""
-    response = await client.get(USER_CREDITS, headers=headers)
-    assert response.status_code == 200, response.text
-    return int(Decimal(str(response.json()["credits"])) * 1000)
-
-
-async def plan_of(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
-    response = await client.get(USER_CREDITS, headers=headers)
-    assert response.status_code == 200, response.text
-    plan: str = response.json()["plan"]
-    return plan
-
-
-async def order_row(session: AsyncSession, order_id: uuid.UUID | str) -> Order:
-    session.expunge_all()
-    order = await session.get(Order, uuid.UUID(str(order_id)))
-    assert order is not None
-    return order
-
-
 async def orders_of(session: AsyncSession, user_id: uuid.UUID) -> list[Order]:
     session.expunge_all()
     return list(await session.scalars(select(Order).where(Order.user_id == user_id)))
 
 
-async def ledger_of(
-    session: AsyncSession, user_id: uuid.UUID, reason: LedgerReason | None = None
-) -> list[CreditLedgerEntry]:
-    """The user's ledger rows (oldest first), after checking the cached balance against them."""
-    session.expunge_all()
-    account = await session.scalar(select(CreditAccount).where(CreditAccount.user_id == user_id))
-    assert account is not None
-    rows = list(
-        await session.scalars(
-            select(CreditLedgerEntry)
-            .where(CreditLedgerEntry.account_id == account.id)
-            .order_by(CreditLedgerEntry.created_at)
-        )
-    )
-    assert account.balance == sum(row.amount for row in rows) >= 0
-    return [row for row in rows if reason is None or row.reason == reason.value]
-
-
-async def stored_balance(session: AsyncSession, user_id: uuid.UUID) -> int:
-    session.expunge_all()
-    account = await session.scalar(select(CreditAccount).where(CreditAccount.user_id == user_id))
-    assert account is not None
-    return int(account.balance)
-
-
-async def webhook_rows(
-    session: AsyncSession, provider: str, event_id: str | None = None
-) -> list[WebhookEvent]:
-    session.expunge_all()
-    statement = select(WebhookEvent).where(WebhookEvent.provider == provider)
-    if event_id is not None:
-        statement = statement.where(WebhookEvent.event_id == event_id)
-    return list(await session.scalars(statement))
-
-
 async def count_rows(session: AsyncSession, model: type[Any]) -> int:
     session.expunge_all()
     return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-async def set_dodo_product(session: AsyncSession, code: str, product_id: str | None) -> None:
-    await session.execute(update(Plan).where(Plan.code == code).values(dodo_product_id=product_id))
-    await session.flush()
-
-
-async def spend(session: AsyncSession, user_id: uuid.UUID, amount: int) -> None:
-    """Spend credits the way a job does: reserve, then capture."""
-    key = f"job:{uuid.uuid4().hex}"
-    await credits.reserve(session, user_id, amount, key)
-    await credits.capture(session, key)
-    await session.flush()
 
 
 def error_of(response: httpx.Response) -> str:
@@ -221,52 +134,6 @@ def reserialized(body: bytes, change: Callable[[dict[str, Any]], None]) -> bytes
     event = json.loads(body)
     change(event)
     return json.dumps(event).encode()
-
-
-async def post_webhook(
-    client: httpx.AsyncClient, path: str, delivery: tuple[bytes, dict[str, str]]
-) -> httpx.Response:
-    body, headers = delivery
-    return await client.post(path, content=body, headers=headers)
-
-
-# --- Razorpay helpers ------------------------------------------------------------------------------
-
-
-async def razorpay_order(
-    client: httpx.AsyncClient, auth: dict[str, str], plan: str = "basic"
-) -> dict[str, Any]:
-    response = await client.post(CREATE_ORDER, json={"plan_id": plan}, headers=auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-# --- Stripe helpers --------------------------------------------------------------------------------
-
-
-async def stripe_checkout(
-    client: httpx.AsyncClient, auth: dict[str, str], plan: str = "basic", currency: str = "USD"
-) -> dict[str, Any]:
-    response = await client.post(
-        CHECKOUT, json={"plan_id": plan, "provider": "stripe", "currency": currency}, headers=auth
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def stripe_subscription(
-    client: httpx.AsyncClient, auth: dict[str, str], fake: FakeStripe
-) -> tuple[dict[str, Any], str]:
-    """Subscribe to Pro and complete the checkout: (the subscribe response, the Stripe subscription id)."""
-    response = await client.post(SUBSCRIBE, json={"plan_id": "pro"}, headers=auth)
-    assert response.status_code == 200, response.text
-    created: dict[str, Any] = response.json()
-    completed = fake.checkout_completed(created["session_id"])
-    answer = await post_webhook(client, STRIPE_WEBHOOK, fake.deliver(completed))
-    assert answer.json() == {"status": "processed"}, answer.text
-    return created, str(completed["data"]["object"]["subscription"])
 
 
 def stripe_session_creates(fake: FakeStripe) -> list[Any]:
@@ -1514,15 +1381,6 @@ async def test_dodo_custom_credits_outside_the_bounds_are_refused(
     assert error_of(response) == "plan_not_available"
     assert fake_dodo.requests == []
     assert await orders_of(session, user.id) == []
-
-
-async def dodo_checkout(
-    client: httpx.AsyncClient, auth: dict[str, str], credits_wanted: int = 100
-) -> dict[str, Any]:
-    response = await client.post(CHECKOUT, json={"provider": "dodo", "credits": credits_wanted}, headers=auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def test_dodo_payment_succeeded_credits_once(

@@ -39,7 +39,7 @@ from tests.conftest import make_settings
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
-from tests.test_billing import (
+from tests.support.payments import (
     BASIC,
     BONUS,
     DODO_CREDITS_PRODUCT,
@@ -48,9 +48,6 @@ from tests.test_billing import (
     RAZORPAY_WEBHOOK,
     STRIPE_WEBHOOK,
     VERIFY_ORDER,
-    _cleanup,
-    _committed_user,
-    _leftovers,
     balance,
     bearer,
     dodo_checkout,
@@ -65,6 +62,7 @@ from tests.test_billing import (
     stripe_subscription,
     webhook_rows,
 )
+from tests.test_billing import _cleanup, _committed_user, _leftovers
 
 BASIC_USD, BASIC_INR = 599, 49_900  # the basic pack's price (cents, paise)
 
@@ -571,9 +569,12 @@ async def test_a_razorpay_dispute_of_an_unknown_payment_is_stored_and_ignored(
     auth: dict[str, str],
     fake_razorpay: FakeRazorpay,
 ) -> None:
+    """A payment of a Razorpay order none of our orders made (another integration on the account). A
+    dispute of one of ours told before its payment: tests/test_payment_order.py."""
     created = await razorpay_order(client, auth)
-    checkout = fake_razorpay.pay(created["razorpay_order_id"])  # paid at Razorpay, never verified here
+    checkout = fake_razorpay.pay(created["razorpay_order_id"])
     event = fake_razorpay.dispute_event("created", checkout["razorpay_payment_id"])
+    event["payload"]["payment"]["entity"]["order_id"] = "order_" + uuid.uuid4().hex[:14]
     delivery = fake_razorpay.deliver(event)
 
     await send(client, RAZORPAY_WEBHOOK, delivery, "ignored")

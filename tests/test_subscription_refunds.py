@@ -35,14 +35,11 @@ from app.integrations.stripe_gateway import StripeGateway
 from app.models import CreditAccount, CreditDebt, CreditLedgerEntry, LedgerReason, User
 from tests.conftest import make_settings
 from tests.fakes.stripe import FakeStripe
-from tests.test_billing import (
+from tests.support.payments import (
     BONUS,
     PRO,
     STRIPE_WEBHOOK,
     SUBSCRIBE,
-    _cleanup,
-    _committed_user,
-    _leftovers,
     balance,
     bearer,
     ledger_of,
@@ -53,6 +50,7 @@ from tests.test_billing import (
     stripe_subscription,
     webhook_rows,
 )
+from tests.test_billing import _cleanup, _committed_user, _leftovers
 
 PRO_USD = 999  # what a month of Pro costs, in cents
 

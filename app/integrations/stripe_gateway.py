@@ -1,5 +1,5 @@
-"""Stripe through its SDK (async over httpx): Checkout Sessions, the invoices a payment paid, and signed
-webhook events."""
+"""Stripe through its SDK (async over httpx): Checkout Sessions (and the one behind a payment intent), the
+invoices a payment paid, and signed webhook events."""
 
 from __future__ import annotations
 
@@ -61,6 +61,12 @@ def _gateway_error(exc: stripe.StripeError) -> PaymentGatewayError:
 @dataclass(frozen=True)
 class InvoiceSubscription:
     subscription_id: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckoutSessionRef:
+    session_id: str
     metadata: dict[str, Any]
 
 
@@ -150,6 +156,27 @@ class StripeGateway:
         raise PaymentGatewayError(
             "Stripe: too many invoice payments for one payment intent.", retryable=False
         )
+
+    async def checkout_session_of(self, payment_intent: str) -> CheckoutSessionRef | None:
+        """The Checkout Session that created this payment intent, with its metadata
+        (`GET /v1/checkout/sessions?payment_intent=`); None when no session did (an invoice's payment,
+        another integration's). A refund or dispute can be told before the session's
+        `checkout.session.completed`, which is where we learn the payment intent. Raises
+        PaymentGatewayError (retryable for 5xx, 429 and connection failures)."""
+        try:
+            page = await self._client.v1.checkout.sessions.list_async(
+                params={"payment_intent": payment_intent, "limit": 1}
+            )
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc) from exc
+        for found in page.data:
+            fields = found.to_dict()
+            metadata = fields.get("metadata")
+            if isinstance(fields.get("id"), str):
+                return CheckoutSessionRef(
+                    session_id=fields["id"], metadata=dict(metadata) if isinstance(metadata, dict) else {}
+                )
+        return None
 
     async def invoice_subscription(self, invoice_id: str) -> InvoiceSubscription | None:
         """The subscription an invoice bills, with the metadata our checkout gave it

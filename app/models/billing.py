@@ -1,5 +1,6 @@
-"""The catalogue (plans and their prices), orders for every provider, subscriptions, and the debts left
-when a refund claws back credits that were already spent."""
+"""The catalogue (plans and their prices), orders for every provider with the refunds and disputes the
+providers told us of, subscriptions, and the debts left when a refund claws back credits that were already
+spent."""
 
 from __future__ import annotations
 
@@ -89,6 +90,32 @@ class Order(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     billing_country: Mapped[str | None] = mapped_column(String(2))
     customer_tax_ids: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     tax_amount: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AdjustmentKind(StrEnum):
+    refund = "refund"
+    chargeback = "chargeback"
+    chargeback_won = "chargeback_won"
+
+
+class OrderAdjustment(UUIDPrimaryKeyMixin, Base):
+    """One refund or dispute decision about an order's payment, as a provider told it: recorded once
+    (`key` is the provider's identity of that fact, also the ledger key of the credits it moves) and applied
+    to the order's credits as soon as the order is paid. A refund or a dispute that arrives before the
+    payment's confirmation (providers promise no order) waits here, `applied_at` empty, and is applied when
+    the payment lands, so every delivery order ends in the same state."""
+
+    __tablename__ = "order_adjustments"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # The provider's payment the fact is about (one order may see several payment attempts).
+    payment_id: Mapped[str | None] = mapped_column(String(255))
+    # Minor units of the order's currency: a refund's own amount, or a dispute's (None: the whole payment).
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[datetime | None]
 
 
 class Subscription(UUIDPrimaryKeyMixin, TimestampMixin, Base):

@@ -19,6 +19,7 @@ from app.models import (
     PlanPrice,
     Subscription,
 )
+from app.models.billing import AdjustmentKind, OrderAdjustment
 from app.repositories.base import Repository
 
 
@@ -54,6 +55,10 @@ class PlanRepository(Repository[Plan]):
         )
 
 
+# Subscription statuses (Stripe's and Dodo's) under which the subscriber keeps the plan.
+RUNNING_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due")
+
+
 class OrderRepository(Repository[Order]):
     model = Order
 
@@ -86,11 +91,24 @@ class OrderRepository(Repository[Order]):
         )
         return result.rowcount == 1
 
-    async def mark_failed(self, order_id: uuid.UUID, reason: str, now: datetime) -> bool:
+    async def mark_failed(
+        self, order_id: uuid.UUID, reason: str, now: datetime, *, payment_id: str | None = None
+    ) -> bool:
+        """created -> failed (also failed -> failed when `payment_id`, the payment that failed, is given:
+        an order may be attempted several times), once per change."""
+        values: dict[str, Any] = {
+            "status": OrderStatus.failed.value,
+            "failure_reason": reason[:500],
+            "updated_at": now,
+        }
+        statuses = [OrderStatus.created.value]
+        if payment_id is not None:
+            values["provider_payment_id"] = payment_id
+            statuses.append(OrderStatus.failed.value)
         result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
             update(Order)
-            .where(Order.id == order_id, Order.status == OrderStatus.created.value)
-            .values(status=OrderStatus.failed.value, failure_reason=reason[:500], updated_at=now)
+            .where(Order.id == order_id, Order.status.in_(statuses))
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
@@ -105,6 +123,51 @@ class OrderRepository(Repository[Order]):
         return list(result)
 
 
+# Pending adjustments are applied in this order: what the customer got back before what was disputed,
+# and a dispute's opening before its decision.
+_KIND_RANK = {AdjustmentKind.refund.value: 0, AdjustmentKind.chargeback.value: 1}
+
+
+class OrderAdjustmentRepository(Repository[OrderAdjustment]):
+    model = OrderAdjustment
+
+    async def get_by_key(self, key: str) -> OrderAdjustment | None:
+        return await self.session.scalar(select(OrderAdjustment).where(OrderAdjustment.key == key))
+
+    async def record(self, values: dict[str, Any]) -> OrderAdjustment | None:
+        """The new adjustment; None when one with its key was already recorded."""
+        if not await insert_if_absent(self.session, OrderAdjustment, {"id": uuid.uuid4(), **values}):
+            return None
+        return await self.get_by_key(values["key"])
+
+    async def refunded_by(self, order_id: uuid.UUID, payment_id: str | None) -> int:
+        """What the refunds recorded for this order's payment add up to (minor units)."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(OrderAdjustment.amount), 0)).where(
+                OrderAdjustment.order_id == order_id,
+                OrderAdjustment.kind == AdjustmentKind.refund.value,
+                OrderAdjustment.payment_id.is_(None)
+                if payment_id is None
+                else OrderAdjustment.payment_id == payment_id,
+            )
+        )
+        return int(total or 0)
+
+    async def pending(self, order_id: uuid.UUID) -> list[OrderAdjustment]:
+        """The adjustments not applied yet, locked, refunds first, then openings, then decisions (each by
+        arrival). Locking reads see what other transactions committed up to now."""
+        rows = list(
+            await self.session.scalars(
+                select(OrderAdjustment)
+                .where(OrderAdjustment.order_id == order_id, OrderAdjustment.applied_at.is_(None))
+                .order_by(OrderAdjustment.created_at, OrderAdjustment.key)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        )
+        return sorted(rows, key=lambda row: _KIND_RANK.get(row.kind, 2))
+
+
 class SubscriptionRepository(Repository[Subscription]):
     model = Subscription
 
@@ -114,6 +177,23 @@ class SubscriptionRepository(Repository[Subscription]):
                 Subscription.provider == provider,
                 Subscription.provider_subscription_id == provider_subscription_id,
             )
+        )
+
+    async def plan_granted_by_others(self, user_id: uuid.UUID, ended_id: uuid.UUID) -> str | None:
+        """The plan (e.g. "pro") another of the user's subscriptions still grants: one not ended, whose
+        status entitles it, newest first; None when there is none."""
+        return await self.session.scalar(
+            select(Plan.grants_plan)
+            .join(Subscription, Subscription.plan_id == Plan.id)
+            .where(
+                Subscription.user_id == user_id,
+                Subscription.id != ended_id,
+                Subscription.ended_at.is_(None),
+                Subscription.status.in_(RUNNING_SUBSCRIPTION_STATUSES),
+                Plan.grants_plan.is_not(None),
+            )
+            .order_by(Subscription.created_at.desc(), Subscription.id.desc())
+            .limit(1)
         )
 
     async def ensure(self, values: dict[str, Any]) -> Subscription:
@@ -131,6 +211,17 @@ class CreditDebtRepository(Repository[CreditDebt]):
 
     async def list_for_user(self, user_id: uuid.UUID) -> list[CreditDebt]:
         return list(await self.session.scalars(select(CreditDebt).where(CreditDebt.user_id == user_id)))
+
+    async def amount_owed(self, reference: str) -> int:
+        """What is still owed under `reference` (0 when nothing, or when it was cancelled or settled)."""
+        owed = await self.session.scalar(
+            select(CreditDebt.amount).where(
+                CreditDebt.reference == reference,
+                CreditDebt.reason != "chargeback_won",
+                CreditDebt.settled_at.is_(None),
+            )
+        )
+        return int(owed or 0)
 
     async def forgive(self, reference: str, reason: str, now: datetime) -> bool:
         """The debt recorded under `reference` is no longer owed: it is settled (if it was not already) and

@@ -50,7 +50,14 @@ async def plans(session: SessionDep, container: ContainerDep) -> list[PlanOut]:
 
 
 def order_out(order: Order) -> OrderOut:
-    return OrderOut.model_validate(order).model_copy(update={"credits": credits.to_credits(order.credits)})
+    # A refund and a chargeback of the same money both count inside (so a won dispute leaves the refund
+    # standing); the customer never got back more than the order's amount.
+    return OrderOut.model_validate(order).model_copy(
+        update={
+            "credits": credits.to_credits(order.credits),
+            "refunded_amount": min(order.refunded_amount, order.amount),
+        }
+    )
 
 
 @router.post("/orders/create-order", response_model=RazorpayOrderOut, description=IDEMPOTENCY_DOC)

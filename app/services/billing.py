@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
-from app.errors import AppError, BadRequest, ProviderNotConfigured, ServiceUnavailable
+from app.errors import AppError, BadRequest, Conflict, ProviderNotConfigured, ServiceUnavailable
 from app.integrations.dodo_gateway import DodoGateway
 from app.integrations.payments import CheckoutRequest, InvalidPaymentSignature, PaymentGatewayError
 from app.integrations.razorpay_gateway import RazorpayGateway
@@ -27,9 +27,11 @@ from app.models import (
     Subscription,
     User,
 )
+from app.models.billing import AdjustmentKind, OrderAdjustment
 from app.repositories.billing import (
     CreditDebtRepository,
     InvoiceGrantRepository,
+    OrderAdjustmentRepository,
     OrderRepository,
     SubscriptionRepository,
 )
@@ -55,6 +57,11 @@ class InvalidPaymentVerification(BadRequest):
 
 class PlanNotAvailable(BadRequest):
     code = "plan_not_available"
+
+
+class PaymentAmountMismatch(Conflict):
+    code = "amount_mismatch"
+    default_detail = "This payment does not cover the order's price; the order was not paid."
 
 
 def _require(gateway: Any, name: str) -> Any:
@@ -134,6 +141,8 @@ async def verify_razorpay_payment(
     if order is None or order.user_id != user.id:
         raise InvalidPaymentVerification("This payment does not belong to one of your orders.")
     await fulfil(session, order, payment_id)
+    if _refused(order, payment_id):
+        raise PaymentAmountMismatch()
     return order
 
 
@@ -262,10 +271,86 @@ async def list_orders(session: AsyncSession, user: User, limit: int = 100) -> li
 
 
 # --- effects shared by verifications and webhooks --------------------------------------------------
+#
+# An order's money, whatever order the providers' events come in (none of them promises one):
+#
+# * Paid in full: `payment_received` compares what the provider says was paid with the order's price
+#   first. A credit pack paid with less money or in another currency grants nothing: the order fails as
+#   `amount_mismatch: ...` (logged), and no later confirmation of that payment pays it.
+# * Paid once: `fulfil` marks the order paid and grants its credits (ledger key `order:<id>`) once, then
+#   applies every refund and dispute that arrived before the payment did (below).
+# * Refunds and disputes are facts about the payment, each recorded once as an `order_adjustments` row
+#   whose key is the provider's identity of that fact (a refund id, Stripe's charge and cumulative refunded
+#   amount, a dispute id) and also the ledger key of the credits it moves: a refund (its own amount;
+#   Stripe's cumulative `amount_refunded` becomes the part not recorded yet), a chargeback (the disputed
+#   money taken back) and a dispute won (given back). A fact about an order that is not paid yet waits and
+#   `fulfil` applies it; a fact about another payment than the one that paid the order is not this order's.
+# * `Order.refunded_amount` counts the money back with the customer: refunds plus the chargebacks that
+#   stand. The credits taken back are always the share of that (`credits * min(refunded, amount) //
+#   amount`): every applied fact moves the credits by the change of the share, so the result does not
+#   depend on the order the facts came in. Never below zero: what was spent already becomes a
+#   `credit_debts` row (reference = the fact's key) instead.
+
+AMOUNT_MISMATCH = "amount_mismatch"
+
+
+def _covers(order: Order, amount: int | None, currency: str | None) -> bool:
+    return (
+        isinstance(amount, int)
+        and not isinstance(amount, bool)
+        and amount >= order.amount
+        and isinstance(currency, str)
+        and currency.upper() == order.currency.upper()
+    )
+
+
+async def payment_received(
+    session: AsyncSession,
+    order: Order,
+    payment_id: str | None,
+    *,
+    amount: int | None,
+    currency: str | None,
+) -> bool:
+    """The provider says `payment_id` paid this order `amount` (minor units of `currency`). A credit pack
+    is paid (see `fulfil`) only when that covers its price in its currency; otherwise the order fails as an
+    amount mismatch and grants nothing. True when this call changed the order."""
+    if order.kind == PlanKind.credit_pack and not _covers(order, amount, currency):
+        reason = f"{AMOUNT_MISMATCH}: paid {amount} {currency}, the price is {order.amount} {order.currency}"
+        changed = await OrderRepository(session).mark_failed(
+            order.id, reason, utcnow(), payment_id=payment_id
+        )
+        log.warning(
+            "billing.amount_mismatch",
+            order_id=str(order.id),
+            provider=order.provider,
+            paid=amount,
+            paid_currency=currency,
+            price=order.amount,
+            currency=order.currency,
+            changed=changed,
+        )
+        return changed
+    return await fulfil(session, order, payment_id)
+
+
+def _refused(order: Order, payment_id: str | None) -> bool:
+    """This payment was refused for its amount: a confirmation of it again (a client's verification, a
+    redelivery under another event id) does not pay the order."""
+    return (
+        order.status == OrderStatus.failed.value
+        and payment_id is not None
+        and order.provider_payment_id == payment_id
+        and (order.failure_reason or "").startswith(AMOUNT_MISMATCH)
+    )
 
 
 async def fulfil(session: AsyncSession, order: Order, payment_id: str | None) -> bool:
-    """Mark the order paid and grant its credits, once. True when this call did it."""
+    """Mark the order paid and grant its credits, once, then apply the refunds and disputes recorded while
+    it waited for its payment. True when this call did it."""
+    if _refused(order, payment_id):
+        log.warning("billing.refused_payment_confirmed_again", order_id=str(order.id))
+        return False
     if not await OrderRepository(session).mark_paid(order.id, payment_id, utcnow()):
         return False
     await session.refresh(order)
@@ -279,6 +364,11 @@ async def fulfil(session: AsyncSession, order: Order, payment_id: str | None) ->
             reference=f"{order.provider}:{payment_id or order.provider_order_id}",
         )
     log.info("billing.order_paid", order_id=str(order.id), provider=order.provider)
+    for adjustment in await OrderAdjustmentRepository(session).pending(order.id):
+        if _of_another_payment(order, adjustment.payment_id):
+            continue  # another attempt's refund or dispute: never this order's money
+        await _apply(session, order, adjustment)
+    await session.flush()
     return True
 
 
@@ -287,41 +377,140 @@ async def fail(session: AsyncSession, order: Order, reason: str) -> None:
         log.info("billing.order_failed", order_id=str(order.id), provider=order.provider)
 
 
+def _of_another_payment(order: Order, payment_id: str | None) -> bool:
+    """The order was paid, by another payment than `payment_id`."""
+    return (
+        order.paid_at is not None
+        and payment_id is not None
+        and order.provider_payment_id is not None
+        and order.provider_payment_id != payment_id
+    )
+
+
+async def _locked(session: AsyncSession, order: Order) -> Order:
+    locked = await OrderRepository(session).get(order.id, for_update=True)
+    assert locked is not None
+    await session.refresh(locked)  # the committed state, not what this session read before the lock
+    return locked
+
+
+async def _record(
+    session: AsyncSession,
+    order: Order,
+    key: str,
+    kind: AdjustmentKind,
+    payment_id: str | None,
+    amount: int | None,
+) -> OrderAdjustment | None:
+    """Record a fact about the (locked) order once, and apply it if the order is paid. None when a fact
+    with this key was recorded before."""
+    adjustment = await OrderAdjustmentRepository(session).record(
+        {
+            "order_id": order.id,
+            "key": key,
+            "kind": kind.value,
+            "payment_id": payment_id,
+            "amount": amount,
+            "created_at": utcnow(),
+        }
+    )
+    if adjustment is None:
+        return None
+    if order.paid_at is not None:
+        await _apply(session, order, adjustment)
+    else:
+        log.info("billing.adjustment_pending", order_id=str(order.id), key=key, kind=kind.value)
+    await session.flush()
+    return adjustment
+
+
+async def _apply(session: AsyncSession, order: Order, adjustment: OrderAdjustment) -> None:
+    """Apply one recorded fact to a paid (and locked) order: its money moves `refunded_amount`, its credits
+    follow the share (see the rules above)."""
+    adjustment.applied_at = utcnow()
+    if order.amount <= 0:
+        return
+    kind = AdjustmentKind(adjustment.kind)
+    before = order.refunded_amount
+    disputed = adjustment.amount if adjustment.amount and adjustment.amount > 0 else order.amount
+    if kind is AdjustmentKind.refund:
+        after = before + (adjustment.amount or 0)
+    elif kind is AdjustmentKind.chargeback:
+        after = before + disputed
+    else:
+        after = max(0, before - disputed)
+    order.refunded_amount = after
+    order.status = (OrderStatus.refunded if after >= order.amount else OrderStatus.paid).value
+    if kind is AdjustmentKind.chargeback:
+        order.failure_reason = _dispute_note(adjustment.key)
+    elif kind is AdjustmentKind.chargeback_won and order.failure_reason == _dispute_note(
+        _chargeback_key_of(adjustment.key)
+    ):
+        order.failure_reason = None
+    if order.kind != PlanKind.credit_pack:
+        return  # a subscription's credits come with its invoices (see below), not with its order
+    share_before, share_after = _credit_share(order, before), _credit_share(order, after)
+    if share_after > share_before:
+        reason = LedgerReason.refund if kind is AdjustmentKind.refund else LedgerReason.chargeback
+        await _take(session, order, share_after - share_before, adjustment.key, reason)
+    elif share_after < share_before:
+        await _give_back(session, order, share_before - share_after, adjustment.key)
+    else:
+        log.info("billing.adjustment_moves_no_credits", order_id=str(order.id), key=adjustment.key)
+
+
+async def _take(session: AsyncSession, order: Order, share: int, key: str, reason: LedgerReason) -> None:
+    outcome = await credits.refund(
+        session, order.user_id, share, key=key, reference=f"order:{order.id}", reason=reason
+    )
+    if outcome.shortfall > 0:
+        await _owe(session, order.user_id, order.id, outcome.shortfall, reason, key)
+        log.warning("billing.shortfall", order_id=str(order.id), key=key, shortfall=outcome.shortfall)
+    log.warning("billing.credits_taken_back", order_id=str(order.id), key=key, credits=share)
+
+
+async def _give_back(session: AsyncSession, order: Order, share: int, won_key: str) -> None:
+    """A dispute was won: `share` credits come back. What its chargeback could not take (a debt) is
+    cancelled first, the rest is granted again as a purchase (key `chargeback_won:...`)."""
+    chargeback_key = _chargeback_key_of(won_key)
+    debts = CreditDebtRepository(session)
+    owed = await debts.amount_owed(chargeback_key)
+    if owed > 0 and await debts.forgive(chargeback_key, "chargeback_won", utcnow()):
+        share -= min(share, owed)
+    if share > 0:
+        await credits.grant(
+            session, order.user_id, share, LedgerReason.purchase, key=won_key, reference=f"order:{order.id}"
+        )
+    log.info("billing.chargeback_won", order_id=str(order.id), key=won_key, credits=share)
+
+
 async def refund(
     session: AsyncSession,
     order: Order,
     key: str,
     *,
+    payment_id: str | None,
     refunded_total: int | None = None,
     increment: int | None = None,
-) -> None:
-    """The provider refunded part or all of this order (given as its new cumulative total, or as this
-    refund's own amount): take back the matching share of its credits, never below a zero balance; what
-    was already spent becomes a debt. The order row is locked first, so two refunds arriving together
-    add up instead of both starting from the same total. `refunded_amount` also counts standing
-    chargebacks (see the disputes below), so a refund of money already charged back takes nothing more."""
-    locked = await OrderRepository(session).get(order.id, for_update=True)
-    assert locked is not None
-    await session.refresh(locked)  # the committed state, not what this session read before the lock
-    if await credits.movement_exists(session, key) or locked.amount <= 0:
-        return  # this very refund was already applied (redelivered under another event id)
-    before = locked.refunded_amount
-    after = refunded_total if refunded_total is not None else before + (increment or 0)
-    if after <= before:
-        return
-    # Cumulative shares, so refunds in several parts add up to exactly the order's credits.
-    share = _credit_share(locked, after) - _credit_share(locked, before)
-    locked.refunded_amount = after
-    if after >= locked.amount:
-        locked.status = OrderStatus.refunded.value
-    if share > 0 and locked.kind == PlanKind.credit_pack and locked.paid_at is not None:
-        outcome = await credits.refund(
-            session, locked.user_id, share, key=key, reference=f"order:{locked.id}"
-        )
-        if outcome.shortfall > 0:
-            await _owe(session, locked.user_id, locked.id, outcome.shortfall, LedgerReason.refund, key)
-            log.warning("billing.refund_shortfall", order_id=str(locked.id), shortfall=outcome.shortfall)
-    await session.flush()
+) -> bool:
+    """The provider refunded part or all of `payment_id`, this order's payment, told as this refund's own
+    amount (`increment`) or as the payment's new cumulative refunded amount (`refunded_total`): recorded
+    once under `key` and applied now, or when the order is paid (see the rules above). The order row is
+    locked first, so refunds and disputes of one order queue instead of both counting from the same start.
+    False when the payment is not the one that paid this order."""
+    locked = await _locked(session, order)
+    if _of_another_payment(locked, payment_id):
+        log.info("billing.refund_of_another_payment", order_id=str(locked.id), payment_id=payment_id)
+        return False
+    if await credits.movement_exists(session, key):
+        return True  # applied before refunds were recorded as adjustments
+    if refunded_total is not None:
+        amount = refunded_total - await OrderAdjustmentRepository(session).refunded_by(locked.id, payment_id)
+    else:
+        amount = increment or 0
+    if amount > 0:
+        await _record(session, locked, key, AdjustmentKind.refund, payment_id, amount)
+    return True
 
 
 def _credit_share(order: Order, refunded: int) -> int:
@@ -353,40 +542,37 @@ async def _owe(
 #
 # The rules, the same for every provider (payment_webhooks.py maps each provider's events onto them):
 #
-# * Taken when a real chargeback opens, not when it is lost: `chargeback` takes back the disputed share of
-#   the order's credits, with the ledger reason `chargeback`, on the first event that shows a chargeback
-#   open or lost (Stripe created/updated/funds_withdrawn/closed-lost, Razorpay created/under_review/
-#   action_required/lost, Dodo opened/challenged/accepted/lost/expired). Stripe and Dodo take the money
-#   from us at that moment; Razorpay deducts it only on a loss, but the cardholder has asked for it back
-#   all the same, and taking the credits at the opening keeps them from being spent while the dispute is
-#   argued (a win gives them back). Inquiries that move no money (Stripe `warning_*`, Razorpay retrieval
+# * Taken when a real chargeback opens, not when it is lost: `chargeback` records the dispute (key
+#   `chargeback:<provider>:<dispute id>`) on the first event that shows a chargeback open or lost (Stripe
+#   created/updated/funds_withdrawn/closed-lost, Razorpay created/under_review/action_required/lost, Dodo
+#   opened/challenged/accepted/lost/expired): the disputed money counts as returned to the customer and
+#   its share of the credits is taken back, with the ledger reason `chargeback`. Stripe and Dodo take the
+#   money from us at that moment; Razorpay deducts it only on a loss, but the cardholder has asked for it
+#   back all the same, and taking the credits at the opening keeps them from being spent while the dispute
+#   is argued (a win gives them back). Inquiries that move no money (Stripe `warning_*`, Razorpay retrieval
 #   and fraud phases) take nothing; if one escalates, the escalation takes.
-# * Once per dispute: the ledger key `chargeback:<provider>:<dispute id>` is written by the first event
-#   that takes (created, funds withdrawn, updated, lost...), in any order and under any event id; every
-#   later event for that dispute finds it and changes nothing.
-# * Never below zero: what was already spent is not taken from the balance but recorded as a
-#   `credit_debts` row (reason "chargeback", reference = that ledger key), exactly as refunds do.
-# * The disputed money counts as returned to the customer: it is added to `Order.refunded_amount`, and the
-#   order becomes `refunded` when refunds and chargebacks together cover its amount. So a refund and a
-#   chargeback of the same money (a dispute settled by a refund) never take the credits twice: shares are
-#   cumulative over that one counter. While a dispute stands, `Order.failure_reason` names it.
-# * Won (the provider gives the money back to us): `chargeback_won` undoes exactly that chargeback, once:
-#   what it took comes back as a `purchase` grant (the purchase stands again; key
-#   `chargeback_won:<provider>:<dispute id>`, reference `order:<id>`), its debt is cancelled (settled,
-#   reason "chargeback_won"), the disputed money leaves `refunded_amount` and the order is `paid` again.
-#   A decision that arrives before the dispute's opening (events come in any order) first applies the
-#   chargeback and then undoes it, so the opening, when it comes, finds the dispute settled.
+# * Once per dispute, in any order and under any event id: later events of the dispute find it recorded.
+# * A refund and a chargeback of the same money (a dispute settled by a refund) never take the credits
+#   twice: the share is of their sum, at most the whole order. While a dispute stands,
+#   `Order.failure_reason` names it.
+# * Won (the provider gives the money back to us): `chargeback_won` records the decision (key
+#   `chargeback_won:<provider>:<dispute id>`), once: the disputed money leaves `refunded_amount`, and the
+#   credits its return buys back come back as a `purchase` grant under that key (its chargeback's debt is
+#   cancelled first). If the customer was refunded meanwhile, that money stays with them and so do the
+#   credits. A decision that arrives before the dispute's opening records the opening first, so the
+#   opening, when it comes, finds the dispute settled.
 
 
 @dataclass(frozen=True)
 class Dispute:
     """A provider's dispute of one of our payments. `dispute_id` is unique per provider (plus the round,
     for a dispute re-opened after we won it); `amount` is in the order's minor units, None when it cannot
-    be told (then the whole payment counts as disputed)."""
+    be told (then the whole payment counts as disputed); `payment_id` is the disputed payment."""
 
     provider: Provider
     dispute_id: str
     amount: int | None
+    payment_id: str | None = None
 
 
 def _chargeback_key(dispute: Dispute) -> str:
@@ -397,87 +583,75 @@ def _won_key(chargeback_key: str) -> str:
     return "chargeback_won:" + chargeback_key.removeprefix("chargeback:")
 
 
-def _disputed_amount(order: Order, dispute: Dispute) -> int:
-    return dispute.amount if dispute.amount is not None and dispute.amount > 0 else order.amount
+def _chargeback_key_of(won_key: str) -> str:
+    return "chargeback:" + won_key.removeprefix("chargeback_won:")
 
 
-def _dispute_note(dispute: Dispute) -> str:
-    return f"Charged back: {dispute.provider.value} dispute {dispute.dispute_id}"[:500]
+def _dispute_note(chargeback_key: str) -> str:
+    provider, _, dispute_id = chargeback_key.removeprefix("chargeback:").partition(":")
+    return f"Charged back: {provider} dispute {dispute_id}"[:500]
 
 
-async def _locked(session: AsyncSession, order: Order) -> Order:
-    locked = await OrderRepository(session).get(order.id, for_update=True)
-    assert locked is not None
-    await session.refresh(locked)  # the committed state, not what this session read before the lock
-    return locked
+def _dispute_amount(dispute: Dispute) -> int | None:
+    return dispute.amount if dispute.amount is not None and dispute.amount > 0 else None
 
 
 async def chargeback(session: AsyncSession, order: Order, dispute: Dispute) -> bool:
-    """A chargeback stands against this order: take back the disputed share of its credits (see the
-    rules above). True when this call took them; False when this dispute was already applied or there is
-    nothing to take (an unpaid order, a subscription's order, money already refunded)."""
+    """A chargeback stands against this order's payment: recorded once and applied now, or when the order
+    is paid (see the rules above). False when the disputed payment is not the one that paid this order."""
     locked = await _locked(session, order)  # every movement of one order's money queues on its row
-    key = _chargeback_key(dispute)
-    if await credits.movement_exists(session, key):
+    if _of_another_payment(locked, dispute.payment_id):
+        log.info("billing.dispute_of_another_payment", order_id=str(locked.id), dispute=dispute.dispute_id)
         return False
-    if locked.kind != PlanKind.credit_pack or locked.paid_at is None or locked.amount <= 0:
-        log.warning("billing.chargeback_not_clawed_back", order_id=str(locked.id), kind=locked.kind, key=key)
-        return False
-    before = locked.refunded_amount
-    after = before + _disputed_amount(locked, dispute)
-    share = _credit_share(locked, after) - _credit_share(locked, before)
-    if share <= 0:
-        log.info("billing.chargeback_nothing_left", order_id=str(locked.id), key=key)
-        return False
-    outcome = await credits.refund(
-        session,
-        locked.user_id,
-        share,
-        key=key,
-        reference=f"order:{locked.id}",
-        reason=LedgerReason.chargeback,
-    )
-    locked.refunded_amount = after
-    if after >= locked.amount:
-        locked.status = OrderStatus.refunded.value
-    locked.failure_reason = _dispute_note(dispute)
-    if outcome.shortfall > 0:
-        await _owe(session, locked.user_id, locked.id, outcome.shortfall, LedgerReason.chargeback, key)
-        log.warning("billing.chargeback_shortfall", order_id=str(locked.id), shortfall=outcome.shortfall)
-    log.warning("billing.chargeback", order_id=str(locked.id), key=key, credits=share)
-    await session.flush()
+    await _ensure_chargeback(session, locked, dispute)
     return True
 
 
-async def chargeback_won(session: AsyncSession, order: Order, dispute: Dispute) -> bool:
-    """We won the dispute (the provider gave the money back): undo its chargeback exactly once (see the
-    rules above). True when this call gave the credits back."""
-    await chargeback(session, order, dispute)  # a no-op unless the decision overtook the opening
-    locked = await _locked(session, order)
+async def _ensure_chargeback(session: AsyncSession, order: Order, dispute: Dispute) -> None:
     key = _chargeback_key(dispute)
-    before = locked.refunded_amount
-    after = max(0, before - _disputed_amount(locked, dispute))
-    # What the money coming back to us restores: the cumulative share, not simply what the chargeback
-    # took. If the customer was refunded meanwhile (the refund took nothing: the dispute already counted
-    # that money), the money stays with them and so must the credits.
-    restorable = _credit_share(locked, before) - _credit_share(locked, after)
-    taken = await _undo_chargeback(
-        session,
-        locked.user_id,
-        key,
-        reference=f"order:{locked.id}",
-        reason=LedgerReason.purchase,
-        limit=restorable,
+    if await OrderAdjustmentRepository(session).get_by_key(key) is not None:
+        return
+    if await credits.movement_exists(session, key):
+        # Taken before disputes were recorded as adjustments: recorded now as applied, moving nothing.
+        adjustment = await OrderAdjustmentRepository(session).record(
+            {
+                "order_id": order.id,
+                "key": key,
+                "kind": AdjustmentKind.chargeback.value,
+                "payment_id": dispute.payment_id,
+                "amount": _dispute_amount(dispute),
+                "created_at": utcnow(),
+                "applied_at": utcnow(),
+            }
+        )
+        assert adjustment is not None
+        return
+    await _record(
+        session, order, key, AdjustmentKind.chargeback, dispute.payment_id, _dispute_amount(dispute)
     )
-    if taken is None:
-        return False  # nothing to give back, or this dispute's win was already applied
-    locked.refunded_amount = after
-    if locked.status == OrderStatus.refunded.value and locked.refunded_amount < locked.amount:
-        locked.status = OrderStatus.paid.value
-    if locked.failure_reason == _dispute_note(dispute):
-        locked.failure_reason = None
-    log.info("billing.chargeback_won", order_id=str(locked.id), key=key, credits=taken)
-    await session.flush()
+
+
+async def chargeback_won(session: AsyncSession, order: Order, dispute: Dispute) -> bool:
+    """We won the dispute (the provider gave the money back): its chargeback is undone once, now or when
+    the order is paid (see the rules above). False when the disputed payment is not the one that paid
+    this order."""
+    locked = await _locked(session, order)
+    if _of_another_payment(locked, dispute.payment_id):
+        log.info("billing.dispute_of_another_payment", order_id=str(locked.id), dispute=dispute.dispute_id)
+        return False
+    await _ensure_chargeback(session, locked, dispute)  # the decision may overtake the opening
+    chargeback_key = _chargeback_key(dispute)
+    opened = await OrderAdjustmentRepository(session).get_by_key(chargeback_key)
+    assert opened is not None
+    # The money that comes back is what the chargeback counted, whatever the decision event says.
+    await _record(
+        session,
+        locked,
+        _won_key(chargeback_key),
+        AdjustmentKind.chargeback_won,
+        dispute.payment_id,
+        opened.amount,
+    )
     return True
 
 
@@ -490,11 +664,11 @@ async def _undo_chargeback(
     reason: LedgerReason,
     limit: int | None = None,
 ) -> int | None:
-    """Give back what the chargeback under ledger key `key` took (a grant with `reason`, key
-    `chargeback_won:...`) and cancel its debt, restoring at most `limit` credits in all (taken back
-    first; the debt is cancelled only when the limit covers it too). The credits given back when this
-    call undid it; None when nothing was taken under that key, nothing may be restored, or it was
-    already undone."""
+    """(Subscription invoices.) Give back what the chargeback under ledger key `key` took (a grant with
+    `reason`, key `chargeback_won:...`) and cancel its debt, restoring at most `limit` credits in all (taken
+    back first; the debt is cancelled only when the limit covers it too). The credits given back when this
+    call undid it; None when nothing was taken under that key, nothing may be restored, or it was already
+    undone."""
     taken_entry = await CreditRepository(session).get_entry_by_key(key)
     if taken_entry is None:
         return None
@@ -707,9 +881,10 @@ async def subscription_changed(
     ended: bool = False,
     metadata: dict[str, Any] | None = None,
 ) -> Subscription | None:
-    """Status changes; when it has ended, the subscriber is back on the free plan. A change that arrives
-    before anything else about the subscription creates its row from our metadata, so a later
-    (out-of-order) payment sees that it ended."""
+    """Status changes. When it has ended, the subscriber's plan follows the subscriptions they still have:
+    another one still running (a resubscription after a cancellation at period end) keeps its plan, none
+    puts them back on the free plan. A change that arrives before anything else about the subscription
+    creates its row from our metadata, so a later (out-of-order) payment sees that it ended."""
     repository = SubscriptionRepository(session)
     subscription = await repository.get_by_provider_id(provider.value, subscription_id)
     if subscription is None:
@@ -732,9 +907,10 @@ async def subscription_changed(
     if current_period_end is not None:
         subscription.current_period_end = current_period_end
     if ended:
-        subscription.ended_at = utcnow()
+        subscription.ended_at = subscription.ended_at or utcnow()
         user = await UserRepository(session).get(subscription.user_id)
         if user is not None:
-            user.plan = FREE_PLAN
+            still = await repository.plan_granted_by_others(subscription.user_id, subscription.id)
+            user.plan = still or FREE_PLAN
     await session.flush()
     return subscription

@@ -1,5 +1,16 @@
 """Stripe, Razorpay and Dodo webhooks: verified on the raw body, recorded in the inbox, applied once.
 
+Providers promise no order, so a refund or a dispute can be told before the payment it is about. Such an
+event is matched to its order through what it carries or what the provider says about its payment
+(Razorpay: the payment's `order_id`; Stripe: the charge's metadata, copied from our payment intent, else
+the Checkout Session of the payment intent, asked of Stripe; Dodo: the payment, asked of Dodo, with its
+checkout and our metadata) and recorded against the order, which applies it when the payment lands (see
+app/services/billing.py). A payment confirmation grants the order only when the amount and currency paid
+cover its price.
+
+Event ids (Stripe's and Dodo's signed ones, Razorpay's unsigned header) are checked before anything is
+stored: an id that is empty, over 255 characters or not printable ASCII answers 400 and changes nothing.
+
 Disputes (chargebacks) of all three are mapped here onto two effects, `billing.chargeback` (credits taken
 back, once per dispute) and `billing.chargeback_won` (given back, once); the rules are documented beside
 them in app/services/billing.py. A Stripe refund or dispute of a payment that is none of our orders may be
@@ -11,6 +22,8 @@ about a payment that is neither (another integration's payment) is stored in the
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -21,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.errors import BadRequest, ProviderNotConfigured
+from app.integrations.dodo_gateway import DodoGateway
 from app.integrations.payments import InvalidPaymentSignature, json_object
 from app.integrations.stripe_gateway import InvoicePayment, StripeGateway
 from app.models import Order, Provider
@@ -70,6 +84,31 @@ class InvalidWebhookSignature(BadRequest):
     default_detail = "The webhook signature is missing, wrong or too old."
 
 
+class InvalidEventId(BadRequest):
+    code = "invalid_event_id"
+    default_detail = "The webhook's event id is missing, too long or not printable ASCII."
+
+
+# The inbox's columns: `webhook_events.event_id` is 255 characters, `event_type` 100.
+MAX_EVENT_ID_LENGTH = 255
+MAX_EVENT_TYPE_LENGTH = 100
+_EVENT_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_EVENT_ID_LENGTH}}}")
+
+
+def _event_id(provider: Provider, value: Any) -> str:
+    """The event id to deduplicate on, or a 400 before anything is stored."""
+    if isinstance(value, str) and _EVENT_ID.fullmatch(value):
+        return value
+    length = len(value) if isinstance(value, str) else None
+    log.warning("webhook.invalid_event_id", provider=provider.value, length=length)
+    raise InvalidEventId()
+
+
+def _event_type(value: Any) -> str:
+    """The event type as the inbox stores it (bounded to its column; handlers dispatch on the full one)."""
+    return str(value)[:MAX_EVENT_TYPE_LENGTH]
+
+
 def _verified(provider: Provider, verify: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The provider's event, or a 400 (logged, without the payload) when its signature does not hold."""
     try:
@@ -107,13 +146,14 @@ async def _apply_dispute(
     order: Order,
     effect: DisputeEffect | None,
     dispute: billing.Dispute,
-) -> None:
+) -> bool:
+    """False (ignored) when the disputed payment is not the one that paid the order."""
     if effect == "chargeback":
-        await billing.chargeback(session, order, dispute)
-    elif effect == "won":
-        await billing.chargeback_won(session, order, dispute)
-    else:
-        log.info("billing.dispute_without_effect", order_id=str(order.id), dispute_id=dispute.dispute_id)
+        return await billing.chargeback(session, order, dispute)
+    if effect == "won":
+        return await billing.chargeback_won(session, order, dispute)
+    log.info("billing.dispute_without_effect", order_id=str(order.id), dispute_id=dispute.dispute_id)
+    return True
 
 
 # --- Stripe ----------------------------------------------------------------------------------------
@@ -126,6 +166,7 @@ async def receive_stripe(
     if gateway is None or not ctx.settings.stripe_webhook_secret:
         raise ProviderNotConfigured("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET).")
     event = _verified(Provider.stripe, lambda: gateway.verify_event(body, headers.get("stripe-signature")))
+    event_id = _event_id(Provider.stripe, event.get("id"))
     event_type = str(event.get("type"))
     data = json_object(json_object(event.get("data")).get("object"))
 
@@ -133,7 +174,7 @@ async def receive_stripe(
         return await _apply_stripe(session, gateway, event_type, data)
 
     return await webhook_inbox.receive(
-        session, Provider.stripe.value, str(event["id"]), event_type, event, apply
+        session, Provider.stripe.value, event_id, _event_type(event_type), event, apply
     )
 
 
@@ -150,10 +191,13 @@ async def _apply_stripe(
                 order.provider_subscription_id = (
                     data.get("subscription") if isinstance(data.get("subscription"), str) else None
                 )
-            await billing.fulfil(
+            amount, currency = _stripe_paid(data)
+            await billing.payment_received(
                 session,
                 order,
                 data.get("payment_intent") if isinstance(data.get("payment_intent"), str) else None,
+                amount=amount,
+                currency=currency,
             )
         return True
     if event_type in ("checkout.session.async_payment_failed", "checkout.session.expired"):
@@ -202,19 +246,75 @@ async def _apply_stripe(
         payment_intent = data.get("payment_intent")
         if not isinstance(payment_intent, str):
             return False
-        refunded = int(data.get("amount_refunded") or 0)
-        order = await OrderRepository(session).get_by_provider_payment_id(
-            Provider.stripe.value, payment_intent
+        refunded = _positive_int(data.get("amount_refunded")) or 0
+        order = await _stripe_payment_order(
+            session, gateway, payment_intent, json_object(data.get("metadata"))
         )
         if order is None:
             return await _stripe_invoice_refund(session, gateway, payment_intent, data, refunded)
-        await billing.refund(
-            session, order, f"stripe_refund:{data.get('id')}:{refunded}", refunded_total=refunded
+        return await billing.refund(
+            session,
+            order,
+            f"stripe_refund:{data.get('id')}:{refunded}",
+            payment_id=payment_intent,
+            refunded_total=_in_order_units(order, refunded, _positive_int(data.get("amount"))),
         )
-        return True
     if event_type in STRIPE_DISPUTE_EVENTS:
         return await _stripe_dispute(session, gateway, event_type, data)
     return False
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _positive_int(value: Any) -> int | None:
+    number = _int(value)
+    return number if number is not None and number > 0 else None
+
+
+def _in_order_units(order: Order, refunded: int, charged: int | None) -> int:
+    """A charge's refunded amount as the same part of the order's amount: a charge can be for more than
+    the order (tax added on top) or in the customer's currency (Adaptive Pricing)."""
+    if charged is None or charged == order.amount:
+        return refunded
+    return order.amount * min(refunded, charged) // charged
+
+
+def _stripe_paid(data: dict[str, Any]) -> tuple[int | None, str | None]:
+    """What a completed Checkout Session says was paid for its items: (minor units, currency), after
+    discounts and before tax (tax is added on top or included, so it never makes up for less money).
+    Adaptive Pricing sessions from before API 2025-03-31 give our currency's amounts under
+    `currency_conversion`."""
+    converted = json_object(data.get("currency_conversion"))
+    if isinstance(converted.get("source_currency"), str):
+        return _int(converted.get("amount_subtotal")), converted["source_currency"]
+    currency = data.get("currency") if isinstance(data.get("currency"), str) else None
+    subtotal = _int(data.get("amount_subtotal"))
+    if subtotal is None:
+        return _int(data.get("amount_total")), currency
+    discount = _int(json_object(data.get("total_details")).get("amount_discount")) or 0
+    return subtotal - discount, currency
+
+
+async def _stripe_payment_order(
+    session: AsyncSession, gateway: StripeGateway, payment_intent: str, metadata: dict[str, Any]
+) -> Order | None:
+    """Our order paid (or being paid) by this payment intent: the one it already paid, else the one our
+    metadata names (Stripe copies the payment intent's metadata onto its charges), else the one whose
+    Checkout Session created the payment intent (asked of Stripe: a refund or dispute can be told before
+    `checkout.session.completed`, the event that names the payment intent). None when it is no order's."""
+    orders = OrderRepository(session)
+    order = await orders.get_by_provider_payment_id(Provider.stripe.value, payment_intent)
+    if order is None:
+        order = await _order_from_metadata(session, Provider.stripe, metadata)
+    if order is None:
+        checkout = await gateway.checkout_session_of(payment_intent)
+        if checkout is not None:
+            order = await _order_from_metadata(session, Provider.stripe, checkout.metadata)
+            if order is None:
+                order = await orders.get_by_provider_order_id(Provider.stripe.value, checkout.session_id)
+    return order
 
 
 async def _stripe_invoices_paid_by(gateway: StripeGateway, payment_intent: str) -> list[InvoicePayment]:
@@ -293,14 +393,16 @@ async def _stripe_dispute(
     if not isinstance(payment_intent, str) or not isinstance(data.get("id"), str):
         return False
     effect = _stripe_dispute_effect(event_type, data)
-    order = await OrderRepository(session).get_by_provider_payment_id(Provider.stripe.value, payment_intent)
+    order = await _stripe_payment_order(session, gateway, payment_intent, {})
     if order is None:
         return await _stripe_invoice_dispute(session, gateway, payment_intent, effect, data)
     dispute = billing.Dispute(
-        Provider.stripe, data["id"], _minor_units(order, data.get("amount"), data.get("currency"))
+        Provider.stripe,
+        data["id"],
+        _minor_units(order, data.get("amount"), data.get("currency")),
+        payment_intent,
     )
-    await _apply_dispute(session, order, effect, dispute)
-    return True
+    return await _apply_dispute(session, order, effect, dispute)
 
 
 async def _stripe_invoice_dispute(
@@ -375,52 +477,85 @@ async def receive_razorpay(
     event_type = str(event.get("event"))
     payload = json_object(event.get("payload"))
     payment = json_object(json_object(payload.get("payment")).get("entity"))
-    entity_id = payment.get("id") or json_object(json_object(payload.get("dispute")).get("entity")).get("id")
-    # Razorpay sends a unique id per event in a header; fall back to the event's own content.
-    event_id = headers.get("x-razorpay-event-id") or f"{event_type}:{entity_id}:{event.get('created_at')}"
+    header_id = headers.get("x-razorpay-event-id")
+    if header_id is not None:
+        # Unsigned: anyone who can replay a signed body can send any header with it. Bounded and checked.
+        event_id = _event_id(Provider.razorpay, header_id)
+    else:
+        # No header: the event's own (signed) content identifies it, digested when it is too long.
+        entity_id = payment.get("id") or json_object(json_object(payload.get("dispute")).get("entity")).get(
+            "id"
+        )
+        event_id = f"{event_type}:{entity_id}:{event.get('created_at')}"
+        if not _EVENT_ID.fullmatch(event_id):
+            event_id = "sha256:" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
 
     async def apply() -> bool:
         return await _apply_razorpay(session, event_type, payload, payment)
 
-    return await webhook_inbox.receive(session, Provider.razorpay.value, event_id, event_type, event, apply)
+    return await webhook_inbox.receive(
+        session, Provider.razorpay.value, event_id, _event_type(event_type), event, apply
+    )
 
 
 async def _apply_razorpay(
     session: AsyncSession, event_type: str, payload: dict[str, Any], payment: dict[str, Any]
 ) -> bool:
-    orders = OrderRepository(session)
     if event_type in ("payment.captured", "order.paid", "payment.failed"):
         order_id = payment.get("order_id") or json_object(
             json_object(payload.get("order")).get("entity")
         ).get("id")
         order = (
-            await orders.get_by_provider_order_id(Provider.razorpay.value, str(order_id))
+            await OrderRepository(session).get_by_provider_order_id(Provider.razorpay.value, str(order_id))
             if order_id
             else None
         )
         if order is None:
             return False
+        payment_id = str(payment["id"]) if payment.get("id") else None
         if event_type == "payment.failed":
             await billing.fail(session, order, str(payment.get("error_description") or "payment failed"))
         else:
-            await billing.fulfil(session, order, str(payment["id"]) if payment.get("id") else None)
+            amount, currency = _int(payment.get("amount")), payment.get("currency")
+            await billing.payment_received(
+                session,
+                order,
+                payment_id,
+                amount=amount,
+                currency=currency if isinstance(currency, str) else None,
+            )
         return True
     if event_type == "refund.processed":
         refund = json_object(json_object(payload.get("refund")).get("entity"))
         payment_id = refund.get("payment_id") or payment.get("id")
-        order = (
-            await orders.get_by_provider_payment_id(Provider.razorpay.value, str(payment_id))
-            if payment_id
-            else None
-        )
-        if order is None:
+        order = await _razorpay_payment_order(session, payment_id, payment)
+        if order is None or not refund.get("id"):
             return False
-        amount = int(refund.get("amount") or 0)
-        await billing.refund(session, order, f"razorpay_refund:{refund.get('id')}", increment=amount)
-        return True
+        return await billing.refund(
+            session,
+            order,
+            f"razorpay_refund:{refund['id']}",
+            payment_id=str(payment_id),
+            increment=_positive_int(refund.get("amount")) or 0,
+        )
     if event_type.startswith("payment.dispute."):
         return await _razorpay_dispute(session, event_type, payload, payment)
     return False
+
+
+async def _razorpay_payment_order(
+    session: AsyncSession, payment_id: Any, payment: dict[str, Any]
+) -> Order | None:
+    """Our order paid (or being paid) by this payment: the one it already paid, else the Razorpay order
+    the payment entity names (a refund or dispute can be told before `payment.captured`)."""
+    if not isinstance(payment_id, str) or not payment_id:
+        return None
+    orders = OrderRepository(session)
+    order = await orders.get_by_provider_payment_id(Provider.razorpay.value, payment_id)
+    order_id = payment.get("order_id")
+    if order is None and payment.get("id") == payment_id and isinstance(order_id, str) and order_id:
+        order = await orders.get_by_provider_order_id(Provider.razorpay.value, order_id)
+    return order
 
 
 async def _razorpay_dispute(
@@ -434,11 +569,7 @@ async def _razorpay_dispute(
     ends fraud-phase disputes, which take nothing, so it changes nothing."""
     dispute = json_object(json_object(payload.get("dispute")).get("entity"))
     payment_id = dispute.get("payment_id") or payment.get("id")
-    order = (
-        await OrderRepository(session).get_by_provider_payment_id(Provider.razorpay.value, str(payment_id))
-        if payment_id
-        else None
-    )
+    order = await _razorpay_payment_order(session, payment_id, payment)
     if order is None or not dispute.get("id"):
         return False
     phase, action = str(dispute.get("phase")), event_type.removeprefix("payment.dispute.")
@@ -453,8 +584,9 @@ async def _razorpay_dispute(
         effect = "chargeback"
     dispute_id = str(dispute["id"]) + (f":{phase}" if phase in RAZORPAY_REOPENED_PHASES else "")
     amount = _minor_units(order, dispute.get("amount"), dispute.get("currency"))
-    await _apply_dispute(session, order, effect, billing.Dispute(Provider.razorpay, dispute_id, amount))
-    return True
+    return await _apply_dispute(
+        session, order, effect, billing.Dispute(Provider.razorpay, dispute_id, amount, str(payment_id))
+    )
 
 
 # --- Dodo ------------------------------------------------------------------------------------------
@@ -467,42 +599,80 @@ async def receive_dodo(
     if gateway is None or not ctx.settings.dodo_webhook_secret:
         raise ProviderNotConfigured("Dodo Payments webhooks are not configured (DODO_WEBHOOK_SECRET).")
     event = _verified(Provider.dodo, lambda: gateway.verify_event(body, headers))
+    event_id = _event_id(Provider.dodo, headers.get("webhook-id"))
     event_type = str(event.get("type"))
     data = json_object(event.get("data"))
 
     async def apply() -> bool:
-        return await _apply_dodo(session, event_type, data)
+        return await _apply_dodo(session, gateway, event_type, data)
 
-    event_id = headers.get("webhook-id", "")
-    return await webhook_inbox.receive(session, Provider.dodo.value, event_id, event_type, event, apply)
+    return await webhook_inbox.receive(
+        session, Provider.dodo.value, event_id, _event_type(event_type), event, apply
+    )
 
 
-async def _apply_dodo(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
+async def _dodo_checkout_order(
+    session: AsyncSession, metadata: dict[str, Any], checkout_session_id: Any
+) -> Order | None:
+    order = await _order_from_metadata(session, Provider.dodo, metadata)
+    if order is None and isinstance(checkout_session_id, str):
+        order = await OrderRepository(session).get_by_provider_order_id(
+            Provider.dodo.value, checkout_session_id
+        )
+    return order
+
+
+async def _dodo_payment_order(session: AsyncSession, gateway: DodoGateway, payment_id: Any) -> Order | None:
+    """Our order paid (or being paid) by this payment: the one it already paid, else the one Dodo's record
+    of the payment names (our metadata, its checkout session), asked of Dodo: a refund or dispute can be
+    told before `payment.succeeded`, and neither carries the payment's metadata. A failing lookup raises
+    PaymentGatewayError (500: Dodo delivers the event again)."""
+    if not isinstance(payment_id, str) or not payment_id:
+        return None
+    order = await OrderRepository(session).get_by_provider_payment_id(Provider.dodo.value, payment_id)
+    if order is None:
+        found = await gateway.payment(payment_id)
+        if found is not None:
+            order = await _dodo_checkout_order(session, found.metadata, found.checkout_session_id)
+    return order
+
+
+async def _apply_dodo(
+    session: AsyncSession, gateway: DodoGateway, event_type: str, data: dict[str, Any]
+) -> bool:
     metadata = json_object(data.get("metadata"))
     if event_type in ("payment.succeeded", "payment.failed", "payment.cancelled"):
-        order = await _order_from_metadata(session, Provider.dodo, metadata)
-        if order is None and isinstance(data.get("checkout_session_id"), str):
-            order = await OrderRepository(session).get_by_provider_order_id(
-                Provider.dodo.value, data["checkout_session_id"]
-            )
+        order = await _dodo_checkout_order(session, metadata, data.get("checkout_session_id"))
         if order is None:
             return False
         if event_type == "payment.succeeded":
-            await billing.fulfil(session, order, str(data.get("payment_id")))
+            currency = data.get("currency")
+            await billing.payment_received(
+                session,
+                order,
+                str(data.get("payment_id")),
+                amount=_int(data.get("total_amount")),
+                currency=currency if isinstance(currency, str) else None,
+            )
         else:
             await billing.fail(session, order, str(data.get("error_message") or event_type))
         return True
     if event_type == "refund.succeeded":
-        order = await OrderRepository(session).get_by_provider_payment_id(
-            Provider.dodo.value, str(data.get("payment_id"))
-        )
+        payment_id, refund_id = data.get("payment_id"), data.get("refund_id")
+        if not isinstance(refund_id, str) or not refund_id:
+            return False
+        order = await _dodo_payment_order(session, gateway, payment_id)
         if order is None:
             return False
-        amount = int(data.get("amount") or 0)
-        await billing.refund(session, order, f"dodo_refund:{data.get('refund_id')}", increment=amount)
-        return True
+        return await billing.refund(
+            session,
+            order,
+            f"dodo_refund:{refund_id}",
+            payment_id=str(payment_id),
+            increment=_positive_int(data.get("amount")) or 0,
+        )
     if event_type.startswith("dispute."):
-        return await _dodo_dispute(session, event_type, data)
+        return await _dodo_dispute(session, gateway, event_type, data)
     if event_type in ("subscription.active", "subscription.renewed"):
         if not metadata.get("user_id") or not metadata.get("plan_id"):
             return False
@@ -533,7 +703,9 @@ async def _apply_dodo(session: AsyncSession, event_type: str, data: dict[str, An
     return False
 
 
-async def _dodo_dispute(session: AsyncSession, event_type: str, data: dict[str, Any]) -> bool:
+async def _dodo_dispute(
+    session: AsyncSession, gateway: DodoGateway, event_type: str, data: dict[str, Any]
+) -> bool:
     """`dispute.*`: data is the Dispute (`dispute_id`, `payment_id`, `amount` as a string, `currency`,
     `dispute_stage` pre_dispute|dispute|pre_arbitration, `dispute_status`). A pre-arbitration re-opens a
     dispute we won, under the same id: it is a dispute of its own for our purposes.
@@ -542,16 +714,13 @@ async def _dodo_dispute(session: AsyncSession, event_type: str, data: dict[str, 
     take back too little, silently: the whole payment counts as disputed (what is still unrefunded of it,
     since shares are cumulative with refunds), as card disputes are in practice."""
     payment_id, dispute_id = data.get("payment_id"), data.get("dispute_id")
-    order = (
-        await OrderRepository(session).get_by_provider_payment_id(Provider.dodo.value, payment_id)
-        if isinstance(payment_id, str)
-        else None
-    )
-    if order is None or not isinstance(dispute_id, str) or not dispute_id:
+    if not isinstance(dispute_id, str) or not dispute_id:
+        return False
+    order = await _dodo_payment_order(session, gateway, payment_id)
+    if order is None:
         return False
     stage = data.get("dispute_stage")
     if stage == "pre_arbitration":
         dispute_id = f"{dispute_id}:{stage}"
-    dispute = billing.Dispute(Provider.dodo, dispute_id, None)
-    await _apply_dispute(session, order, DODO_DISPUTE_EFFECTS.get(event_type), dispute)
-    return True
+    dispute = billing.Dispute(Provider.dodo, dispute_id, None, str(payment_id))
+    return await _apply_dispute(session, order, DODO_DISPUTE_EFFECTS.get(event_type), dispute)

@@ -6,6 +6,8 @@ Routes registered on the respx router (the SDK talks through httpx):
   ``CheckoutSessionResponse`` shape (SDK: ``client.checkout_sessions.create(...)``).
 * ``GET {base_url}/checkouts/{id}`` — the ``CheckoutSessionStatus`` shape
   (SDK: ``client.checkout_sessions.retrieve(id)``).
+* ``GET {base_url}/payments/{id}`` — a Payment made by the event builders (``payment_succeeded`` …), as
+  Dodo has it now (SDK: ``client.payments.retrieve(id)``); 404 for a payment it never made.
 
 Errors are JSON ``{"code": ..., "message": ...}`` (docs.dodopayments.com/api-reference/error-codes); the
 specific codes used here for auth/validation are illustrative **(unverified)**.
@@ -115,11 +117,17 @@ class FakeDodo:
         """Request body of every created checkout session, by ``session_id``."""
         self.sessions: dict[str, dict[str, Any]] = {}
         """``GET /checkouts/{id}`` state of each session (the payment event builders set its payment)."""
+        self.payments: dict[str, dict[str, Any]] = {}
+        """Every Payment the event builders made, by ``payment_id`` (served by ``GET /payments/{id}``)."""
         self.requests: list[httpx.Request] = []
         self._failures: list[int] = []
+        self._payment_lookup_failures: list[int] = []
         router.post(f"{self.base_url}/checkouts").mock(side_effect=self._create)
         router.get(url__regex=rf"^{re.escape(self.base_url)}/checkouts/(?P<session_id>[^/?]+)$").mock(
             side_effect=self._retrieve
+        )
+        router.get(url__regex=rf"^{re.escape(self.base_url)}/payments/(?P<payment_id>[^/?]+)$").mock(
+            side_effect=self._retrieve_payment
         )
 
     # -- switches --
@@ -128,6 +136,10 @@ class FakeDodo:
         """The next ``POST /checkouts`` answers ``status`` with a ``{"code", "message"}`` body (calls
         queue up)."""
         self._failures.append(status)
+
+    def fail_payment_lookup_next(self, status: int = 500) -> None:
+        """The next ``GET /payments/{id}`` answers ``status`` (calls queue up)."""
+        self._payment_lookup_failures.append(status)
 
     # -- HTTP --
 
@@ -188,6 +200,19 @@ class FakeDodo:
             return self._error(404, "NOT_FOUND", f"Checkout session {session_id} not found")
         return httpx.Response(200, json=copy.deepcopy(session))
 
+    def _retrieve_payment(self, request: httpx.Request, payment_id: str) -> httpx.Response:
+        self.requests.append(request)
+        if not self._authenticated(request):
+            return self._error(401, *_FAILURES[401])
+        if self._payment_lookup_failures:
+            status = self._payment_lookup_failures.pop(0)
+            code, message = _FAILURES.get(status, ("INTERNAL_SERVER_ERROR", "An unexpected error occurred"))
+            return self._error(status, code, message)
+        payment = self.payments.get(payment_id)
+        if payment is None:
+            return self._error(404, "NOT_FOUND", f"Payment {payment_id} not found")
+        return httpx.Response(200, json={k: v for k, v in payment.items() if k != "payload_type"})
+
     # -- events --
 
     def event(
@@ -242,7 +267,7 @@ class FakeDodo:
         now = rfc3339()
         succeeded = status == "succeeded"
         cart = product_cart if product_cart is not None else requested.get("product_cart") or []
-        return {
+        payment = {
             "payload_type": "Payment",
             "payment_id": payment_id or new_id("pay"),
             "business_id": self.business_id,
@@ -280,6 +305,8 @@ class FakeDodo:
             "created_at": now,
             "updated_at": now,
         }
+        self.payments[payment["payment_id"]] = copy.deepcopy(payment)
+        return payment
 
     def payment_succeeded(
         self,

@@ -5,7 +5,9 @@ Routes registered on the respx router (the ``stripe`` SDK with ``stripe.HTTPXCli
 * ``POST {api_base}/v1/checkout/sessions`` — auth (Bearer or Basic ``sk:``), **form-encoded** bracket params,
   Stripe's validation errors, ``Idempotency-Key`` semantics, a Checkout Session object and a ``Request-Id``
   header.
-* ``GET {api_base}/v1/checkout/sessions/{id}`` and ``GET {api_base}/v1/subscriptions/{id}``.
+* ``GET {api_base}/v1/checkout/sessions/{id}``, ``GET {api_base}/v1/checkout/sessions`` (the list, filters
+  ``payment_intent``, ``subscription``, ``customer``, ``status``; newest first; unknown parameters refused)
+  and ``GET {api_base}/v1/subscriptions/{id}``.
 * ``GET {api_base}/v1/invoice_payments`` (the Invoice Payments API: filters ``invoice``,
   ``payment[type]`` + ``payment[payment_intent]`` / ``payment[payment_record]``, ``status``; ``limit`` and
   ``starting_after`` pagination, newest first; unknown parameters refused as on Stripe) and
@@ -49,6 +51,7 @@ from stripe.params.checkout._session_create_params import (
 from stripe.params.checkout._session_create_params import (
     SessionCreateParamsLineItemPriceDataProductData as ProductDataParams,
 )
+from stripe.params.checkout._session_list_params import SessionListParams
 
 API_VERSION = "2026-10-28.endive"
 WEBHOOK_USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
@@ -64,6 +67,7 @@ _LINE_ITEM_PARAMS = set(SessionCreateParamsLineItem.__annotations__)
 _PRICE_DATA_PARAMS = set(SessionCreateParamsLineItemPriceData.__annotations__)
 _PRODUCT_DATA_PARAMS = set(ProductDataParams.__annotations__)
 _INVOICE_PAYMENT_LIST_PARAMS = set(InvoicePaymentListParams.__annotations__) - _REQUEST_OPTIONS
+_SESSION_LIST_PARAMS = set(SessionListParams.__annotations__) - _REQUEST_OPTIONS
 _INVOICE_PAYMENT_PAYMENT_PARAMS = set(InvoicePaymentListParamsPayment.__annotations__)
 _INVOICE_PAYMENT_TYPES = ("payment_intent", "payment_record")
 _INVOICE_PAYMENT_STATUSES = ("canceled", "open", "paid")
@@ -276,8 +280,10 @@ class FakeStripe:
         self._idempotency: dict[str, _IdempotentResult] = {}
         self._failures: list[_Failure] = []
         self._invoice_payment_failures: list[_Failure] = []
+        self._session_list_failures: list[_Failure] = []
         base = re.escape(self.api_base)
         router.post(f"{self.api_base}/v1/checkout/sessions").mock(side_effect=self._create_session)
+        router.get(url__regex=rf"^{base}/v1/checkout/sessions(\?.*)?$").mock(side_effect=self._list_sessions)
         router.get(url__regex=rf"^{base}/v1/checkout/sessions/(?P<session_id>[^/?]+)(\?.*)?$").mock(
             side_effect=self._retrieve_session
         )
@@ -316,6 +322,11 @@ class FakeStripe:
         """The next ``GET /v1/invoice_payments`` (list or retrieve) answers ``status`` with Stripe's error
         JSON, or times out (``httpx.ReadTimeout``) when ``status`` is None; calls queue up."""
         self._invoice_payment_failures.append(_Failure(status, code=code, message=message))
+
+    def fail_session_list_next(self, status: int | None = 500) -> None:
+        """The next ``GET /v1/checkout/sessions`` (the list) answers ``status`` with Stripe's error JSON, or
+        times out (``httpx.ReadTimeout``) when ``status`` is None; calls queue up."""
+        self._session_list_failures.append(_Failure(status))
 
     # -- prices and subscriptions --
 
@@ -869,6 +880,52 @@ class FakeStripe:
             body["line_items"] = self._line_items_list(session_id)
         return self._respond(200, body)
 
+    def _list_sessions(self, request: httpx.Request) -> httpx.Response:
+        params = parse_form(request.url.query)
+        self._record(request, params)
+        unauthenticated = self._authenticate(request)
+        if unauthenticated is not None:
+            return self._error(unauthenticated)
+        if self._session_list_failures:
+            failure = self._session_list_failures.pop(0)
+            if failure.status is None:
+                raise httpx.ReadTimeout("The read operation timed out", request=request)
+            return self._failure(failure, None, ("GET", request.url.path, ""))
+        try:
+            _reject_unknown(params, _SESSION_LIST_PARAMS)
+            limit = _integer(params.get("limit", "10"), "limit")
+        except StripeInvalidRequest as invalid:
+            return self._error(invalid)
+        if not 1 <= limit <= 100:
+            return self._error(
+                StripeInvalidRequest(
+                    f"Invalid integer: {limit}. This value must be between 1 and 100.", param="limit"
+                )
+            )
+        found = list(reversed(self.sessions.values()))  # newest first
+        for name in ("payment_intent", "subscription", "customer", "status"):
+            if name in params:
+                found = [session for session in found if session.get(name) == params[name]]
+        return self._respond(
+            200,
+            {
+                "object": "list",
+                "data": copy.deepcopy(found[:limit]),
+                "has_more": len(found) > limit,
+                "url": "/v1/checkout/sessions",
+            },
+        )
+
+    def payment_intent_metadata(self, payment_intent: str) -> dict[str, str]:
+        """The metadata a Checkout Session gave its payment intent (``payment_intent_data[metadata]``),
+        which Stripe copies onto the payment intent's charges; empty for a payment intent no session
+        made."""
+        for session_id, session in self.sessions.items():
+            if session.get("payment_intent") == payment_intent:
+                intent_data = self.session_params.get(session_id, {}).get("payment_intent_data") or {}
+                return dict(intent_data.get("metadata") or {})
+        return {}
+
     def _line_items_list(self, session_id: str) -> dict[str, Any]:
         items = []
         for item in self.session_params.get(session_id, {}).get("line_items", []):
@@ -1233,7 +1290,10 @@ class FakeStripe:
         """``charge.refunded``: a Charge (the payment intent's own, see :meth:`charge_of`) with
         ``amount_refunded`` (cumulative) and ``refunded`` true only when fully refunded;
         ``previous_attributes`` carries the amounts before this refund. As in API 2026-10-28, the Charge
-        names no invoice."""
+        names no invoice. ``metadata`` defaults to the payment intent's (:meth:`payment_intent_metadata`),
+        which Stripe copies onto the charge when the payment intent is confirmed."""
+        if metadata is None:
+            metadata = self.payment_intent_metadata(payment_intent)
         charge = {
             "id": self.charge_of(payment_intent),
             "object": "charge",
@@ -1246,7 +1306,7 @@ class FakeStripe:
             "customer": customer,
             "description": None,
             "livemode": False,
-            "metadata": dict(metadata or {}),
+            "metadata": dict(metadata),
             "paid": True,
             "payment_intent": payment_intent,
             "refunded": amount_refunded >= amount,

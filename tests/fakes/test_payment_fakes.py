@@ -676,7 +676,8 @@ async def test_dodo_webhooks_verify_with_standardwebhooks(
         product_cart=CART, metadata={"user_id": "user_2abcDEF123"}, customer={"email": "jane@example.com"}
     )
     event = fake_dodo.payment_succeeded(created.session_id, total_amount=999, currency="USD")
-    body, headers = fake_dodo.deliver(event)
+    moment = datetime.now(UTC)
+    body, headers = fake_dodo.deliver(event, timestamp=moment)
 
     verified = Webhook(fake_dodo.webhook_secret).verify(body, headers)
     assert verified == event
@@ -694,7 +695,10 @@ async def test_dodo_webhooks_verify_with_standardwebhooks(
         Webhook(fake_dodo.webhook_secret).verify(new_body, new_headers)
 
     next_secret = "whsec_" + "bmV4dC1zZWNyZXQtbmV4dC1zZWNyZXQ="
-    _, rotated = fake_dodo.deliver(event, msg_id=headers["webhook-id"], extra_secrets=[next_secret])
+    # Signed at the same moment as the first delivery (the signature covers the timestamp).
+    _, rotated = fake_dodo.deliver(
+        event, msg_id=headers["webhook-id"], timestamp=moment, extra_secrets=[next_secret]
+    )
     assert rotated["webhook-id"] == headers["webhook-id"]
     assert len(rotated["webhook-signature"].split(" ")) == 2
     assert Webhook(next_secret).verify(body, {**headers, "webhook-signature": rotated["webhook-signature"]})

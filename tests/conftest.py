@@ -12,7 +12,9 @@ from app.config import Environment, Settings
 from app.container import Container
 from app.db.session import Database, create_engine
 from app.main import create_app
+from app.models import User
 from tests.databases import TestDatabase, configured_databases, fresh_database, migrate
+from tests.factories import bearer, make_user
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
@@ -94,6 +96,18 @@ async def container(settings: Settings, database: Database) -> AsyncIterator[Con
 @pytest.fixture
 def app(settings: Settings, database: Database, container: Container) -> FastAPI:
     return create_app(settings, database, container)
+
+
+@pytest.fixture
+async def user(session: AsyncSession, settings: Settings) -> User:
+    """A verified account with its signup bonus, in the test's transaction."""
+    return await make_user(session, settings)
+
+
+@pytest.fixture
+def auth(container: Container, user: User) -> dict[str, str]:
+    """`user`'s Authorization header."""
+    return bearer(container, user)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import base64
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,6 @@ from app.container import Container
 from app.db.base import utcnow
 from app.db.session import Database
 from app.integrations.clerk import InvalidClerkToken
-from app.main import create_app
 from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, User, WebhookEvent
 from app.services import users as users_service
 from tests.conftest import make_settings
@@ -840,11 +839,9 @@ async def test_webhooks_answer_503_when_the_secret_is_unset(
 
 
 @pytest.fixture
-async def committing_app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[FastAPI]:
-    """An app whose requests really commit, each on its own pooled connection (no test transaction)."""
-    app = create_app(settings, Database(engine))
-    yield app
-    await app.state.container.aclose()
+def committing_app(committing: tuple[FastAPI, Database]) -> FastAPI:
+    app, _ = committing
+    return app
 
 
 async def _cleanup(engine: AsyncEngine, clerk_ids: list[str], event_ids: list[str]) -> None:

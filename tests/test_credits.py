@@ -25,31 +25,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.base import utcnow
 from app.db.session import Database
 from app.errors import render_app_error
 from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, User
 from app.services import credits
-from app.services import users as users_service
 from app.services.credits import IdempotencyKeyConflict, InsufficientCredits, Movement
+from tests.conftest import make_settings
 from tests.databases import TestDatabase
+from tests.factories import bearer, make_user
 
 BONUS = 10_000  # the default signup bonus, 10 credits
+
+
+def test_the_signup_bonus_these_tests_count_on_is_the_default() -> None:
+    assert credits.to_millicredits(make_settings().signup_bonus_credits) == BONUS
+
 
 TRANSACTIONS = "/api/v1/credits/transactions"
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-async def make_user(session: AsyncSession, settings: Settings) -> User:
-    return await users_service.create_user(
-        session,
-        settings,
-        email=f"credits-{uuid.uuid4().hex}@example.com",
-        email_verified_at=utcnow(),
-        password_hash=None,
-    )
 
 
 @dataclass(frozen=True)
@@ -120,12 +115,6 @@ async def assert_row(
 
 def key() -> str:
     return f"test:{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def user(session: AsyncSession, settings: Settings) -> User:
-    assert credits.to_millicredits(settings.signup_bonus_credits) == BONUS
-    return await make_user(session, settings)
 
 
 # --- movements, one ledger row each ----------------------------------------------------------------------
@@ -708,10 +697,6 @@ async def test_random_sequences_keep_the_ledger_invariants(
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------------
-
-
-def bearer(container: Container, user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.container import Container
 from app.db.session import Database
 from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, User
 from tests.conftest import make_settings
+from tests.factories import bearer
 from tests.fakes.clerk import FakeClerk, user_payload
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
@@ -75,10 +75,6 @@ async def client(committing: tuple[FastAPI, Database]) -> AsyncIterator[httpx.As
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
-
-
-def bearer(container: Container, user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
 
 
 Delivery = tuple[bytes, dict[str, str]]

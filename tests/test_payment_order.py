@@ -16,22 +16,26 @@ signup bonus.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.container import Container
+from app.db.session import Database
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
+from tests.support.committed import cleanup, committed_user
 from tests.support.payments import (
     BONUS,
     DODO_WEBHOOK,
@@ -353,6 +357,46 @@ async def test_a_refund_of_a_payment_that_is_no_order_of_ours_is_ignored(
     [row] = await webhook_rows(session, provider, event_id)
     assert (row.handled_at is not None, row.error) == (True, None)
     assert await balance(client, auth) == BONUS
+
+
+# --- all at once (real commits, every database) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_confirmation_refund_and_dispute_delivered_at_once_end_as_in_order(
+    committing: tuple[FastAPI, Database],
+    engine: AsyncEngine,
+    settings: Settings,
+    fake_stripe: FakeStripe,
+    fake_razorpay: FakeRazorpay,
+    fake_dodo: FakeDodo,
+    provider: str,
+) -> None:
+    """Each request on its own connection and transaction: the confirmation, a partial refund, a dispute's
+    opening and loss, and a copy of each, all at once. Whatever runs first, the order's row queues them;
+    a delivery refused for a transient database error is delivered again, as providers do."""
+    app, database = committing
+    user = await committed_user(database, settings)
+    steps: list[Step] = []
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            flow = payment_flow(provider, fake_stripe, fake_razorpay, fake_dodo)
+            purchase = await flow.buy(client, bearer(app.state.container, user))
+            refund = purchase.amount // 4
+            steps = [flow.confirmations(purchase)[0], flow.refund(purchase, refund)]
+            steps += flow.dispute(purchase, "lost")
+
+            sends = [step.send(client, again) for step in steps for again in (False, True)]
+            responses = await asyncio.gather(*sends)
+            for step, response in zip([s for s in steps for _ in (0, 1)], responses, strict=True):
+                if response.status_code != 200:  # e.g. 503 database_unavailable: the provider retries
+                    assert response.status_code in (500, 503), response.text
+                    await deliver(client, step)
+
+            assert await payment_state(client, purchase) == expected_state(purchase, [refund], "lost")
+    finally:
+        await cleanup(engine, [user.id], [sent for step in steps for sent in step.sent])
 
 
 # --- any interleaving (property) --------------------------------------------------------------------

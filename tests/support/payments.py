@@ -13,6 +13,7 @@ any order, again under the same event id (a redelivery) or under a new one (the 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -254,10 +255,12 @@ Outcome = Literal["open", "won", "lost"]
 class Step:
     """One thing the provider tells us (or the client's own verification): `send(client, again)` delivers
     it; `again=True` sends the same news under a new event id, as a provider re-sending it does (a plain
-    second `send` is a redelivery of the same event id)."""
+    second `send` is a redelivery of the same event id). `sent` lists the (provider, event id) of every
+    delivery made, for tests that clean up committed inbox rows."""
 
     label: str
     send: Send
+    sent: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -296,11 +299,20 @@ class PaymentFlow:
         raise NotImplementedError
 
 
-def _step(label: str, path: str, deliver: Callable[[bool], tuple[bytes, dict[str, str]]]) -> Step:
-    async def send(client: httpx.AsyncClient, again: bool) -> httpx.Response:
-        return await post_webhook(client, path, deliver(again))
+_EVENT_ID_HEADERS = {RAZORPAY_WEBHOOK: "x-razorpay-event-id", DODO_WEBHOOK: "webhook-id"}
 
-    return Step(label, send)
+
+def _step(label: str, path: str, deliver: Callable[[bool], tuple[bytes, dict[str, str]]]) -> Step:
+    provider = next(name for name, webhook in WEBHOOKS.items() if webhook == path)
+
+    async def send(client: httpx.AsyncClient, again: bool) -> httpx.Response:
+        body, headers = deliver(again)
+        header = _EVENT_ID_HEADERS.get(path)
+        step.sent.append((provider, headers[header] if header else str(json.loads(body)["id"])))
+        return await post_webhook(client, path, (body, headers))
+
+    step = Step(label, send)
+    return step
 
 
 class StripeFlow(PaymentFlow):

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.middleware.cors import CORSMiddleware
 
 from app.config import Environment, Settings, get_settings
@@ -18,10 +21,16 @@ from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import api_router, root_router
+from app.schemas.auth import LoginIn
+from app.schemas.images import VectorizeIn
 from app.services import catalogue
 from app.tasks import maintenance
 
 log = structlog.get_logger("app.main")
+
+# Bodies that routes parse themselves (each takes JSON or a form, which FastAPI cannot declare) and
+# reference from `openapi_extra`: their schemas (and those they use) join the document's components.
+SELF_PARSED_BODIES: tuple[type[BaseModel], ...] = (LoginIn, VectorizeIn)
 
 
 def create_app(
@@ -89,4 +98,24 @@ def create_app(
 
     app.include_router(root_router)
     app.include_router(api_router)
+    _document_self_parsed_bodies(app, SELF_PARSED_BODIES)
     return app
+
+
+def _document_self_parsed_bodies(app: FastAPI, models: tuple[type[BaseModel], ...]) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()  # cached by FastAPI as app.openapi_schema, completed here once
+        _, definitions = models_json_schema(
+            [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in definitions.get("$defs", {}).items():
+            if schemas.setdefault(name, schema) != schema:
+                raise RuntimeError(f"Two different request schemas are named {name}")
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

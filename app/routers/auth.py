@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
@@ -144,35 +144,52 @@ async def resend_verification(
     return MessageOut(message=_CHECK_INBOX)
 
 
+def _login_form_schema() -> dict[str, Any]:
+    """OAuth2's password form: `username` is the email; its other fields (grant_type, scope, client_id)
+    are ignored."""
+    fields = LoginIn.model_json_schema()["properties"]
+    return {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {
+            "username": {**fields["email"], "title": "Username", "description": "Your email address."},
+            "password": fields["password"],
+        },
+    }
+
+
 _LOGIN_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/LoginIn"}},
-            "application/x-www-form-urlencoded": {
-                "schema": {
-                    "type": "object",
-                    "required": ["username", "password"],
-                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-                }
-            },
+            # The schema itself joins the document's components in app.main.
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{LoginIn.__name__}"}},
+            "application/x-www-form-urlencoded": {"schema": _login_form_schema()},
+            "multipart/form-data": {"schema": _login_form_schema()},
         },
     }
 }
+_FORM_NAMES = {"email": "username"}
 
 
 async def _read_login(request: Request) -> LoginIn:
     """JSON for apps; OAuth2's password form (username = email) for Swagger UI and OAuth2 clients."""
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()
+    is_form = content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
     try:
-        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-            form = await request.form()
-            return LoginIn.model_validate({"email": form.get("username"), "password": form.get("password")})
+        if is_form:
+            async with request.form() as form:
+                fields = {"email": form.get("username"), "password": form.get("password")}
+            return LoginIn.model_validate(fields)
         return LoginIn.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        ) from exc
+        errors = exc.errors(include_url=False)
+        if is_form:  # the form's own field names
+            errors = [
+                {**error, "loc": tuple(_FORM_NAMES.get(str(part), part) for part in error["loc"])}
+                for error in errors
+            ]
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from exc
 
 
 @router.post("/login", response_model=TokenOut, openapi_extra=_LOGIN_BODY)

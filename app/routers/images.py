@@ -204,20 +204,23 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
     response_model=VectorizedOut,
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/VectorizeIn"}},
+                # These schemas join the document's components in app.main.
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{VectorizeIn.__name__}"}},
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
                             "upload_id": {"type": "string", "format": "uuid"},
-                            "mode": {"type": "string", "enum": ["preview", "full"]},
-                            "options": {"type": "string", "description": "JSON of VectorizeOptionsIn"},
+                            "mode": {"type": "string", "enum": ["preview", "full"], "default": "full"},
+                            "options": {"$ref": f"#/components/schemas/{VectorizeOptionsIn.__name__}"},
                         },
-                    }
+                    },
+                    "encoding": {"options": {"contentType": "application/json"}},
                 },
-            }
+            },
         }
     },
 )

@@ -198,3 +198,22 @@ async def test_a_clerk_event_delivered_ten_times_at_once_makes_one_user_and_answ
         async with engine.connect() as connection:
             user_ids = list(await connection.scalars(select(User.id).where(User.clerk_id == clerk_id)))
         await cleanup(engine, user_ids, [("clerk", headers["svix-id"])])
+
+
+@pytest.mark.parametrize("event_id", ["x" * 256, "msg with spaces"], ids=["too-long", "spaces"])
+async def test_a_clerk_event_with_an_unusable_id_is_400_and_stores_nothing(
+    event_id: str, client: httpx.AsyncClient, engine: AsyncEngine, fake_clerk: FakeClerk
+) -> None:
+    clerk_id = "user_" + uuid.uuid4().hex[:24]
+    body, headers = fake_clerk.signed_webhook(
+        "user.created", user_payload(clerk_id, f"id-{uuid.uuid4().hex[:8]}@example.com"), msg_id=event_id
+    )
+
+    answer = await client.post("/api/v1/webhooks/clerk", content=body, headers=headers)
+
+    assert (answer.status_code, answer.json()["error"]) == (400, "invalid_event_id")
+    async with engine.connect() as connection:
+        users = await connection.scalar(
+            select(func.count()).select_from(User).where(User.clerk_id == clerk_id)
+        )
+    assert users == 0

@@ -21,7 +21,7 @@ from app.models import ApiKey, CreditLedgerEntry, OutboxEmail, RefreshToken, Use
 from tests.auth_helpers import PASSWORD, SignedIn, register, sign_in, sign_up
 from tests.conftest import make_settings
 from tests.fakes.google import FakeGoogle
-from tests.test_auth import assert_error
+from tests.support.http import assert_error
 
 API = "http://testserver"
 

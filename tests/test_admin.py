@@ -9,22 +9,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.base import utcnow
 from app.models import CreditLedgerEntry, User
-from app.services.users import create_user
+from tests.factories import bearer, make_user
 from tests.support.http import assert_error
 
 
 async def _user(
     session: AsyncSession, settings: Settings, container: Container, *, admin: bool = False
 ) -> tuple[User, dict[str, str]]:
-    user = await create_user(
-        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
-    )
-    if admin:
-        user.role = "admin"
-        await session.flush()
-    return user, {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
+    user = await make_user(session, settings, role="admin" if admin else "user")
+    return user, bearer(container, user)
 
 
 async def test_admin_grants_and_takes_credits(

@@ -30,11 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.base import utcnow
 from app.schemas.auth import LoginIn
 from app.schemas.images import VectorizeIn, VectorizeOptionsIn
-from app.services.users import create_user
 from tests.conftest import make_settings
+from tests.factories import bearer, make_user
 
 ERROR_KEYS = frozenset({"error", "detail", "request_id"})
 JSON_TYPE = "application/json"
@@ -424,12 +423,7 @@ def checked(response: httpx.Response, context: object) -> None:
 @pytest.fixture
 async def admin_headers(session: AsyncSession, settings: Settings, container: Container) -> dict[str, str]:
     """Authorization for every operation: an admin may call them all (the body is read, validated)."""
-    user = await create_user(
-        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
-    )
-    user.role = "admin"
-    await session.flush()
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
+    return bearer(container, await make_user(session, settings, role="admin"))
 
 
 async def test_no_operation_answers_5xx_to_a_body_that_violates_its_schema(

@@ -14,6 +14,7 @@ from app.models.billing import (
     Subscription,
 )
 from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
+from app.models.design import DesignSource, DesignSystem, DesignSystemTag, UsageAction, UsageRecord
 from app.models.email import EmailStatus, OutboxEmail
 from app.models.image import TERMINAL_STATUSES, Job, JobKind, JobStatus, Style, Upload, UploadOrigin
 from app.models.user import User, UserRole
@@ -27,6 +28,9 @@ __all__ = [
     "CreditAccount",
     "CreditDebt",
     "CreditLedgerEntry",
+    "DesignSource",
+    "DesignSystem",
+    "DesignSystemTag",
     "EmailStatus",
     "IdempotencyRecord",
     "Job",
@@ -48,6 +52,8 @@ __all__ = [
     "Subscription",
     "Upload",
     "UploadOrigin",
+    "UsageAction",
+    "UsageRecord",
     "User",
     "UserRole",
     "WebhookEvent",

@@ -223,6 +223,46 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    # --- design systems and the LLM ----------------------------------------------------------------
+    # Which LLM answers prompt-driven work (palettes and design systems from a description, prompt
+    # enhancement); it needs OPENAI_API_KEY or ANTHROPIC_API_KEY, else those endpoints answer 503.
+    llm_provider: Literal["openai", "anthropic"] = "openai"
+    llm_openai_model: str = Field(default="gpt-5.4-mini", min_length=1, max_length=100)
+    llm_anthropic_model: str = Field(default="claude-haiku-4-5", min_length=1, max_length=100)
+    # Seconds per LLM attempt, how many retries (connection errors, 429, 5xx), and the most tokens one
+    # answer may have.
+    llm_timeout_seconds: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=1, ge=0, le=5)
+    llm_max_output_tokens: int = Field(default=1024, ge=64, le=16384)
+    # Credits per palette (any source) and per generated design system, by tier.
+    palette_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
+    design_system_colors_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
+    design_system_full_cost_credits: Decimal = Field(default=Decimal(3), ge=0, decimal_places=3)
+    # Export formats only users on one of DESIGN_PRO_PLANS may download (comma separated; others 403).
+    design_export_pro_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["figma-tokens"]
+    )
+    design_pro_plans: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["pro"])
+    # Saved design systems per user (409 past it).
+    design_systems_max_per_user: int = Field(default=500, ge=1)
+
+    @field_validator("design_export_pro_formats", "design_pro_plans", mode="before")
+    @classmethod
+    def _split_design_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("design_export_pro_formats")
+    @classmethod
+    def _known_export_formats(cls, formats: list[str]) -> list[str]:
+        known = {"json", "css", "tailwind", "scss", "figma-tokens"}
+        if unknown := sorted(set(formats) - known):
+            raise ValueError(
+                f"DESIGN_EXPORT_PRO_FORMATS: unknown format(s) {unknown}; known: {sorted(known)}"
+            )
+        return formats
+
     @field_validator("plan_prices_usd")
     @classmethod
     def _price_overrides_parse(cls, value: str) -> str:

@@ -53,6 +53,14 @@ class BadRequest(AppError):
     default_detail = "The request is malformed."
 
 
+class BadSignature(BadRequest):
+    """A signed request (a provider's webhook, a client's payment confirmation) whose signature does not
+    hold."""
+
+    code = "invalid_signature"
+    default_detail = "The webhook signature is missing, wrong or too old."
+
+
 class Unauthenticated(AppError):
     status_code = 401
     code = "unauthenticated"

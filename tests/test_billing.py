@@ -1238,7 +1238,7 @@ async def test_a_stripe_event_that_fails_to_apply_is_500_kept_with_its_error_and
     async def broken(*_args: Any, **_kwargs: Any) -> bool:
         raise RuntimeError("ledger unavailable")
 
-    monkeypatch.setattr("app.services.billing.fulfil", broken)
+    monkeypatch.setattr("app.services.billing.orders.fulfil", broken)
     response = await post_webhook(client, STRIPE_WEBHOOK, delivery)
 
     assert response.status_code == 500, response.text

@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
-from app.integrations import stripe_gateway
-from app.integrations.payments import PaymentGatewayError
-from app.integrations.stripe_gateway import StripeGateway
+from app.integrations.payments import stripe as stripe_gateway
+from app.integrations.payments.base import PaymentGatewayError
+from app.integrations.payments.stripe import StripeGateway
 from app.models import CreditAccount, CreditDebt, CreditLedgerEntry, LedgerReason, User
 from tests.conftest import make_settings
 from tests.fakes.stripe import FakeStripe
@@ -436,7 +436,7 @@ async def test_the_gateway_reads_every_page_of_a_payment_intents_invoice_payment
     second = fake_stripe.add_invoice_payment("in_second", 300, payment_intent="pi_shared")
     third = fake_stripe.add_invoice_payment("in_third", 200, "eur", payment_intent="pi_shared", status="open")
 
-    found = await gateway.invoice_payments("pi_shared")
+    found = await gateway.invoices_paid_by("pi_shared")
 
     assert [(p.invoice_id, p.status, p.amount_paid, p.amount_requested, p.currency) for p in found] == [
         (third["invoice"], "open", None, 200, "eur"),
@@ -445,7 +445,7 @@ async def test_the_gateway_reads_every_page_of_a_payment_intents_invoice_payment
     ]
     pages = lookups(fake_stripe)
     assert [page.get("starting_after") for page in pages] == [None, second["id"]]
-    assert await gateway.invoice_payments("pi_nothing") == []
+    assert await gateway.invoices_paid_by("pi_nothing") == []
 
 
 @pytest.mark.parametrize(
@@ -456,7 +456,7 @@ async def test_the_gateway_maps_lookup_failures_as_it_does_for_checkouts(
 ) -> None:
     fake_stripe.fail_invoice_payments_next(status)
     with pytest.raises(PaymentGatewayError) as raised:
-        await gateway.invoice_payments("pi_any")
+        await gateway.invoices_paid_by("pi_any")
     assert raised.value.retryable is retryable
 
 

@@ -3,9 +3,11 @@
 from app.db.base import Base
 from app.models.auth import ApiKey, OneTimeToken, OneTimeTokenPurpose, RefreshToken, RevokedAccessToken
 from app.models.billing import (
+    AdjustmentKind,
     CreditDebt,
     IdempotencyRecord,
     Order,
+    OrderAdjustment,
     OrderStatus,
     Plan,
     PlanKind,
@@ -23,6 +25,7 @@ from app.models.webhook_event import WebhookEvent
 __all__ = [
     "MILLICREDITS_PER_CREDIT",
     "TERMINAL_STATUSES",
+    "AdjustmentKind",
     "ApiKey",
     "Base",
     "CreditAccount",
@@ -40,6 +43,7 @@ __all__ = [
     "OneTimeToken",
     "OneTimeTokenPurpose",
     "Order",
+    "OrderAdjustment",
     "OrderStatus",
     "OutboxEmail",
     "Plan",

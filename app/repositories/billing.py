@@ -10,16 +10,17 @@ from sqlalchemy.engine import CursorResult
 
 from app.db.upsert import insert_if_absent
 from app.models import (
+    AdjustmentKind,
     CreditDebt,
     CreditLedgerEntry,
     IdempotencyRecord,
     Order,
+    OrderAdjustment,
     OrderStatus,
     Plan,
     PlanPrice,
     Subscription,
 )
-from app.models.billing import AdjustmentKind, OrderAdjustment
 from app.repositories.base import Repository
 
 

@@ -18,7 +18,8 @@ from app.schemas.billing import (
     SubscribeIn,
     VerifyOrderIn,
 )
-from app.services import billing, catalogue, credits
+from app.services import catalogue, credits
+from app.services.billing import checkout, orders
 
 router = APIRouter(tags=["billing"])
 IDEMPOTENCY_DOC = "Send an `Idempotency-Key` header to make retries safe: the first response is replayed."
@@ -65,7 +66,7 @@ async def create_razorpay_order(
     body: CreateOrderIn, request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> JSONResponse:
     async def produce() -> RazorpayOrderOut:
-        created = await billing.create_razorpay_order(session, container, user, body.plan_id)
+        created = await checkout.create_razorpay_order(session, container, user, body.plan_id)
         assert created.order.provider_order_id is not None
         return RazorpayOrderOut(
             order_id=created.order.id,
@@ -85,7 +86,7 @@ async def verify_razorpay_order(
     body: VerifyOrderIn, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> OrderVerifiedOut:
     """Razorpay Checkout's handler result: the signature is checked and the plan credited (once)."""
-    order = await billing.verify_razorpay_payment(
+    order = await checkout.verify_razorpay_payment(
         session,
         container,
         user,
@@ -104,7 +105,7 @@ async def create_checkout(
     key = request.headers.get("idempotency-key", "")
 
     async def produce() -> CheckoutOut:
-        order = await billing.create_checkout(
+        order = await checkout.create_checkout(
             session,
             container,
             user,
@@ -127,7 +128,7 @@ async def subscribe(
     key = request.headers.get("idempotency-key", "")
 
     async def produce() -> CheckoutOut:
-        order = await billing.subscribe(session, container, user, body.plan_id, body.currency.upper(), key)
+        order = await checkout.subscribe(session, container, user, body.plan_id, body.currency.upper(), key)
         return _checkout_out(order)
 
     ttl = container.settings.idempotency_key_ttl_seconds
@@ -147,4 +148,4 @@ def _checkout_out(order: Order) -> CheckoutOut:
 
 @router.get("/payment/orders", response_model=list[OrderOut])
 async def my_orders(user: CurrentUser, session: SessionDep) -> list[OrderOut]:
-    return [order_out(order) for order in await billing.list_orders(session, user)]
+    return [order_out(order) for order in await orders.list_orders(session, user)]

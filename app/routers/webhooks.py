@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.dependencies import ContainerDep, SessionDep
+from app.models import Provider
 from app.schemas.webhooks import WebhookAck
 from app.services import clerk as clerk_service
-from app.services import generation, payment_webhooks
+from app.services import generation
+from app.services.billing import webhooks as payment_webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -15,6 +18,14 @@ def _ack(container: Container, provider: str, outcome: str) -> WebhookAck:
     # Refusals (bad signature, failed effect) are counted by the HTTP metrics under their status.
     container.metrics.webhook_events.labels(provider, outcome).inc()
     return WebhookAck(status=outcome)
+
+
+async def _payment(
+    request: Request, session: AsyncSession, container: Container, provider: Provider
+) -> WebhookAck:
+    body = await request.body()
+    outcome = await payment_webhooks.receive(session, container, provider, body, request.headers)
+    return _ack(container, provider.value, outcome)
 
 
 @router.post("/clerk", response_model=WebhookAck)
@@ -30,24 +41,19 @@ async def clerk_webhook(request: Request, session: SessionDep, container: Contai
 @router.post("/stripe", response_model=WebhookAck)
 async def stripe_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
     """Stripe events, verified with Stripe-Signature (5 minute tolerance)."""
-    outcome = await payment_webhooks.receive_stripe(session, container, await request.body(), request.headers)
-    return _ack(container, "stripe", outcome)
+    return await _payment(request, session, container, Provider.stripe)
 
 
 @router.post("/razorpay", response_model=WebhookAck)
 async def razorpay_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
     """Razorpay events, verified with X-Razorpay-Signature (HMAC of the raw body)."""
-    outcome = await payment_webhooks.receive_razorpay(
-        session, container, await request.body(), request.headers
-    )
-    return _ack(container, "razorpay", outcome)
+    return await _payment(request, session, container, Provider.razorpay)
 
 
 @router.post("/dodo", response_model=WebhookAck)
 async def dodo_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
     """Dodo Payments events, verified as Standard Webhooks (webhook-id/-timestamp/-signature)."""
-    outcome = await payment_webhooks.receive_dodo(session, container, await request.body(), request.headers)
-    return _ack(container, "dodo", outcome)
+    return await _payment(request, session, container, Provider.dodo)
 
 
 @router.post("/replicate", response_model=WebhookAck)

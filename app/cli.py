@@ -41,8 +41,8 @@ def sweep() -> None:
     from app.db.session import Database
     from app.logging import configure_logging
     from app.services import images as images_service
-    from app.services import jobs as jobs_service
     from app.services import sessions_sweep
+    from app.tasks import recovery, runner
 
     settings = get_settings()
     configure_logging(settings)
@@ -54,8 +54,8 @@ def sweep() -> None:
             removed = await images_service.sweep_expired(container)
             async with database.session_scope() as session:
                 swept = await sessions_sweep.sweep_expired(session)
-            for job_id in await jobs_service.recover(container):
-                await jobs_service.run(container, job_id)
+            for job_id in await recovery.recover(container):
+                await runner.run(container, job_id)
             print({"images": removed, "tokens": swept})  # noqa: T201 - the command's output
         finally:
             await container.aclose()

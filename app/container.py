@@ -15,7 +15,7 @@ from app.integrations.clerk import ClerkSessionVerifier
 from app.integrations.dodo_gateway import DodoGateway
 from app.integrations.email import EmailSender, build_email_sender
 from app.integrations.google import GoogleOAuthClient
-from app.integrations.images.base import BackgroundRemover
+from app.integrations.images.base import BackgroundRemover, PredictionClient, Vectorizer
 from app.integrations.images.clipdrop import ClipDropRemover
 from app.integrations.images.local_background import LocalBackgroundRemover
 from app.integrations.images.local_vectorizer import LocalVectorizer
@@ -43,9 +43,10 @@ class Container:
     razorpay: RazorpayGateway | None
     dodo: DodoGateway | None
     storage: Storage
+    # The engines' providers, chosen by settings; fakes stand in for them in tests.
     background_remover: BackgroundRemover
-    vectorizer: LocalVectorizer
-    replicate: ReplicateClient | None
+    vectorizer: Vectorizer
+    replicate: PredictionClient | None
     # Predictions a job is waiting on, set by Replicate's webhook to end the wait early (this process).
     prediction_signals: dict[str, asyncio.Event] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
@@ -196,7 +197,7 @@ def _background_remover(settings: Settings, http: httpx.AsyncClient) -> Backgrou
     return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency, png_compress_level=1)
 
 
-def _replicate(settings: Settings, http: httpx.AsyncClient) -> ReplicateClient | None:
+def _replicate(settings: Settings, http: httpx.AsyncClient) -> PredictionClient | None:
     token = _secret(settings.replicate_api_token)
     if token is None:
         return None

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.session import Database, get_db_session
+from app.db.session import Database, get_db_session, release_connection
 from app.errors import Forbidden
-from app.models import User, UserRole
+from app.integrations.llm import TextModel, build_text_model
+from app.models import Job, User, UserRole
+from app.schemas.base import Schema
 from app.services import auth as auth_service
+from app.services import idempotency, jobs
 from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal
+from app.tasks import runner, waited
 
 # scope="function": the commit happens before the response is sent and before BackgroundTasks run.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
@@ -124,3 +130,138 @@ def client_ip(request: Request) -> str:
 
 
 ClientIp = Annotated[str, Depends(client_ip)]
+
+
+# --- POSTs that spend credits or create payments --------------------------------------------------------
+
+REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+class Idempotent:
+    """The request's work, made at most once per `Idempotency-Key` header: a retry with the same key and
+    request gets the first answer (with `Idempotent-Replayed: true`) and spends nothing more; the same
+    key with another request is a 409. Without the header each request runs.
+
+    `fields`: the parsed request, for bodies whose bytes vary between retries (multipart); otherwise the
+    request is known by its body's bytes."""
+
+    def __init__(
+        self,
+        request: Request,
+        session: AsyncSession,
+        container: Container,
+        user: User,
+        background: BackgroundTasks,
+    ) -> None:
+        self.request = request
+        self.session = session
+        self.container = container
+        self.user = user
+        self.background = background
+
+    async def respond(
+        self,
+        status_code: int,
+        produce: Callable[[], Awaitable[Schema]],
+        fields: Mapping[str, Any] | None = None,
+    ) -> JSONResponse:
+        """`produce`'s answer, stored under the key in the request's transaction."""
+        ttl = self.container.settings.idempotency_key_ttl_seconds
+        return await respond_once(self.request, self.session, self.user, ttl, status_code, produce, fields)
+
+    async def start_job(
+        self,
+        submit: Callable[[], Awaitable[Job]],
+        shape: Callable[[Job], Schema],
+        fields: Mapping[str, Any] | None = None,
+    ) -> JSONResponse:
+        """202: the job `submit` made, run once the request has committed."""
+
+        async def accept() -> Schema:
+            job = await submit()
+            runner.run_after_commit(self.background, self.container, job.id)
+            return shape(job)
+
+        return await self.respond(202, accept, fields)
+
+    async def wait_for_job(
+        self,
+        job: jobs.JobRequest,
+        shape: Callable[[jobs.FinishedJob], Awaitable[Schema]],
+        fields: Mapping[str, Any],
+    ) -> Response:
+        """The job, run while the client waits (see app/tasks/waited.py), answered as `shape` makes it.
+
+        The request's unit of work ends first (what authentication wrote is committed) and gives its
+        connection back: the job runs in units of work of its own, and clients queued for an engine
+        must not hold connections the jobs need."""
+        await release_connection(self.session)
+        key = self.request.headers.get("idempotency-key")
+        fingerprint = (
+            idempotency.fingerprint_fields(self.request.method, self.request.url.path, fields) if key else ""
+        )
+        answer = await waited.wait_for(self.container, self.user.id, job, key, fingerprint)
+        body = await shape(answer.finished)
+        # Serialised by pydantic-core in one pass: these answers carry a whole image (megabytes of base64
+        # or SVG), which the json module would take twice as long to encode.
+        return Response(
+            body.model_dump_json(),
+            media_type="application/json",
+            headers=REPLAYED if answer.replayed else None,
+        )
+
+
+async def respond_once(
+    request: Request,
+    session: AsyncSession,
+    user: User,
+    ttl_seconds: int,
+    status_code: int,
+    produce: Callable[[], Awaitable[Schema]],
+    fields: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return JSONResponse((await produce()).model_dump(mode="json"), status_code=status_code)
+    fingerprint = (
+        idempotency.fingerprint_fields(request.method, request.url.path, fields)
+        if fields is not None
+        else idempotency.fingerprint(request.method, request.url.path, await request.body())
+    )
+
+    async def body() -> Any:
+        return (await produce()).model_dump(mode="json")
+
+    answer = await idempotency.once(session, user, key, fingerprint, ttl_seconds, status_code, body)
+    return JSONResponse(
+        answer.body, status_code=answer.status_code, headers=REPLAYED if answer.replayed else None
+    )
+
+
+async def get_idempotent(
+    request: Request,
+    session: SessionDep,
+    container: ContainerDep,
+    user: CurrentUser,
+    background: BackgroundTasks,
+) -> Idempotent:
+    return Idempotent(request, session, container, user, background)
+
+
+IdempotentDep = Annotated[Idempotent, Depends(get_idempotent)]
+
+
+# --- the configured LLM (design systems from a description, prompt enhancement) ----------------------
+
+
+def get_text_model(request: Request) -> TextModel | None:
+    """The model LLM_PROVIDER names, built on first use and kept on the app (None without its API key:
+    the endpoint answers 503 provider_not_configured). Close it at shutdown: `aclose()`."""
+    state = request.app.state
+    if not hasattr(state, "text_model"):
+        state.text_model = build_text_model(get_app_settings(request))
+    model: TextModel | None = state.text_model
+    return model
+
+
+TextModelDep = Annotated[TextModel | None, Depends(get_text_model)]

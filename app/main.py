@@ -24,7 +24,7 @@ from app.routers import api_router, root_router
 from app.schemas.auth import LoginIn
 from app.schemas.images import VectorizeIn
 from app.services import catalogue
-from app.tasks import maintenance
+from app.tasks import maintenance, recovery
 
 log = structlog.get_logger("app.main")
 
@@ -51,7 +51,7 @@ def create_app(
             async with database.session_scope() as session:
                 await catalogue.apply_usd_price_settings(session, settings.usd_price_overrides)
         # Jobs a previous process left behind run again (or are failed and refunded) first thing.
-        await maintenance.recover_jobs(container)
+        await recovery.recover_jobs(container)
         housekeeping = asyncio.create_task(
             maintenance.run_forever(container, settings.maintenance_interval_seconds), name="maintenance"
         )

@@ -19,7 +19,7 @@ from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.fakes.replicate import FakeReplicate
 from tests.images import photo_like
-from tests.test_auth import assert_error
+from tests.support.http import assert_error
 
 BONUS = 10.0
 

@@ -1,4 +1,4 @@
-"""Edges of the waited-job Idempotency-Key path (app/routers/idempotent.py, app/services/idempotency.py)
+"""Edges of the waited-job Idempotency-Key path (app/tasks/waited.py, app/services/idempotency.py)
 found in review: a first-time Clerk user's first request, two retries taking over one dead claim, a
 retry of a request whose job was cancelled with it."""
 

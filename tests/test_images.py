@@ -26,18 +26,27 @@ from app.container import Container
 from app.db.base import utcnow
 from app.db.session import Database, EngineOptions, create_engine
 from app.main import create_app
-from app.models import CreditAccount, CreditLedgerEntry, IdempotencyRecord, Job, JobStatus, Upload, User
+from app.models import (
+    CreditAccount,
+    CreditLedgerEntry,
+    IdempotencyRecord,
+    Job,
+    JobKind,
+    JobStatus,
+    Upload,
+    User,
+)
 from app.repositories.billing import idempotency_key_digest
 from app.services import images as images_service
 from app.services import jobs as jobs_service
 from app.services.idempotency import fingerprint_fields
 from app.services.users import create_user
+from app.tasks import recovery, runner
 from tests.conftest import make_settings
 from tests.fakes.clipdrop import FakeClipDrop
 from tests.images import jpeg, logo_like, oversize, pdf_named_png, photo_like, png_bomb, truncated_png
-from tests.test_auth import assert_error
-from tests.test_billing import _cleanup as cleanup_committed
-from tests.test_health import sample
+from tests.support.committed import cleanup as cleanup_committed
+from tests.support.http import assert_error, sample
 
 BONUS = 10.0
 CUT_OUT = "/api/v1/images/remove-background"
@@ -81,9 +90,7 @@ async def pending_job(
     """A submitted background-removal job (credits reserved) that no worker has run."""
     uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
     upload = await session.get_one(Upload, uuid.UUID(uploaded["id"]))
-    return await jobs_service.submit(
-        session, container, user, jobs_service.JobKind.remove_background, upload, {}
-    )
+    return await jobs_service.submit(session, container, user, JobKind.remove_background, upload, {})
 
 
 class TestUploads:
@@ -739,9 +746,9 @@ class TestRecoveryAndRetention:
         job.attempts = 1
         job.lease_until = utcnow() - timedelta(seconds=1)
         await session.flush()
-        rerun = await jobs_service.recover(container)
+        rerun = await recovery.recover(container)
         assert rerun == [job.id]
-        await jobs_service.run(container, job.id)
+        await runner.run(container, job.id)
         session.expunge_all()
         recovered = await session.get_one(Job, job.id)
         assert (recovered.status, recovered.attempts) == (JobStatus.completed.value, 2)
@@ -760,7 +767,7 @@ class TestRecoveryAndRetention:
         job.attempts = container.settings.job_max_attempts
         job.lease_until = utcnow() - timedelta(seconds=1)
         await session.flush()
-        assert await jobs_service.recover(container) == []
+        assert await recovery.recover(container) == []
         session.expunge_all()
         failed = await session.get_one(Job, job.id)
         assert (failed.status, failed.error_code) == (JobStatus.failed.value, "abandoned")
@@ -810,7 +817,7 @@ class TestReviewedEdges:
         job = await pending_job(client, auth, session, container, user)
         assert job.input_key is not None
         (container.settings.storage_dir / job.input_key).unlink()
-        await jobs_service.run(container, job.id)
+        await runner.run(container, job.id)
         status = (await client.get(f"/api/v1/images/{job.id}", headers=auth)).json()
         assert (status["status"], status["error_code"], status["attempts"]) == ("FAILED", "input_missing", 1)
         assert await balance(client, auth) == BONUS
@@ -832,7 +839,7 @@ class TestReviewedEdges:
             raise StorageError("connection reset")
 
         monkeypatch.setattr(container.storage, "get", broken_get)
-        await jobs_service.run(container, job.id)
+        await runner.run(container, job.id)
         status = (await client.get(f"/api/v1/images/{job.id}", headers=auth)).json()
         assert (status["status"], status["error_code"]) == ("FAILED", "storage_unavailable")
         assert status["attempts"] == container.settings.job_max_attempts
@@ -907,7 +914,7 @@ class TestReviewedEdges:
 
 
 def test_clipdrop_inputs_are_fitted_to_its_pixel_limit() -> None:
-    from app.services.uploads import fit_pixels
+    from app.integrations.images.base import fit_pixels
 
     big = photo_like(600, 400)
     fitted = fit_pixels(big, 60_000)

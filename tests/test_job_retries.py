@@ -25,6 +25,7 @@ from app.services import credits as credits_service
 from app.services import images as images_service
 from app.services import jobs as jobs_service
 from app.services.users import create_user
+from app.tasks import recovery
 from tests.conftest import make_settings
 from tests.images import logo_like
 
@@ -45,7 +46,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 @pytest.fixture(autouse=True)
 def _no_write_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(jobs_service._WRITE_RETRIES, "base_delay_seconds", 0)
+    monkeypatch.setitem(jobs_service.WRITE_RETRIES, "base_delay_seconds", 0)
 
 
 @pytest.fixture
@@ -188,7 +189,7 @@ async def test_a_completion_never_written_is_a_503_that_charges_nothing_ever(
     # Later, with the database well again, the recovery finds nothing to run, and nothing is charged.
     monkeypatch.undo()
     await session.execute(update(Job).values(lease_until=utcnow() - timedelta(seconds=1)))
-    assert await jobs_service.recover(container) == []
+    assert await recovery.recover(container) == []
     assert await balance(client, auth) == BONUS
     assert await ledger(session) == ["signup_bonus", "job_reserve", "job_release"]
 
@@ -217,7 +218,7 @@ async def test_a_job_whose_end_cannot_be_written_at_all_is_released_by_the_recov
 
     monkeypatch.undo()
     await session.execute(update(Job).values(lease_until=utcnow() - timedelta(seconds=1)))
-    assert await jobs_service.recover(container) == []  # nothing to run again
+    assert await recovery.recover(container) == []  # nothing to run again
     job = await the_job(session)
     assert (job.status, job.error_code) == (JobStatus.failed.value, jobs_service.CANCELLED)
     assert await balance(client, auth) == BONUS
@@ -297,7 +298,7 @@ async def test_the_recovery_fails_a_waited_job_and_deletes_what_its_runner_store
     assert await balance(client, auth) == BONUS - 1
 
     await session.execute(update(Job).values(lease_until=utcnow() - timedelta(seconds=1)))
-    assert await jobs_service.recover(container) == []
+    assert await recovery.recover(container) == []
 
     assert stored_job_files(settings) == []
     status = (await client.get(f"/api/v1/images/{job.id}", headers=auth)).json()

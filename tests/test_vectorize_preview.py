@@ -15,7 +15,7 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.models import User
-from app.services.images import PREVIEW_MAX_SIDE
+from app.services.engines.vectorize import PREVIEW_MAX_SIDE
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.images import logo_like, photo_like

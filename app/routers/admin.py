@@ -7,8 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
-from app.dependencies import AdminUser, ContainerDep, SessionDep
-from app.routers.idempotent import idempotent_response
+from app.dependencies import AdminUser, IdempotentDep, SessionDep
 from app.routers.users import ledger_entry_out
 from app.schemas.base import Schema
 from app.schemas.users import LedgerEntryOut
@@ -48,7 +47,7 @@ async def adjust_user_credits(
     request: Request,
     admin: AdminUser,
     session: SessionDep,
-    container: ContainerDep,
+    idempotent: IdempotentDep,
 ) -> JSONResponse:
     """Grant or take credits. With an Idempotency-Key a retried adjustment is applied once."""
     key = request.headers.get("idempotency-key")
@@ -60,5 +59,4 @@ async def adjust_user_credits(
         )
         return ledger_entry_out(movement.entry)
 
-    ttl = container.settings.idempotency_key_ttl_seconds
-    return await idempotent_response(request, session, admin, ttl, 200, produce)
+    return await idempotent.respond(200, produce)

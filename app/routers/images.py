@@ -6,17 +6,16 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from app.container import Container
-from app.dependencies import ContainerDep, CurrentUser, SessionDep
+from app.dependencies import ContainerDep, CurrentUser, IdempotentDep, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind, JobStatus, Upload
-from app.routers.idempotent import idempotent_job_response, idempotent_response
 from app.schemas.images import (
     GenerateAcceptedOut,
     GenerateIn,
@@ -35,7 +34,6 @@ from app.schemas.images import (
 from app.services import credits, generation, images, jobs, uploads
 
 router = APIRouter(tags=["images"])
-PNG_JPEG = frozenset({"PNG", "JPEG"})
 
 
 async def read_limited(file: StarletteUploadFile, limit: int) -> bytes:
@@ -118,7 +116,7 @@ async def upload(
     )
 
 
-async def _accepted(job: Job) -> JobAcceptedOut:
+def _accepted(job: Job) -> JobAcceptedOut:
     return JobAcceptedOut(image_id=job.id, status=job.status, status_url=f"/api/v1/images/{job.id}")
 
 
@@ -128,11 +126,10 @@ async def _accepted(job: Job) -> JobAcceptedOut:
     responses={202: {"model": JobAcceptedOut, "description": "With ?async=true: the job, accepted."}},
 )
 async def remove_background(
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
-    background: BackgroundTasks,
+    idempotent: IdempotentDep,
     file: Annotated[UploadFile | None, File()] = None,
     upload_id: Annotated[uuid.UUID | None, Form()] = None,
     run_async: Annotated[bool, Query(alias="async")] = False,
@@ -143,23 +140,13 @@ async def remove_background(
     from the job it made) and is never charged twice."""
     data = await read_limited(file, container.settings.upload_max_bytes) if file is not None else None
     fields = {"file": data, "upload_id": upload_id, "async": run_async}
+    job = jobs.request(JobKind.remove_background, data, upload_id, {})
     if run_async:
 
-        async def accept() -> JobAcceptedOut:
-            submitted = await jobs.submit_from_input(
-                session,
-                container,
-                user,
-                JobKind.remove_background,
-                data=data,
-                upload_id=upload_id,
-                options={},
-            )
-            background.add_task(jobs.run, container, submitted.job.id)
-            return await _accepted(submitted.job)
+        async def submit() -> Job:
+            return (await jobs.submit_request(session, container, user, job)).job
 
-        ttl = container.settings.idempotency_key_ttl_seconds
-        return await idempotent_response(request, session, user, ttl, 202, accept, fields)
+        return await idempotent.start_job(submit, _accepted, fields)
 
     async def shape(finished: jobs.FinishedJob) -> RemovedBackgroundOut:
         return RemovedBackgroundOut(
@@ -169,8 +156,7 @@ async def remove_background(
             credits=credits.to_credits(finished.balance),
         )
 
-    job = jobs.JobRequest(JobKind.remove_background, data, upload_id, {})
-    return await idempotent_job_response(request, session, container, user, fields, job, shape)
+    return await idempotent.wait_for_job(job, shape, fields)
 
 
 async def _vectorize_request(request: Request, container: Container) -> tuple[VectorizeIn, bytes | None]:
@@ -224,20 +210,17 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
         }
     },
 )
-async def vectorize(
-    request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
-) -> Response:
+async def vectorize(request: Request, container: ContainerDep, idempotent: IdempotentDep) -> Response:
     """PNG or JPEG to SVG. `preview` (cheaper: fewer colours, smaller) or `full`; charged on success.
     Send an `Idempotency-Key` header to make retries safe: a retry gets the first answer again (rebuilt
     from the job it made) and is never charged twice."""
     body, data = await _vectorize_request(request, container)
     if data is None and body.upload_id is None:
         raise BadRequest("Send a file or an upload_id.")
-    options = {
-        "mode": body.mode,
-        "engine": images.vectorize_engine_options(body.mode, body.options.model_dump()),
-    }
     upload_id = None if data is not None else body.upload_id
+    job = jobs.request(
+        JobKind.vectorize, data, upload_id, {"mode": body.mode, "options": body.options.model_dump()}
+    )
 
     async def shape(finished: jobs.FinishedJob) -> VectorizedOut:
         return VectorizedOut(
@@ -248,9 +231,8 @@ async def vectorize(
             credits=credits.to_credits(finished.balance),
         )
 
-    fields = {"file": data, "upload_id": upload_id, "options": options}
-    job = jobs.JobRequest(JobKind.vectorize, data, upload_id, options, allowed=PNG_JPEG)
-    return await idempotent_job_response(request, session, container, user, fields, job, shape)
+    fields = {"file": data, "upload_id": upload_id, "options": job.options}
+    return await idempotent.wait_for_job(job, shape, fields)
 
 
 class GalleryKind(StrEnum):
@@ -321,31 +303,27 @@ async def styles(session: SessionDep) -> list[StyleOut]:
 @router.post("/image/generate", status_code=202, response_model=GenerateAcceptedOut)
 async def generate(
     body: GenerateIn,
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
-    background: BackgroundTasks,
+    idempotent: IdempotentDep,
 ) -> JSONResponse:
     """Try a hairstyle on a photo: answers at once; the front view (and any other views asked for) are
     generated on Replicate. GENERATE_COST_CREDITS per view, charged on success. With an
     `Idempotency-Key` header a retry gets the first answer and starts nothing more."""
 
-    async def accept() -> GenerateAcceptedOut:
-        job = await generation.submit(
+    async def submit() -> Job:
+        return await generation.submit(
             session,
             container,
             user,
             style_id=body.style_id,
             upload_id=body.upload_id,
             image_url=str(body.image_input_url) if body.image_input_url else None,
-            views=list(dict.fromkeys(body.views)),
+            views=body.views,
         )
-        background.add_task(jobs.run, container, job.id)
-        return GenerateAcceptedOut(image_id=job.id)
 
-    ttl = container.settings.idempotency_key_ttl_seconds
-    return await idempotent_response(request, session, user, ttl, 202, accept)
+    return await idempotent.start_job(submit, lambda job: GenerateAcceptedOut(image_id=job.id))
 
 
 @router.get("/images/{image_id}/events", response_class=StreamingResponse)

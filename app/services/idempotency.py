@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,6 +106,32 @@ async def begin(
     if record.status_code is None:
         raise RequestInProgress()
     return Replay(record.status_code, record.response_body)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    body: Any
+    replayed: bool  # the response stored under the key by the first request
+
+
+async def once(
+    session: AsyncSession,
+    user: User,
+    key: str,
+    request_fingerprint: str,
+    ttl_seconds: int,
+    status_code: int,
+    produce: Callable[[], Awaitable[Any]],
+) -> Answer:
+    """`produce` (the answer's JSON body) run at most once per key, in the caller's transaction: the
+    answer is stored with what the request did, or neither is."""
+    claimed = await begin(session, user, key, request_fingerprint, ttl_seconds)
+    if isinstance(claimed, Replay):
+        return Answer(claimed.status_code, claimed.body, replayed=True)
+    body = await produce()
+    await complete(claimed, status_code, body, session)
+    return Answer(status_code, body, replayed=False)
 
 
 # --- claims that outlive the request's transaction ------------------------------------------------------

@@ -15,53 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound
-from app.integrations.images.base import IMAGE_EXTENSIONS
 from app.integrations.storage import StorageError
-from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
+from app.models import TERMINAL_STATUSES, Job, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository, UploadRepository
 from app.services import credits
+from app.services.engines import ENGINES, engine_for
 from app.services.pagination import decode_cursor, encode_cursor
 
 log = structlog.get_logger("app.images")
-
-
-# What a preview may be at most, whatever the client asks: half the input's resolution and at most
-# 512 px, fewer colours, more speckle removed and coarser colour layers than the full product (vtracer's
-# own defaults, at the input's resolution up to 2048 px).
-PREVIEW_MAX_SIDE = 512
-PREVIEW_DOWNSCALE = 2
-FULL_MAX_SIDE = 2048
-PREVIEW_MAX_COLOR_PRECISION = 4
-PREVIEW_MIN_FILTER_SPECKLE = 8
-PREVIEW_MIN_LAYER_DIFFERENCE = 32
-
-
-def vectorize_engine_options(mode: str, requested: dict[str, Any]) -> dict[str, Any]:
-    """The engine's settings for a request. Preview is cheaper because it is coarser: the client's options
-    are clamped to the preview's limits (they can make a preview coarser still, never finer), so no
-    option set turns a preview into the full product."""
-    engine: dict[str, Any] = {
-        "colormode": requested.get("colormode") or "color",
-        "mode": requested.get("mode") or "spline",
-    }
-    color_precision = requested.get("color_precision")
-    filter_speckle = requested.get("filter_speckle")
-    layer_difference = requested.get("layer_difference")
-    if mode != "preview":
-        engine["color_precision"] = color_precision or 6
-        engine["filter_speckle"] = filter_speckle if filter_speckle is not None else 4
-        engine["layer_difference"] = layer_difference or 16
-        engine["max_side"] = FULL_MAX_SIDE
-        return engine
-    preview_precision = PREVIEW_MAX_COLOR_PRECISION
-    engine["color_precision"] = min(color_precision or preview_precision, preview_precision)
-    engine["filter_speckle"] = max(filter_speckle or 0, PREVIEW_MIN_FILTER_SPECKLE)
-    engine["layer_difference"] = max(layer_difference or 0, PREVIEW_MIN_LAYER_DIFFERENCE)
-    engine["max_side"] = PREVIEW_MAX_SIDE
-    # However small the input, the preview traces a smaller copy: on a flat logo the clamps alone may
-    # change nothing, and the preview would be the full product.
-    engine["downscale"] = PREVIEW_DOWNSCALE
-    return engine
 
 
 def output_key(user_id: uuid.UUID, job_id: uuid.UUID, view: str, extension: str) -> str:
@@ -72,14 +33,7 @@ def output_key(user_id: uuid.UUID, job_id: uuid.UUID, view: str, extension: str)
 def possible_output_keys(job: Job) -> list[str]:
     """Where an unfinished job's runner may have stored outputs before it stopped (its row lists them
     only once it completes): for cleaning up after a job that never will."""
-    if job.kind == JobKind.remove_background.value:
-        names = [("main", "png")]
-    elif job.kind == JobKind.vectorize.value:
-        names = [("main", "svg")]
-    else:  # generated views come in whatever image type the provider returned
-        views = job.options.get("views") or ["front"]
-        extensions = sorted(set(IMAGE_EXTENSIONS.values()) | {"bin"})
-        names = [(str(view), extension) for view in views for extension in extensions]
+    names = engine_for(job.kind).output_names(job.options)
     return [output_key(job.user_id, job.id, view, extension) for view, extension in names]
 
 
@@ -230,15 +184,12 @@ async def delete_objects(ctx: Container, keys: list[str]) -> None:
             log.warning("storage.delete_failed", key=key)
 
 
-RETENTION_KINDS = (JobKind.remove_background, JobKind.vectorize, JobKind.generate)
-
-
 async def sweep_expired(ctx: Container, now: datetime | None = None, batch: int = 200) -> dict[str, int]:
     """Delete images older than their kind's retention (0 keeps them forever), and nothing younger."""
     now = now or utcnow()
     settings = ctx.settings
     removed: dict[str, int] = {}
-    for kind in RETENTION_KINDS:
+    for kind in ENGINES:
         hours = getattr(settings, f"retention_hours_{kind.value}")
         if not hours:
             continue

@@ -19,8 +19,14 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.errors import AppError, BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
-from app.integrations.images.base import IMAGE_EXTENSIONS, sniff_image_type
+from app.errors import (
+    AppError,
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from app.integrations.images.base import IMAGE_EXTENSIONS, encode_image, sniff_image_type
 from app.models import Upload, UploadOrigin, User
 from app.repositories.images import UploadRepository
 from app.services import users as users_service
@@ -102,7 +108,7 @@ def clean_image(
             ImageOps.exif_transpose(probe, in_place=True)
             if max_side and resize:
                 probe.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            return CleanImage(_encode(probe, kind), kind, probe.width, probe.height)
+            return CleanImage(encode_image(probe, kind), kind, probe.width, probe.height)
     except AppError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -146,39 +152,6 @@ def _png_chunks_only_pixels(data: bytes) -> bool:
             stream.fp.seek(position + length + 4)  # the chunk's data and CRC
     except (SyntaxError, ValueError, struct.error):
         return False
-
-
-def fit_pixels(data: bytes, max_pixels: int) -> bytes:
-    """The same image scaled down (aspect kept) to at most `max_pixels`, or unchanged if it fits."""
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        if width * height <= max_pixels:
-            return data
-        scale = (max_pixels / (width * height)) ** 0.5
-        kind = image.format or "PNG"
-        resized = image.resize(
-            (max(1, int(width * scale)), max(1, int(height * scale))), Image.Resampling.LANCZOS
-        )
-        return _encode(resized, kind if kind in CONTENT_TYPES else "PNG")
-
-
-def _encode(image: Image.Image, kind: str) -> bytes:
-    # Pillow's encoders carry over what the decoder put in `info` (a JPEG's comment, a WEBP's EXIF and
-    # ICC profile): all of it goes but the transparency, which is part of the pixels.
-    image.info = {key: value for key, value in image.info.items() if key == "transparency"}
-    output = io.BytesIO()
-    if kind == "JPEG":
-        image.convert("RGB").save(output, "JPEG", quality=95)
-    elif kind == "WEBP":
-        image.save(output, "WEBP", quality=95)
-    elif kind == "GIF":
-        image.save(output, "GIF")
-    else:
-        if image.mode not in ("RGB", "RGBA", "L", "LA", "P"):
-            image = image.convert("RGBA")
-        # Fast, light compression: this copy feeds the engines; size matters less than latency here.
-        image.save(output, "PNG", compress_level=1)
-    return output.getvalue()
 
 
 @dataclass(frozen=True)

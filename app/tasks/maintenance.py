@@ -4,29 +4,16 @@ expired token rows and images past their retention."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import structlog
 
 from app.container import Container
 from app.services import email as email_service
 from app.services import images as images_service
-from app.services import jobs as jobs_service
 from app.services import sessions_sweep
+from app.tasks.recovery import recover_jobs
 
 log = structlog.get_logger("app.tasks.maintenance")
-_running: set[asyncio.Task[None]] = set()
-
-
-def run_in_background(container: Container, job_ids: list[uuid.UUID]) -> None:
-    for job_id in job_ids:
-        task = asyncio.create_task(jobs_service.run(container, job_id), name=f"job-{job_id}")
-        _running.add(task)  # keep a reference until it finishes
-        task.add_done_callback(_running.discard)
-
-
-async def recover_jobs(container: Container) -> None:
-    run_in_background(container, await jobs_service.recover(container))
 
 
 async def run_once(container: Container) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 import httpx
 import structlog
+from PIL import Image
 
 
 class EngineError(Exception):
@@ -27,6 +30,9 @@ class EngineError(Exception):
 
 class BackgroundRemover(Protocol):
     name: str
+    # The largest input (in pixels) the provider takes; the caller scales a bigger one down to it first.
+    # None: no limit beyond the upload's own.
+    max_input_pixels: int | None
 
     async def remove_background(self, image: bytes) -> bytes:
         """`image` is a validated PNG/JPEG/WEBP; returns a PNG with an alpha matte at the input size."""
@@ -54,6 +60,10 @@ class Vectorizer(Protocol):
         """`image` is a validated PNG/JPEG; returns an SVG document."""
         ...
 
+    async def aclose(self) -> None:
+        """Stop whatever it runs on (worker processes) at shutdown."""
+        ...
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -64,6 +74,30 @@ class Prediction:
     output_urls: list[str] = field(default_factory=list)
     error: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+class PredictionClient(Protocol):
+    """A hosted model run as predictions (Replicate): started, polled, their outputs downloaded, their
+    completion delivered by a signed webhook."""
+
+    async def create_prediction(
+        self,
+        model: str,
+        input: dict[str, Any],
+        *,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Prediction: ...
+
+    async def get_prediction(self, id: str) -> Prediction: ...
+
+    async def download(self, url: str, max_bytes: int = 30_000_000) -> tuple[bytes, str]:
+        """An output file's bytes and content type."""
+        ...
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        """The delivered prediction, once its signature checks out."""
+        ...
 
 
 # --- shared by the engines and by upload validation -----------------------------------------------
@@ -88,6 +122,41 @@ def sniff_image_type(data: bytes) -> str | None:
     if data.startswith((b"GIF87a", b"GIF89a")):
         return "image/gif"
     return None
+
+
+def encode_image(image: Image.Image, kind: str) -> bytes:
+    """`image` encoded as `kind` (Pillow's format name) without the metadata its decoder kept in `info`
+    (a JPEG's comment, a WEBP's EXIF and ICC profile): all of it goes but the transparency, which is part
+    of the pixels."""
+    image.info = {key: value for key, value in image.info.items() if key == "transparency"}
+    output = io.BytesIO()
+    if kind == "JPEG":
+        image.convert("RGB").save(output, "JPEG", quality=95)
+    elif kind == "WEBP":
+        image.save(output, "WEBP", quality=95)
+    elif kind == "GIF":
+        image.save(output, "GIF")
+    else:
+        if image.mode not in ("RGB", "RGBA", "L", "LA", "P"):
+            image = image.convert("RGBA")
+        # Fast, light compression: this copy feeds the engines; size matters less than latency here.
+        image.save(output, "PNG", compress_level=1)
+    return output.getvalue()
+
+
+def fit_pixels(data: bytes, max_pixels: int) -> bytes:
+    """The same image scaled down (aspect kept) to at most `max_pixels`, or unchanged if it fits.
+    CPU-bound: call through `asyncio.to_thread`."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if width * height <= max_pixels:
+            return data
+        scale = (max_pixels / (width * height)) ** 0.5
+        kind = image.format if image.format in ("PNG", "JPEG", "WEBP", "GIF") else "PNG"
+        resized = image.resize(
+            (max(1, int(width * scale)), max(1, int(height * scale))), Image.Resampling.LANCZOS
+        )
+        return encode_image(resized, kind)
 
 
 def retry_after_seconds(response: httpx.Response) -> int | None:

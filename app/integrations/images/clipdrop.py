@@ -27,6 +27,9 @@ CLIPDROP_DEFAULT_BASE_URL: Final = "https://clipdrop-api.co"
 REMOVE_BACKGROUND_PATH: Final = "/remove-background/v1"
 # ClipDrop's documented input limit; bigger files are refused here instead of spending a round trip.
 MAX_INPUT_BYTES: Final = 30 * 1024 * 1024
+# ClipDrop refuses inputs over 25 megapixels (400 "resolution is too big"); the job scales a bigger one
+# down to this first, since an operator may accept larger uploads than that.
+MAX_INPUT_PIXELS: Final = 25_000_000
 
 PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 _MAX_DETAIL_CHARS: Final = 200
@@ -43,6 +46,7 @@ class ClipDropRemover:
     """
 
     name: str = "clipdrop"
+    max_input_pixels: int | None = MAX_INPUT_PIXELS
 
     def __init__(
         self,

@@ -101,6 +101,8 @@ class LocalBackgroundRemover:
     """
 
     name = "local"
+    # Any size up to `max_pixels` (which refuses bigger inputs rather than scaling them down).
+    max_input_pixels: int | None = None
 
     def __init__(
         self,

@@ -1,0 +1,131 @@
+"""Hairstyle try-on on Replicate: one prediction per requested view, awaited by polling, woken early by
+Replicate's webhook (services/generation.receive_webhook); outputs are copied from Replicate's temporary
+URLs into our storage by the runner."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from app.container import Container
+from app.db.base import utcnow
+from app.errors import ProviderNotConfigured
+from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, Prediction, PredictionClient
+from app.integrations.images.replicate import TERMINAL_STATUSES
+from app.models import JobKind
+from app.repositories.images import JobRepository
+from app.services.credits import to_millicredits
+from app.services.engines.base import Engine, JobOutput, JobWork
+
+VIEW_PROMPTS = {
+    "front": "front view, facing the camera",
+    "left": "left side profile view",
+    "right": "right side profile view",
+    "back": "view from behind, showing the back of the head",
+}
+
+
+def replicate_client(ctx: Container) -> PredictionClient:
+    if ctx.replicate is None:
+        raise ProviderNotConfigured(
+            "Image generation is not configured on this server (REPLICATE_API_TOKEN)."
+        )
+    return ctx.replicate
+
+
+class Hairstyle(Engine):
+    kind = JobKind.generate
+
+    def options(self, requested: dict[str, Any]) -> dict[str, Any]:
+        """`requested`: {"style_id", "prompt", "views", "image_url"}; each view is made (and paid) once."""
+        return {**requested, "views": list(dict.fromkeys(requested.get("views") or ["front"]))}
+
+    def cost(self, ctx: Container, options: dict[str, Any]) -> int:
+        return to_millicredits(ctx.settings.generate_cost_credits) * len(options.get("views") or ["front"])
+
+    def provider(self, ctx: Container) -> str:
+        return "replicate"
+
+    def output_names(self, options: dict[str, Any]) -> list[tuple[str, str]]:
+        # Generated views come in whatever image type the provider returned.
+        extensions = sorted(set(IMAGE_EXTENSIONS.values()) | {"bin"})
+        views = options.get("views") or ["front"]
+        return [(str(view), extension) for view in views for extension in extensions]
+
+    async def execute(self, ctx: Container, work: JobWork) -> list[JobOutput]:
+        """Run every view, one prediction each."""
+        client = replicate_client(ctx)
+        settings = ctx.settings
+        options = work.options
+        image_url = options.get("image_url") or await ctx.storage.url(str(work.input_key), 3600)
+        webhook_url = (
+            f"{settings.public_base_url}/api/v1/webhooks/replicate"
+            if settings.replicate_webhook_secret
+            else None
+        )
+        outputs = []
+        for view in options.get("views", ["front"]):
+            prompt = (
+                f"Give this person {options['prompt']}; {VIEW_PROMPTS[view]};"
+                " photorealistic, same face and lighting."
+            )
+            prediction = await client.create_prediction(
+                settings.replicate_model,
+                {"prompt": prompt, "image_input": [image_url], "max_images": 1, "size": "2K"},
+                webhook_url=webhook_url,
+                idempotency_key=f"{work.job_id}:{view}",
+            )
+            await _record_prediction(ctx, work.job_id, view, prediction.id)
+            done = await _await_prediction(ctx, client, prediction.id)
+            if done.status != "succeeded" or not done.output_urls:
+                raise EngineError(
+                    "generation_failed", done.error or f"The prediction ended {done.status}.", retryable=False
+                )
+            data, content_type = await client.download(
+                done.output_urls[0], settings.replicate_download_max_bytes
+            )
+            outputs.append(JobOutput.image(data, content_type, view))
+        return outputs
+
+
+async def _record_prediction(ctx: Container, job_id: uuid.UUID, view: str, prediction_id: str) -> None:
+    async with ctx.database.session_scope() as session:
+        job = await JobRepository(session).get(job_id)
+        if job is not None:
+            # Each view may take the whole prediction timeout: renew the lease so the recovery does not
+            # take this live job for an abandoned one and start it twice.
+            job.lease_until = utcnow() + timedelta(
+                seconds=ctx.settings.job_lease_seconds + ctx.settings.replicate_prediction_timeout_seconds
+            )
+            job.provider_job_id = prediction_id
+            job.options = {
+                **job.options,
+                "predictions": {**job.options.get("predictions", {}), view: prediction_id},
+            }
+
+
+async def _await_prediction(ctx: Container, client: PredictionClient, prediction_id: str) -> Prediction:
+    """Poll until terminal; a verified webhook for this prediction cuts the wait short."""
+    settings = ctx.settings
+    signal = ctx.prediction_signals.setdefault(prediction_id, asyncio.Event())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.replicate_prediction_timeout_seconds
+    try:
+        while True:
+            prediction = await client.get_prediction(prediction_id)
+            if prediction.status in TERMINAL_STATUSES:
+                return prediction
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise EngineError("provider_timeout", "The generation took too long.", retryable=False)
+            try:
+                await asyncio.wait_for(
+                    signal.wait(), timeout=min(settings.replicate_poll_interval_seconds, remaining)
+                )
+            except TimeoutError:
+                continue
+            signal.clear()
+    finally:
+        ctx.prediction_signals.pop(prediction_id, None)

@@ -1,0 +1,121 @@
+"""Jobs a client waits for on its request, made at most once per Idempotency-Key.
+
+The job is submitted and committed at once (already claimed), then run here; every step is a unit of
+work of its own, so a client queued for an engine holds no database connection. With a key, the first
+request links its job to the key; a retry is answered from that job (its stored output, the balance the
+first answer gave), told to wait while it runs, or runs the request again if the first one's job was
+cancelled with it. A request refused before making a job frees its key."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Container
+from app.errors import AppError
+from app.models import Job
+from app.services import idempotency, jobs
+from app.services import users as users_service
+from app.tasks import runner
+
+
+@dataclass(frozen=True)
+class Answer:
+    finished: jobs.FinishedJob
+    replayed: bool  # the first request's answer, rebuilt from its job
+
+
+async def wait_for(
+    ctx: Container,
+    user_id: uuid.UUID,
+    job: jobs.JobRequest,
+    key: str | None = None,
+    fingerprint: str = "",
+) -> Answer:
+    """Run the job and return it finished (a failed job raises its `job_failure`); with an
+    Idempotency-Key `key` (and the request's `fingerprint`), at most once."""
+    if key is None:
+        return Answer(await run_now(ctx, user_id, job), replayed=False)
+    settings = ctx.settings
+    claim = await idempotency.claim_detached(
+        ctx.database,
+        user_id,
+        key,
+        fingerprint,
+        settings.idempotency_key_ttl_seconds,
+        settings.job_lease_seconds,
+    )
+    if isinstance(claim, idempotency.Earlier):
+        earlier = await _earlier_answer(ctx, user_id, claim)
+        if earlier is not None:
+            return Answer(earlier, replayed=True)
+        claim = await idempotency.take_over_detached(ctx.database, claim)
+    return Answer(await _run_under_key(ctx, user_id, job, claim.record_id), replayed=False)
+
+
+async def _run_under_key(
+    ctx: Container, user_id: uuid.UUID, job: jobs.JobRequest, record_id: uuid.UUID
+) -> jobs.FinishedJob:
+    async def link(session: AsyncSession, made: Job) -> None:
+        await idempotency.link_job(session, record_id, made.id)
+
+    try:
+        finished = await run_now(ctx, user_id, job, on_submitted=link)
+    except AppError as exc:
+        if isinstance(exc, jobs.JobFailed):  # the job exists, failed: a retry is answered from it
+            await idempotency.finish_detached(ctx.database, record_id, exc.status_code, {})
+        else:
+            await asyncio.shield(idempotency.release_detached(ctx.database, record_id))
+        raise
+    except BaseException:
+        await asyncio.shield(idempotency.release_detached(ctx.database, record_id))
+        raise
+    await idempotency.finish_detached(ctx.database, record_id, 200, {"credits_millis": finished.balance})
+    return finished
+
+
+async def _earlier_answer(
+    ctx: Container, user_id: uuid.UUID, earlier: idempotency.Earlier
+) -> jobs.FinishedJob | None:
+    """The first request's answer, rebuilt from its job; None when that job was cancelled with its
+    request (the client never got an answer: the retry runs it again)."""
+    assert earlier.job_id is not None
+    try:
+        finished = await jobs.result_of(ctx, user_id, earlier.job_id)
+    except jobs.JobFailed as failure:
+        if failure.reason == jobs.CANCELLED:
+            return None
+        raise
+    if "credits_millis" in earlier.body:
+        finished = replace(finished, balance=int(earlier.body["credits_millis"]))
+    return finished
+
+
+async def run_now(
+    ctx: Container,
+    user_id: uuid.UUID,
+    job: jobs.JobRequest,
+    on_submitted: Callable[[AsyncSession, Job], Awaitable[None]] | None = None,
+) -> jobs.FinishedJob:
+    """Submit (committed at once, already claimed), run, and return the finished job. A failed job
+    raises its `job_failure`. `on_submitted` runs in the submitting transaction."""
+    async with ctx.database.session_scope() as session:
+        user = await users_service.require_user(session, user_id)
+        submitted = await jobs.submit_request(session, ctx, user, job, claimed=True)
+        if on_submitted is not None:
+            await on_submitted(session, submitted.job)
+        claim = jobs.Claimed.of(submitted.job, submitted.source)
+    try:
+        result = await runner.execute(ctx, claim)
+    except BaseException:
+        # The client went away (or the runner broke) mid-job: end it now and free its credits, instead
+        # of leaving it to the recovery (which fails a waited job it finds, never runs it again).
+        await asyncio.shield(runner.cancel(ctx, claim.work.job_id))
+        raise
+    if isinstance(result, Job):
+        raise jobs.job_failure(result)
+    return result

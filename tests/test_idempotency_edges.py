@@ -1,6 +1,6 @@
 """Edges of the waited-job Idempotency-Key path (app/tasks/waited.py, app/services/idempotency.py)
 found in review: a first-time Clerk user's first request, two retries taking over one dead claim, a
-retry of a request whose job was cancelled with it."""
+retry of a request whose job was cancelled with it or failed for a reason that may pass."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.db.session import Database
+from app.integrations.images.base import EngineError
+from app.integrations.storage import StorageError
 from app.models import IdempotencyRecord, Job, User
 from app.repositories.billing import idempotency_key_digest
 from app.services import idempotency
@@ -29,6 +31,7 @@ from tests.images import photo_like
 from tests.support.committed import cleanup as cleanup_committed
 
 CUT_OUT = "/api/v1/images/remove-background"
+BONUS = 10.0
 
 
 @pytest.fixture
@@ -158,3 +161,93 @@ async def test_a_retry_of_a_request_whose_job_was_cancelled_with_it_runs_again(
     again = await client.post(CUT_OUT, headers=headers, files=source)
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["image_id"] == retried.json()["image_id"]
+
+
+def _break_cut_outs(
+    container: Container, monkeypatch: pytest.MonkeyPatch, code: str, retryable: bool
+) -> None:
+    """Every cut-out fails with `code` until the test undoes it: the provider (or the storage) is down,
+    or refuses the input."""
+    if code == "storage_unavailable":
+        store = container.storage.put
+
+        async def put(key: str, data: bytes, content_type: str) -> None:
+            if "/jobs/" in key:  # the input is stored, the job's result cannot be
+                raise StorageError("disk unreachable")
+            await store(key, data, content_type)
+
+        monkeypatch.setattr(container.storage, "put", put)
+        return
+
+    async def remove_background(image: bytes) -> bytes:
+        raise EngineError(code, "The provider failed.", retryable=retryable)
+
+    monkeypatch.setattr(container.background_remover, "remove_background", remove_background)
+
+
+@pytest.mark.parametrize(
+    ("code", "retryable", "status"),
+    [
+        pytest.param("provider_timeout", True, 503, id="provider-timeout"),
+        pytest.param("provider_unreachable", True, 503, id="provider-unreachable"),
+        pytest.param("storage_unavailable", True, 503, id="storage-unavailable"),
+    ],
+)
+async def test_a_retry_after_a_failure_that_may_pass_runs_again(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    session: AsyncSession,
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+    code: str,
+    retryable: bool,
+    status: int,
+) -> None:
+    """The first answer was a 503 saying to retry: a retry under the same key runs the request again
+    (it used to be told the same 503 until the key expired), and is charged once it succeeds."""
+    headers = {**auth, "Idempotency-Key": f"after-{code}"}
+    source = {"file": ("a.png", photo_like(64, 64), "image/png")}
+    _break_cut_outs(container, monkeypatch, code, retryable)
+    first = await client.post(CUT_OUT, headers=headers, files=source)
+    assert (first.status_code, first.json()["reason"]) == (status, code), first.text
+    monkeypatch.undo()  # the outage is over
+
+    retried = await client.post(CUT_OUT, headers=headers, files=source)
+    assert retried.status_code == 200, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    assert retried.json()["image_id"] != first.json()["job_id"]
+    again = await client.post(CUT_OUT, headers=headers, files=source)
+    assert (again.status_code, again.headers.get("idempotent-replayed")) == (200, "true")
+    assert again.json() == retried.json()
+    assert await _balance(client, auth) == BONUS - 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        pytest.param("invalid_image", 422, id="input-refused"),
+        pytest.param("provider_out_of_credits", 502, id="provider-refused"),
+    ],
+)
+async def test_a_retry_after_a_failure_that_will_not_pass_is_answered_again(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+    code: str,
+    status: int,
+) -> None:
+    headers = {**auth, "Idempotency-Key": f"after-{code}"}
+    source = {"file": ("a.png", photo_like(64, 64), "image/png")}
+    _break_cut_outs(container, monkeypatch, code, retryable=False)
+    first = await client.post(CUT_OUT, headers=headers, files=source)
+    assert (first.status_code, first.json()["reason"]) == (status, code), first.text
+    monkeypatch.undo()  # it would pass now, but the same request is answered the same
+
+    retried = await client.post(CUT_OUT, headers=headers, files=source)
+    assert (retried.status_code, retried.json()["job_id"]) == (status, first.json()["job_id"])
+    assert await _balance(client, auth) == BONUS
+
+
+async def _balance(client: httpx.AsyncClient, auth: dict[str, str]) -> float:
+    return float((await client.get("/api/v1/users/credits", headers=auth)).json()["credits"])

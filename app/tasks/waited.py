@@ -3,8 +3,9 @@
 The job is submitted and committed at once (already claimed), then run here; every step is a unit of
 work of its own, so a client queued for an engine holds no database connection. With a key, the first
 request links its job to the key; a retry is answered from that job (its stored output, the balance the
-first answer gave), told to wait while it runs, or runs the request again if the first one's job was
-cancelled with it. A request refused before making a job frees its key."""
+first answer gave), told to wait while it runs, or runs the request again if the first one never
+delivered a result for a reason that may pass (cancelled with its request, a provider or storage
+outage). A request refused before making a job frees its key."""
 
 from __future__ import annotations
 
@@ -81,13 +82,13 @@ async def _run_under_key(
 async def _earlier_answer(
     ctx: Container, user_id: uuid.UUID, earlier: idempotency.Earlier
 ) -> jobs.FinishedJob | None:
-    """The first request's answer, rebuilt from its job; None when that job was cancelled with its
-    request (the client never got an answer: the retry runs it again)."""
+    """The first request's answer, rebuilt from its job; None when that job never delivered a result for
+    a reason that may pass (the retry runs the request again). Any other failure is answered again."""
     assert earlier.job_id is not None
     try:
         finished = await jobs.result_of(ctx, user_id, earlier.job_id)
     except jobs.JobFailed as failure:
-        if failure.reason == jobs.CANCELLED:
+        if failure.reason == jobs.CANCELLED or failure.reason in jobs.RETRYABLE_CODES:
             return None
         raise
     if "credits_millis" in earlier.body:

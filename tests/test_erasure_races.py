@@ -8,6 +8,7 @@ nothing; a submission after it is refused."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -40,6 +41,7 @@ from app.models import (
 )
 from app.services import images as images_service
 from app.services import jobs as jobs_service
+from app.services import uploads as uploads_service
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.images import logo_like
@@ -102,11 +104,10 @@ class Racing:
         self.headers = {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
-    def cut_out(self, **params: Any) -> asyncio.Task[httpx.Response]:
+    def cut_out(self, key: str | None = None, **params: Any) -> asyncio.Task[httpx.Response]:
         files = {"file": ("a.png", logo_like(48), "image/png")}
-        return asyncio.create_task(
-            self.client.post(CUT_OUT, headers=self.headers, files=files, params=params)
-        )
+        headers = {**self.headers, **({"Idempotency-Key": key} if key else {})}
+        return asyncio.create_task(self.client.post(CUT_OUT, headers=headers, files=files, params=params))
 
     def erase(self) -> asyncio.Task[httpx.Response]:
         return asyncio.create_task(self.client.delete(ME, headers=self.headers))
@@ -299,6 +300,61 @@ async def test_a_cut_out_sent_while_the_account_is_being_erased_is_refused_and_l
     remains = await what_remains(engine, settings, racing.user.id)
     assert (remains["jobs"], remains["uploads"], remains["files"], remains["reserves"]) == (0, 0, [], 0)
     assert (remains["balance"], remains["reserved"]) == (10_000, 0)
+
+
+async def test_an_async_cut_out_with_a_key_racing_the_erasure_is_no_deadlock(
+    racing: Racing, engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut-out has claimed its Idempotency-Key and not yet stored its input when the erasure comes.
+    On MariaDB the key's insert used to hold a shared lock on the account's row (its foreign key) that
+    the submission then upgraded while the erasure waited for it: a deadlock, one of them answered 503.
+    The account's row is locked before the key is claimed: the erasure waits, then erases it all."""
+    loop = asyncio.get_running_loop()
+    reached, gate = asyncio.Event(), threading.Event()
+    clean_image = uploads_service.clean_image
+
+    def held(*args: Any, **kwargs: Any) -> Any:  # runs in a worker thread: its blocking wait is fine
+        loop.call_soon_threadsafe(reached.set)
+        gate.wait(WAIT)
+        return clean_image(*args, **kwargs)
+
+    monkeypatch.setattr(uploads_service, "clean_image", held)
+    try:
+        cut_out = racing.cut_out(key="racing-the-erasure", **{"async": "true"})
+        await asyncio.wait_for(reached.wait(), WAIT)
+        erasing = racing.erase()
+        await asyncio.wait_for(_someone_waits_for_a_lock(engine), WAIT)
+    finally:
+        gate.set()
+    erased, submitted = await asyncio.wait_for(asyncio.gather(erasing, cut_out), WAIT)
+
+    assert erased.status_code == 204, erased.text
+    assert submitted.status_code == 202, submitted.text
+    remains = await what_remains(engine, settings, racing.user.id)
+    assert (remains["jobs"], remains["uploads"], remains["files"], remains["reserved"]) == (0, 0, [], 0)
+    assert remains["balance"] == remains["ledger_sum"] == 10_000 - 1000 * remains["captures"]
+
+
+async def _someone_waits_for_a_lock(engine: AsyncEngine) -> None:
+    """Until a session of this test's database waits for a row lock (the erasure, for the account's row;
+    on MariaDB, whose lock tables do not always list such a waiter, a locking read still running, which
+    here can only be waiting). SQLite queues writers in its busy handler, where nothing shows: a moment's
+    pause instead."""
+    queries = {
+        "postgresql": "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        "mysql": "SELECT count(*) FROM information_schema.processlist"
+        " WHERE db = DATABASE() AND command = 'Query' AND info LIKE 'SELECT %FOR UPDATE'",
+    }
+    query = queries.get(engine.dialect.name)
+    if query is None:
+        await asyncio.sleep(0.2)
+        return
+    while True:
+        async with engine.connect() as connection:
+            if await connection.scalar(text(query)):
+                return
+        await asyncio.sleep(0.01)
 
 
 # --- without concurrency: what an unfinished job's runner left behind -------------------------------

@@ -18,6 +18,7 @@ from app.db.session import Database
 from app.errors import BadRequest, Conflict
 from app.models import IdempotencyRecord, User
 from app.repositories.billing import IdempotencyRepository
+from app.services import users as users_service
 
 
 class IdempotencyKeyReused(Conflict):
@@ -99,7 +100,12 @@ async def begin(
     session: AsyncSession, user: User, key: str, request_fingerprint: str, ttl_seconds: int
 ) -> IdempotencyRecord | Replay:
     """Claim the key for this request in the caller's transaction (so a failed request leaves no claim),
-    or return the response already stored under it."""
+    or return the response already stored under it.
+
+    The user's row is locked first, as erasure and every submission lock it: the record's insert would
+    otherwise hold a shared lock on that row (InnoDB's foreign key check) that the submission then asks
+    to upgrade, a deadlock with an erasure waiting in between."""
+    await users_service.lock_open(session, user.id)
     record, claimed = await _find_or_claim(session, user.id, key, request_fingerprint, ttl_seconds)
     if claimed:
         return record

@@ -2,10 +2,23 @@
 
 from fastapi import APIRouter
 
-from app.routers import admin, api_keys, auth, billing, credits, files, health, images, users, webhooks
+from app.routers import (
+    admin,
+    api_keys,
+    auth,
+    billing,
+    credits,
+    design,
+    files,
+    health,
+    images,
+    usage,
+    users,
+    webhooks,
+)
 
 api_router = APIRouter(prefix="/api/v1")
-for module in (auth, users, api_keys, credits, billing, images, files, webhooks, admin):
+for module in (auth, users, api_keys, credits, billing, images, files, webhooks, admin, design, usage):
     api_router.include_router(module.router)
 
 root_router = APIRouter()

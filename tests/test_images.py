@@ -868,6 +868,38 @@ class TestReviewedEdges:
         assert await balance(client, auth) == BONUS
 
     @pytest.mark.parametrize(
+        ("path", "form"),
+        [
+            pytest.param("/api/v1/uploads", {}, id="upload"),
+            pytest.param("/api/v1/images/remove-background", {}, id="cut-out"),
+            pytest.param("/api/v1/images/remove-background?async=true", {}, id="async-cut-out"),
+            pytest.param("/api/v1/images/vectorize", {"mode": "preview"}, id="vectorize"),
+        ],
+    )
+    async def test_an_image_that_cannot_be_stored_is_a_503_that_keeps_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        monkeypatch: pytest.MonkeyPatch,
+        path: str,
+        form: dict[str, str],
+    ) -> None:
+        from app.integrations.storage import StorageError
+
+        async def broken_put(key: str, data: bytes, content_type: str) -> None:
+            raise StorageError("disk full")
+
+        monkeypatch.setattr(container.storage, "put", broken_put)
+        response = await client.post(path, headers=auth, files=files(logo_like(32)), data=form)
+        assert_error(response, 503, "storage_unavailable")
+        assert response.headers["retry-after"]
+        assert await balance(client, auth) == BONUS
+        assert await session.scalar(select(func.count()).select_from(Upload)) == 0
+        assert await session.scalar(select(func.count()).select_from(Job)) == 0
+
+    @pytest.mark.parametrize(
         "cursor",
         [
             pytest.param(

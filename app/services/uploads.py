@@ -24,9 +24,11 @@ from app.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from app.integrations.images.base import IMAGE_EXTENSIONS, encode_image, sniff_image_type
+from app.integrations.storage import StorageError
 from app.models import Upload, UploadOrigin, User
 from app.repositories.images import UploadRepository
 from app.services import users as users_service
@@ -56,6 +58,14 @@ class NotAnImage(UnsupportedMediaType):
 
 class ImageTooLarge(PayloadTooLarge):
     code = "image_too_large"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
+    default_detail = "The image could not be stored right now; nothing was kept. Retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "30"})
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,10 @@ async def store(
     await users_service.lock_open(session, user.id)
     upload_id = uuid.uuid4()
     key = f"users/{user.id}/uploads/{upload_id}.{IMAGE_EXTENSIONS[clean.content_type]}"
-    await ctx.storage.put(key, clean.data, clean.content_type)
+    try:
+        await ctx.storage.put(key, clean.data, clean.content_type)
+    except StorageError as exc:
+        raise StorageUnavailable() from exc
     upload = await UploadRepository(session).add(
         Upload(
             id=upload_id,

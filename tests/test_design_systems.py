@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
-from app.models import CreditLedgerEntry, DesignSystem, UsageAction, UsageRecord, User
+from app.models import CreditLedgerEntry, DesignSystem, DesignSystemTag, UsageAction, UsageRecord, User
 from app.services import usage
 from tests.conftest import make_settings
 from tests.factories import bearer, make_user
@@ -409,6 +409,19 @@ async def test_systems_of_erased_or_banned_accounts_leave_the_showcase(
         await session.execute(update(User).where(User.id == other.id).values(**closed))
         await session.flush()
         assert (await client.get(SHOWCASE)).json()["items"] == []
+
+
+async def test_erasing_the_account_deletes_its_systems_and_their_tags(
+    client: httpx.AsyncClient, other_auth: dict[str, str], other: User, session: AsyncSession
+) -> None:
+    system = await create(client, other_auth, tags=["brand"])
+    await client.post(f"{SYSTEMS}/{system['id']}/share", headers=other_auth)
+
+    assert (await client.delete("/api/v1/users/me", headers=other_auth)).status_code == 204
+
+    assert (await client.get(SHOWCASE)).json()["items"] == []
+    assert await count(session, DesignSystem, DesignSystem.user_id == other.id) == 0
+    assert await count(session, DesignSystemTag) == 0
 
 
 async def test_a_maker_without_a_username_shows_their_name_or_anonymous(

@@ -132,6 +132,18 @@ class DesignSystemRepository(Repository[DesignSystem]):
         )
         await self.session.flush()
 
+    async def list_for_user(self, user_id: uuid.UUID) -> list[DesignSystem]:
+        return list(
+            await self.session.scalars(
+                select(DesignSystem).where(DesignSystem.user_id == user_id).order_by(DesignSystem.created_at)
+            )
+        )
+
+    async def delete_for_user(self, user_id: uuid.UUID) -> None:
+        owned = select(DesignSystem.id).where(DesignSystem.user_id == user_id)
+        await self.session.execute(delete(DesignSystemTag).where(DesignSystemTag.design_system_id.in_(owned)))
+        await self.session.execute(delete(DesignSystem).where(DesignSystem.user_id == user_id))
+
     async def delete(self, system: DesignSystem) -> None:
         await self.session.execute(
             delete(DesignSystemTag).where(DesignSystemTag.design_system_id == system.id)

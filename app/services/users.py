@@ -18,6 +18,7 @@ from app.errors import Conflict, NotFound
 from app.models import CreditLedgerEntry, LedgerReason, User
 from app.repositories.auth_tokens import ApiKeyRepository, OneTimeTokenRepository, RefreshTokenRepository
 from app.repositories.credits import CreditRepository
+from app.repositories.design import DesignSystemRepository
 from app.repositories.outbox import OutboxRepository
 from app.repositories.users import UserRepository
 from app.services import credits
@@ -88,6 +89,7 @@ class AccountExport:
     ledger: list[CreditLedgerEntry]
     api_keys: list[Any]
     emails: list[Any] = field(default_factory=list)
+    design_systems: list[Any] = field(default_factory=list)
 
 
 async def export(session: AsyncSession, user: User) -> AccountExport:
@@ -101,6 +103,7 @@ async def export(session: AsyncSession, user: User) -> AccountExport:
         ledger=ledger,
         api_keys=await ApiKeyRepository(session).list_for_user(user.id),
         emails=await OutboxRepository(session).list_for_user(user.id),
+        design_systems=await DesignSystemRepository(session).list_for_user(user.id),
     )
 
 
@@ -129,6 +132,7 @@ async def erase(session: AsyncSession, ctx: Container, user: User) -> None:
     await OneTimeTokenRepository(session).delete_for_user(user.id)
     await ApiKeyRepository(session).delete_for_user(user.id)
     await OutboxRepository(session).delete_for_user(user.id)
+    await DesignSystemRepository(session).delete_for_user(user.id)
     user.email = None
     user.name = None
     user.username = None

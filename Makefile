@@ -49,6 +49,7 @@ bench: install-dev
 	$(BIN)/python -m bench.identity
 	$(BIN)/python -m bench.credits
 	$(BIN)/python -m bench.images
+	$(BIN)/python -m bench.design
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

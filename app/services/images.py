@@ -189,8 +189,8 @@ async def sweep_expired(ctx: Container, now: datetime | None = None, batch: int 
     now = now or utcnow()
     settings = ctx.settings
     removed: dict[str, int] = {}
-    for kind in ENGINES:
-        hours = getattr(settings, f"retention_hours_{kind.value}")
+    for kind, engine in ENGINES.items():
+        hours = engine.retention_hours(ctx)
         if not hours:
             continue
         async with ctx.database.session_scope() as session:

@@ -73,6 +73,10 @@ class Engine(ABC):
     def provider(self, ctx: Container) -> str:
         """The name of what runs it (recorded on the job, labels its metrics)."""
 
+    def retention_hours(self, ctx: Container) -> int:
+        """How long its results are kept (0: until their owner deletes them)."""
+        return 0
+
     def output_names(self, options: dict[str, Any]) -> list[tuple[str, str]]:
         """(view, extension) of every output a run may store: to clean up after a run that stopped before
         its job recorded them."""

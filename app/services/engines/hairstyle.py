@@ -48,6 +48,9 @@ class Hairstyle(Engine):
     def provider(self, ctx: Container) -> str:
         return "replicate"
 
+    def retention_hours(self, ctx: Container) -> int:
+        return ctx.settings.retention_hours_generate
+
     def output_names(self, options: dict[str, Any]) -> list[tuple[str, str]]:
         # Generated views come in whatever image type the provider returned.
         extensions = sorted(set(IMAGE_EXTENSIONS.values()) | {"bin"})

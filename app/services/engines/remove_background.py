@@ -22,6 +22,9 @@ class RemoveBackground(Engine):
     def provider(self, ctx: Container) -> str:
         return ctx.background_remover.name
 
+    def retention_hours(self, ctx: Container) -> int:
+        return ctx.settings.retention_hours_remove_background
+
     def max_pixels(self, ctx: Container) -> int | None:
         """The provider's input limit (ClipDrop's 25 MP): a bigger input is scaled down to it first."""
         return ctx.background_remover.max_input_pixels

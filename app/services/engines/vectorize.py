@@ -67,6 +67,9 @@ class Vectorize(Engine):
     def provider(self, ctx: Container) -> str:
         return ctx.vectorizer.name
 
+    def retention_hours(self, ctx: Container) -> int:
+        return ctx.settings.retention_hours_vectorize
+
     def output_names(self, options: dict[str, Any]) -> list[tuple[str, str]]:
         return [("main", "svg")]
 

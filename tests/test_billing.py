@@ -1663,6 +1663,38 @@ async def test_a_provider_failure_leaves_no_order_and_a_retry_with_the_same_key_
     assert str(order.id) == retried.json()["order_id"]
 
 
+@pytest.mark.parametrize("billing_overrides", [{"payment_api_max_retries": 1}])
+@pytest.mark.parametrize(
+    ("provider", "body"),
+    [
+        pytest.param("stripe", {"plan_id": "basic", "provider": "stripe"}, id="stripe"),
+        pytest.param("dodo", {"provider": "dodo", "credits": 100}, id="dodo"),
+    ],
+)
+async def test_a_checkout_whose_answer_was_lost_is_retried_under_one_key_and_opens_one_session(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    user: User,
+    auth: dict[str, str],
+    fake_stripe: FakeStripe,
+    fake_dodo: FakeDodo,
+    provider: str,
+    body: dict[str, Any],
+) -> None:
+    fake: FakeStripe | FakeDodo = fake_stripe if provider == "stripe" else fake_dodo
+    fake.timeout_next(created=True)  # the provider opened the session, its answer never came back
+
+    response = await client.post(CHECKOUT, json=body, headers={**auth, "Idempotency-Key": "lost-answer"})
+
+    assert response.status_code == 200, response.text
+    assert list(fake.sessions) == [response.json()["session_id"]]
+    posts = [request for request in fake.requests if request.method == "POST"]
+    keys = {request.headers["idempotency-key"] for request in posts}
+    assert (len(posts), len(keys)) == (2, 1)  # the SDK's retry sent the same key
+    [order] = await orders_of(session, user.id)
+    assert order.provider_order_id == response.json()["session_id"]
+
+
 async def test_idempotency_keys_belong_to_their_user(
     client: httpx.AsyncClient,
     session: AsyncSession,

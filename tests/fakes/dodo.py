@@ -4,6 +4,8 @@ Routes registered on the respx router (the SDK talks through httpx):
 
 * ``POST {base_url}/checkouts`` — Bearer auth, JSON body, ``product_cart`` validation, the
   ``CheckoutSessionResponse`` shape (SDK: ``client.checkout_sessions.create(...)``).
+  An ``Idempotency-Key`` header replays the first answer to the same key and body (Dodo documents no
+  idempotency header **(unverified)**; the gateway sends the common one).
 * ``GET {base_url}/checkouts/{id}`` — the ``CheckoutSessionStatus`` shape
   (SDK: ``client.checkout_sessions.retrieve(id)``).
 * ``GET {base_url}/payments/{id}`` — a Payment made by the event builders (``payment_succeeded`` …), as
@@ -120,7 +122,9 @@ class FakeDodo:
         self.payments: dict[str, dict[str, Any]] = {}
         """Every Payment the event builders made, by ``payment_id`` (served by ``GET /payments/{id}``)."""
         self.requests: list[httpx.Request] = []
+        self._idempotency: dict[str, tuple[bytes, dict[str, Any]]] = {}
         self._failures: list[int] = []
+        self._timeouts: list[bool] = []
         self._payment_lookup_failures: list[int] = []
         router.post(f"{self.base_url}/checkouts").mock(side_effect=self._create)
         router.get(url__regex=rf"^{re.escape(self.base_url)}/checkouts/(?P<session_id>[^/?]+)$").mock(
@@ -136,6 +140,12 @@ class FakeDodo:
         """The next ``POST /checkouts`` answers ``status`` with a ``{"code", "message"}`` body (calls
         queue up)."""
         self._failures.append(status)
+
+    def timeout_next(self, *, created: bool = False) -> None:
+        """The next ``POST /checkouts`` raises ``httpx.ReadTimeout`` (the SDK raises ``APITimeoutError`` and
+        retries). ``created=True``: the session was created but the answer was lost; a retry with the same
+        ``Idempotency-Key`` gets that session back."""
+        self._timeouts.append(created)
 
     def fail_payment_lookup_next(self, status: int = 500) -> None:
         """The next ``GET /payments/{id}`` answers ``status`` (calls queue up)."""
@@ -159,6 +169,15 @@ class FakeDodo:
             status = self._failures.pop(0)
             code, message = _FAILURES.get(status, ("INTERNAL_SERVER_ERROR", "An unexpected error occurred"))
             return self._error(status, code, message)
+        timeout = self._timeouts.pop(0) if self._timeouts else None
+        if timeout is False:
+            raise httpx.ReadTimeout("The read operation timed out", request=request)
+        key = request.headers.get("idempotency-key")
+        if key is not None and key in self._idempotency:
+            content, answer = self._idempotency[key]
+            if content != request.content:
+                return self._error(409, "IDEMPOTENCY_KEY_REUSED", "This key was used with another request")
+            return httpx.Response(200, json=copy.deepcopy(answer))
         try:
             body = json.loads(request.content or b"null")
         except ValueError:
@@ -167,6 +186,14 @@ class FakeDodo:
             _validate_checkout(body)
         except _Invalid as invalid:
             return self._error(invalid.status, invalid.code, invalid.message)
+        answer = self._create_session(body)
+        if key is not None:
+            self._idempotency[key] = (request.content, copy.deepcopy(answer))
+        if timeout:  # created, and the answer is lost
+            raise httpx.ReadTimeout("The read operation timed out", request=request)
+        return httpx.Response(200, json=answer)
+
+    def _create_session(self, body: dict[str, Any]) -> dict[str, Any]:
         session_id = new_id("cks", 24)
         self.checkouts[session_id] = body
         customer = body.get("customer") or {}
@@ -178,18 +205,15 @@ class FakeDodo:
             "payment_id": None,
             "payment_status": None,
         }
-        return httpx.Response(
-            200,
-            json={
-                "session_id": session_id,
-                "checkout_url": None
-                if body.get("payment_method_id")
-                else f"https://checkout.dodopayments.com/session/{session_id}",
-                "client_secret": None,
-                "payment_id": None,
-                "publishable_key": None,
-            },
-        )
+        return {
+            "session_id": session_id,
+            "checkout_url": None
+            if body.get("payment_method_id")
+            else f"https://checkout.dodopayments.com/session/{session_id}",
+            "client_secret": None,
+            "payment_id": None,
+            "publishable_key": None,
+        }
 
     def _retrieve(self, request: httpx.Request, session_id: str) -> httpx.Response:
         self.requests.append(request)

@@ -48,6 +48,7 @@ from app.repositories.billing import idempotency_key_digest
 from tests.fakes.dodo import FakeDodo, generate_secret
 from tests.fakes.razorpay import FakeRazorpay, payment_signature, webhook_signature
 from tests.fakes.stripe import FakeStripe, build_customer_details
+from tests.support.http import assert_error
 from tests.support.payments import (
     BASIC,
     BONUS,
@@ -1379,6 +1380,26 @@ async def test_dodo_custom_credits_outside_the_bounds_are_refused(
 
     assert response.status_code == 400, response.text
     assert error_of(response) == "plan_not_available"
+    assert fake_dodo.requests == []
+    assert await orders_of(session, user.id) == []
+
+
+@pytest.mark.parametrize(
+    "credits", [10**400, 10**9 + 1, 0, -1], ids=["10e400", "over-a-billion", "zero", "negative"]
+)
+async def test_a_custom_number_of_credits_out_of_any_range_is_422_and_asks_nothing_of_dodo(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    user: User,
+    auth: dict[str, str],
+    fake_dodo: FakeDodo,
+    credits: int,
+) -> None:
+    body = f'{{"provider": "dodo", "credits": {credits}}}'
+
+    response = await client.post(CHECKOUT, content=body, headers={**auth, "Content-Type": "application/json"})
+
+    assert_error(response, 422, "validation_error")
     assert fake_dodo.requests == []
     assert await orders_of(session, user.id) == []
 

@@ -9,6 +9,8 @@ from pydantic import Field
 from app.schemas.base import Schema
 from app.schemas.users import Credits
 
+# A custom amount of credits above this is invalid (422), whatever DODO_MAX_CUSTOM_CREDITS allows.
+MAX_CUSTOM_CREDITS = 1_000_000_000
 Currency = Field(default="USD", pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code.")
 
 
@@ -52,7 +54,10 @@ class CheckoutIn(Schema):
     provider: Literal["stripe", "dodo"] = "stripe"
     plan_id: str | None = Field(default=None, min_length=1, max_length=64)
     credits: int | None = Field(
-        default=None, ge=1, description="Dodo only: buy this many credits instead of a plan."
+        default=None,
+        ge=1,
+        le=MAX_CUSTOM_CREDITS,
+        description="Dodo only: buy this many credits instead of a plan (the server's bounds apply).",
     )
     currency: str = Currency
 

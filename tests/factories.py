@@ -1,4 +1,4 @@
-"""Rows a test needs, made through the services as the app makes them: users, tokens, API keys."""
+"""Rows a test needs, made through the services as the app makes them: users, tokens, API keys, orders."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
-from app.models import User
+from app.models import Order, User
+from app.repositories.billing import OrderRepository
 from app.services import api_keys as api_keys_service
+from app.services import catalogue
 from app.services import users as users_service
 
 
@@ -38,3 +40,30 @@ async def make_api_key(session: AsyncSession, user: User, name: str = "test") ->
     """A new API key of `user`, as the Authorization header that presents it."""
     created = await api_keys_service.create(session, user, name)
     return {"Authorization": f"Bearer {created.secret}"}
+
+
+async def make_order(
+    session: AsyncSession,
+    user: User,
+    *,
+    provider: str = "stripe",
+    plan: str = "basic",
+    currency: str = "USD",
+    **fields: Any,
+) -> Order:
+    """An order of `user` for `plan` at its catalogue price in `currency`, as a checkout records it before
+    asking the provider (no checkout id unless `fields` give one, e.g. `provider_order_id`)."""
+    priced = await catalogue.get_active_plan(session, plan)
+    price = priced.price(currency)
+    assert price is not None, f"{plan} is not sold in {currency}"
+    values: dict[str, Any] = {
+        "user_id": user.id,
+        "provider": provider,
+        "plan_id": priced.plan.id,
+        "kind": priced.plan.kind,
+        "amount": price.amount,
+        "currency": currency,
+        "credits": priced.plan.credits,
+        **fields,
+    }
+    return await OrderRepository(session).add(Order(**values))

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
+from tests.factories import bearer, make_user
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
@@ -46,10 +47,8 @@ from tests.support.payments import (
     Purchase,
     Step,
     balance,
-    bearer,
     deliver,
     expected_state,
-    make_user,
     movements,
     order_of,
     payment_flow,

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.container import Container
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
@@ -32,8 +31,6 @@ from tests.support.payments import (
     PaymentFlow,
     Purchase,
     balance,
-    bearer,
-    make_user,
     movements,
     order_of,
     payment_flow,
@@ -60,11 +57,6 @@ def fakes(fake_stripe: FakeStripe, fake_razorpay: FakeRazorpay, fake_dodo: FakeD
 @pytest.fixture
 def flows(fakes: dict[str, Any]) -> dict[str, PaymentFlow]:
     return {provider: payment_flow(provider, *fakes.values()) for provider in PROVIDERS}
-
-
-@pytest.fixture
-async def auth(session: AsyncSession, settings: Settings, container: Container) -> dict[str, str]:
-    return bearer(container, await make_user(session, settings))
 
 
 def confirmation(provider: str, purchase: Purchase) -> dict[str, Any]:

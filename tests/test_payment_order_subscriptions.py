@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.container import Container
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
@@ -31,9 +30,7 @@ from tests.support.payments import (
     STRIPE_WEBHOOK,
     Step,
     balance,
-    bearer,
     deliver,
-    make_user,
     payment_settings,
     plan_of,
     post_webhook,
@@ -49,11 +46,6 @@ def settings(
     database_url: str, fake_stripe: FakeStripe, fake_razorpay: FakeRazorpay, fake_dodo: FakeDodo
 ) -> Settings:
     return payment_settings(database_url, fake_stripe, fake_razorpay, fake_dodo)
-
-
-@pytest.fixture
-async def auth(session: AsyncSession, settings: Settings, container: Container) -> dict[str, str]:
-    return bearer(container, await make_user(session, settings))
 
 
 def _steps(path: str, deliveries: dict[str, tuple[bytes, dict[str, str]]]) -> dict[str, Step]:

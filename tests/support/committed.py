@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -16,6 +16,7 @@ from app.models import (
     CreditDebt,
     CreditLedgerEntry,
     IdempotencyRecord,
+    LedgerReason,
     Order,
     Subscription,
     User,
@@ -52,3 +53,34 @@ async def cleanup(engine: AsyncEngine, user_ids: list[uuid.UUID], events: list[t
         await connection.execute(delete(RefreshToken).where(RefreshToken.user_id.in_(user_ids)))
         await connection.execute(delete(OneTimeToken).where(OneTimeToken.user_id.in_(user_ids)))
         await connection.execute(delete(User).where(User.id.in_(user_ids)))
+
+
+async def leftovers(engine: AsyncEngine, user_id: uuid.UUID, events: list[tuple[str, str]]) -> int:
+    """What `cleanup` should have deleted and did not: the user, their orders, these inbox rows."""
+    async with engine.connect() as connection:
+        users = await connection.scalar(select(func.count()).select_from(User).where(User.id == user_id))
+        orders = await connection.scalar(
+            select(func.count()).select_from(Order).where(Order.user_id == user_id)
+        )
+        inbox = await connection.scalar(
+            select(func.count())
+            .select_from(WebhookEvent)
+            .where(WebhookEvent.event_id.in_([event_id for _, event_id in events]))
+        )
+    return int(users or 0) + int(orders or 0) + int(inbox or 0)
+
+
+async def committed_movements(
+    engine: AsyncEngine, user_id: uuid.UUID, reason: LedgerReason = LedgerReason.purchase
+) -> tuple[int, list[int]]:
+    """The user's committed balance, and the amounts of their ledger rows with this reason."""
+    async with engine.connect() as connection:
+        balance = await connection.scalar(
+            select(CreditAccount.balance).where(CreditAccount.user_id == user_id)
+        )
+        moved = await connection.scalars(
+            select(CreditLedgerEntry.amount)
+            .join(CreditAccount, CreditAccount.id == CreditLedgerEntry.account_id)
+            .where(CreditAccount.user_id == user_id, CreditLedgerEntry.reason == reason.value)
+        )
+        return int(balance or 0), list(moved)

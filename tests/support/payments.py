@@ -25,11 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.container import Container
-from app.db.base import utcnow
-from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, Order, Plan, User, WebhookEvent
+from app.models import CreditAccount, CreditDebt, CreditLedgerEntry, LedgerReason, Order, Plan, WebhookEvent
 from app.services import credits
-from app.services import users as users_service
 from tests.conftest import make_settings
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
@@ -82,20 +79,7 @@ def payment_settings(
     return make_settings(**values)
 
 
-# --- users and what a client sees ------------------------------------------------------------------
-
-
-async def make_user(session: AsyncSession, settings: Settings) -> User:
-    return await users_service.create_user(
-        session,
-        settings,
-        email=f"billing-{uuid.uuid4().hex}@example.com",
-        email_verified_at=utcnow(),
-    )
-
-
-def bearer(container: Container, user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
+# --- what a client sees ----------------------------------------------------------------------------
 
 
 def millicredits(value: Any) -> int:
@@ -180,6 +164,22 @@ async def webhook_rows(
     return list(await session.scalars(statement))
 
 
+async def debts_of(session: AsyncSession, user_id: uuid.UUID) -> list[CreditDebt]:
+    session.expunge_all()
+    statement = select(CreditDebt).where(CreditDebt.user_id == user_id).order_by(CreditDebt.created_at)
+    return list(await session.scalars(statement))
+
+
+async def ledger_entry(session: AsyncSession, key: str) -> CreditLedgerEntry | None:
+    """The ledger row written under this idempotency key."""
+    session.expunge_all()
+    return await session.scalar(select(CreditLedgerEntry).where(CreditLedgerEntry.idempotency_key == key))
+
+
+def amounts(rows: list[CreditLedgerEntry]) -> list[int]:
+    return [row.amount for row in rows]
+
+
 async def spend(session: AsyncSession, user_id: uuid.UUID, amount: int) -> None:
     """Spend credits the way a job does: reserve, then capture."""
     key = f"job:{uuid.uuid4().hex}"
@@ -201,6 +201,26 @@ async def post_webhook(
 ) -> httpx.Response:
     body, headers = delivery
     return await client.post(path, content=body, headers=headers)
+
+
+async def send_webhook(
+    client: httpx.AsyncClient, path: str, delivery: tuple[bytes, dict[str, str]], expected: str = "processed"
+) -> None:
+    """Deliver a signed webhook; it must be answered 200 with the status `expected`."""
+    response = await post_webhook(client, path, delivery)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": expected}, response.text
+
+
+async def send_stripe(
+    client: httpx.AsyncClient, fake: FakeStripe, event: dict[str, Any], expected: str = "processed"
+) -> None:
+    await send_webhook(client, STRIPE_WEBHOOK, fake.deliver(event), expected)
+
+
+def resent(fake: FakeStripe, event: dict[str, Any]) -> dict[str, Any]:
+    """The same Stripe event content under a new event id (e.g. re-sent from the dashboard)."""
+    return fake.event(event["type"], event["data"]["object"])
 
 
 async def razorpay_order(
@@ -290,6 +310,10 @@ class PaymentFlow:
         """Every event (and client call) that confirms the payment; any one of them pays the order."""
         raise NotImplementedError
 
+    def paid_delivery(self, purchase: Purchase) -> tuple[bytes, dict[str, str]]:
+        """The signed delivery (body, headers) of the payment's first confirmation event."""
+        raise NotImplementedError
+
     def refund(self, purchase: Purchase, amount: int) -> Step:
         """The provider refunds `amount` more of the payment (build refunds in the order they happen)."""
         raise NotImplementedError
@@ -336,6 +360,9 @@ class StripeFlow(PaymentFlow):
 
     def confirmations(self, purchase: Purchase) -> list[Step]:
         return [self._event("checkout.session.completed", purchase.confirmation[0])]
+
+    def paid_delivery(self, purchase: Purchase) -> tuple[bytes, dict[str, str]]:
+        return self.fake.deliver(purchase.confirmation[0])
 
     def refund(self, purchase: Purchase, amount: int) -> Step:
         before, purchase.refunded = purchase.refunded, purchase.refunded + amount
@@ -395,6 +422,9 @@ class RazorpayFlow(PaymentFlow):
             Step("verify-order", verify),
         ]
 
+    def paid_delivery(self, purchase: Purchase) -> tuple[bytes, dict[str, str]]:
+        return self.fake.deliver(purchase.confirmation[0])
+
     def refund(self, purchase: Purchase, amount: int) -> Step:
         purchase.refunded += amount
         event = self.fake.refund_processed_event(purchase.payment_id, amount)
@@ -436,6 +466,9 @@ class DodoFlow(PaymentFlow):
 
     def confirmations(self, purchase: Purchase) -> list[Step]:
         return [self._event("payment.succeeded", purchase.confirmation[0])]
+
+    def paid_delivery(self, purchase: Purchase) -> tuple[bytes, dict[str, str]]:
+        return self.fake.deliver(purchase.confirmation[0])
 
     def refund(self, purchase: Purchase, amount: int) -> Step:
         purchase.refunded += amount

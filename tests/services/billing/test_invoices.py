@@ -1,5 +1,6 @@
-"""Refunds and disputes of the charge that paid a Stripe subscription invoice, end to end through signed
-webhooks, with the fake Stripe answering the Invoice Payments API over the SDK's real HTTP contract.
+"""Refunds and disputes of the charge that paid a Stripe subscription invoice (app/services/billing/
+invoices.py), end to end through signed webhooks, with the fake Stripe answering the Invoice Payments API
+over the SDK's real HTTP contract.
 
 In API 2026-10-28 a Charge (and a Dispute) names no invoice, and `invoice.paid` names no payment intent,
 so the webhook asks Stripe which invoice the refunded payment intent paid
@@ -23,7 +24,6 @@ import httpx
 import pytest
 import stripe
 from fastapi import FastAPI
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -32,74 +32,47 @@ from app.db.session import Database
 from app.integrations.payments import stripe as stripe_gateway
 from app.integrations.payments.base import PaymentGatewayError
 from app.integrations.payments.stripe import StripeGateway
-from app.models import CreditAccount, CreditDebt, CreditLedgerEntry, LedgerReason, User
-from tests.conftest import make_settings
+from app.models import LedgerReason, User
+from tests.factories import bearer
+from tests.fakes.dodo import FakeDodo
+from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
+from tests.support.committed import cleanup, committed_movements, committed_user, leftovers
 from tests.support.payments import (
     BONUS,
     PRO,
+    PRO_USD,
     STRIPE_WEBHOOK,
     SUBSCRIBE,
     balance,
-    bearer,
+    debts_of,
     ledger_of,
-    make_user,
+    payment_settings,
     post_webhook,
+    resent,
+    send_stripe,
     spend,
     stored_balance,
     stripe_subscription,
     webhook_rows,
 )
-from tests.test_billing import _cleanup, _committed_user, _leftovers
-
-PRO_USD = 999  # what a month of Pro costs, in cents
-
-
-# --- fixtures --------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def settings(database_url: str, fake_stripe: FakeStripe) -> Settings:
-    return make_settings(
-        database_url=database_url,
-        stripe_api_base=fake_stripe.api_base,
-        stripe_secret_key=fake_stripe.secret_key,
-        stripe_webhook_secret=fake_stripe.webhook_secret,
-        payment_api_max_retries=0,
-    )
-
-
-@pytest.fixture
-async def user(session: AsyncSession, settings: Settings) -> User:
-    return await make_user(session, settings)
-
-
-@pytest.fixture
-def auth(container: Container, user: User) -> dict[str, str]:
-    return bearer(container, user)
+def settings(
+    database_url: str, fake_stripe: FakeStripe, fake_razorpay: FakeRazorpay, fake_dodo: FakeDodo
+) -> Settings:
+    return payment_settings(database_url, fake_stripe, fake_razorpay, fake_dodo)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-async def send(
-    client: httpx.AsyncClient, fake: FakeStripe, event: dict[str, Any], expected: str = "processed"
-) -> None:
-    response = await post_webhook(client, STRIPE_WEBHOOK, fake.deliver(event))
-    assert response.status_code == 200, response.text
-    assert response.json() == {"status": expected}, response.text
-
-
-def resent(fake: FakeStripe, event: dict[str, Any]) -> dict[str, Any]:
-    """The same event content under a new event id (e.g. re-sent from the dashboard)."""
-    return fake.event(event["type"], event["data"]["object"])
 
 
 async def renewal(client: httpx.AsyncClient, auth: dict[str, str], fake: FakeStripe) -> tuple[str, str]:
     """Subscribe to Pro and have one invoice paid (its credits granted): (invoice id, its payment intent)."""
     _, subscription_id = await stripe_subscription(client, auth, fake)
     paid = fake.invoice_paid(subscription_id)
-    await send(client, fake, paid)
+    await send_stripe(client, fake, paid)
     invoice_id = str(paid["data"]["object"]["id"])
     assert await balance(client, auth) == BONUS + PRO
     return invoice_id, fake.payment_intent_of(invoice_id)
@@ -107,15 +80,6 @@ async def renewal(client: httpx.AsyncClient, auth: dict[str, str], fake: FakeStr
 
 def lookups(fake: FakeStripe) -> list[dict[str, Any]]:
     return [r.params for r in fake.requests if r.method == "GET" and r.path == "/v1/invoice_payments"]
-
-
-async def debts_of(session: AsyncSession, user_id: uuid.UUID) -> list[CreditDebt]:
-    session.expunge_all()
-    return list(
-        await session.scalars(
-            select(CreditDebt).where(CreditDebt.user_id == user_id).order_by(CreditDebt.created_at)
-        )
-    )
 
 
 def share(refunded: int) -> int:
@@ -146,7 +110,7 @@ async def test_a_full_refund_of_a_renewal_takes_its_credits_back_once_however_of
 
     first = await post_webhook(client, STRIPE_WEBHOOK, delivery)
     again = await post_webhook(client, STRIPE_WEBHOOK, delivery)
-    await send(client, fake_stripe, resent(fake_stripe, refunded))  # same refund, another event id
+    await send_stripe(client, fake_stripe, resent(fake_stripe, refunded))  # same refund, another event id
 
     assert first.json() == {"status": "processed"}, first.text
     assert again.json() == {"status": "duplicate"}, again.text
@@ -179,16 +143,16 @@ async def test_partial_refunds_of_a_renewal_add_up_to_the_grant_and_never_more(
     two_thirds = fake_stripe.charge_refunded(payment_intent, PRO_USD, 666, previously_refunded=333)
     everything = fake_stripe.charge_refunded(payment_intent, PRO_USD, PRO_USD, previously_refunded=666)
 
-    await send(client, fake_stripe, third)
+    await send_stripe(client, fake_stripe, third)
     assert await balance(client, auth) == BONUS + PRO - share(333)
-    await send(client, fake_stripe, two_thirds)
+    await send_stripe(client, fake_stripe, two_thirds)
     assert await balance(client, auth) == BONUS + PRO - share(666)
     # An older refund state arriving late (a new event id: Stripe does not keep order) takes nothing more.
-    await send(client, fake_stripe, resent(fake_stripe, third))
+    await send_stripe(client, fake_stripe, resent(fake_stripe, third))
     assert await balance(client, auth) == BONUS + PRO - share(666)
-    await send(client, fake_stripe, everything)
-    await send(client, fake_stripe, resent(fake_stripe, everything))
-    await send(client, fake_stripe, resent(fake_stripe, two_thirds))
+    await send_stripe(client, fake_stripe, everything)
+    await send_stripe(client, fake_stripe, resent(fake_stripe, everything))
+    await send_stripe(client, fake_stripe, resent(fake_stripe, two_thirds))
 
     refunds = await ledger_of(session, user.id, LedgerReason.refund)
     assert [row.amount for row in refunds] == [
@@ -214,7 +178,7 @@ async def test_a_refund_of_spent_renewal_credits_leaves_a_debt_and_the_balance_n
     rest = fake_stripe.charge_refunded(payment_intent, PRO_USD, PRO_USD, previously_refunded=500)
 
     for event in (half, resent(fake_stripe, half), rest, resent(fake_stripe, rest)):
-        await send(client, fake_stripe, event)
+        await send_stripe(client, fake_stripe, event)
 
     assert await balance(client, auth) == 0
     assert await stored_balance(session, user.id) == 0
@@ -286,7 +250,7 @@ async def test_a_refund_of_a_payment_intent_that_paid_no_invoice_of_ours_is_stor
     foreign = fake_stripe.charge_refunded(foreign_invoice["payment"]["payment_intent"], 2_000, 2_000)
 
     for event in (unknown, foreign):
-        await send(client, fake_stripe, event, "ignored")
+        await send_stripe(client, fake_stripe, event, "ignored")
         [row] = await webhook_rows(session, "stripe", event["id"])
         assert (row.event_type, row.handled_at is not None, row.error) == ("charge.refunded", True, None)
 
@@ -309,10 +273,10 @@ async def test_a_refund_of_a_credit_pack_order_does_not_ask_stripe_for_invoices(
     )
     assert response.status_code == 200, response.text
     completed = fake_stripe.checkout_completed(response.json()["session_id"])
-    await send(client, fake_stripe, completed)
+    await send_stripe(client, fake_stripe, completed)
     payment_intent = completed["data"]["object"]["payment_intent"]
 
-    await send(client, fake_stripe, fake_stripe.charge_refunded(payment_intent, 599, 599))
+    await send_stripe(client, fake_stripe, fake_stripe.charge_refunded(payment_intent, 599, 599))
 
     assert await balance(client, auth) == BONUS
     assert lookups(fake_stripe) == []
@@ -333,7 +297,7 @@ async def test_a_dispute_of_a_renewal_takes_its_credits_once_and_winning_gives_t
     invoice_id, payment_intent = await renewal(client, auth, fake_stripe)
     dispute = fake_stripe.dispute(payment_intent, PRO_USD)
     inquiry = fake_stripe.dispute(payment_intent, PRO_USD, status="warning_needs_response")
-    await send(client, fake_stripe, fake_stripe.dispute_event("charge.dispute.created", inquiry["id"]))
+    await send_stripe(client, fake_stripe, fake_stripe.dispute_event("charge.dispute.created", inquiry["id"]))
     assert await balance(client, auth) == BONUS + PRO  # a question moves no money
 
     created = fake_stripe.dispute_event("charge.dispute.created", dispute["id"])
@@ -343,7 +307,7 @@ async def test_a_dispute_of_a_renewal_takes_its_credits_once_and_winning_gives_t
         fake_stripe.dispute_event("charge.dispute.funds_withdrawn", dispute["id"]),
         fake_stripe.dispute_event("charge.dispute.updated", dispute["id"], status="under_review"),
     ):
-        await send(client, fake_stripe, event)
+        await send_stripe(client, fake_stripe, event)
 
     assert await balance(client, auth) == BONUS
     key = f"chargeback:stripe:{dispute['id']}:{invoice_id}"
@@ -354,12 +318,12 @@ async def test_a_dispute_of_a_renewal_takes_its_credits_once_and_winning_gives_t
         f"stripe_invoice:{invoice_id}",
     )
     # A refund of money already charged back takes nothing more.
-    await send(client, fake_stripe, fake_stripe.charge_refunded(payment_intent, PRO_USD, 500))
+    await send_stripe(client, fake_stripe, fake_stripe.charge_refunded(payment_intent, PRO_USD, 500))
     assert await balance(client, auth) == BONUS
 
     won = fake_stripe.dispute_event("charge.dispute.closed", dispute["id"], status="won")
     for event in (won, resent(fake_stripe, won), resent(fake_stripe, created)):
-        await send(client, fake_stripe, event)
+        await send_stripe(client, fake_stripe, event)
 
     assert await balance(client, auth) == BONUS + PRO
     given = await ledger_of(session, user.id, LedgerReason.subscription)
@@ -369,7 +333,7 @@ async def test_a_dispute_of_a_renewal_takes_its_credits_once_and_winning_gives_t
     ]
     # The invoice is whole again: a later refund claws back as usual.
     refund = fake_stripe.charge_refunded(payment_intent, PRO_USD, PRO_USD, previously_refunded=500)
-    await send(client, fake_stripe, refund)
+    await send_stripe(client, fake_stripe, refund)
     assert await balance(client, auth) == BONUS
 
 
@@ -381,11 +345,11 @@ async def test_a_dispute_after_a_partial_refund_takes_only_what_is_left_and_spen
     fake_stripe: FakeStripe,
 ) -> None:
     invoice_id, payment_intent = await renewal(client, auth, fake_stripe)
-    await send(client, fake_stripe, fake_stripe.charge_refunded(payment_intent, PRO_USD, 500))
+    await send_stripe(client, fake_stripe, fake_stripe.charge_refunded(payment_intent, PRO_USD, 500))
     await spend(session, user.id, BONUS + PRO - share(500) - 1_000)  # 1 credit left
     dispute = fake_stripe.dispute(payment_intent, PRO_USD)
 
-    await send(client, fake_stripe, fake_stripe.dispute_event("charge.dispute.created", dispute["id"]))
+    await send_stripe(client, fake_stripe, fake_stripe.dispute_event("charge.dispute.created", dispute["id"]))
 
     assert await balance(client, auth) == 0
     key = f"chargeback:stripe:{dispute['id']}:{invoice_id}"
@@ -400,8 +364,8 @@ async def test_a_dispute_after_a_partial_refund_takes_only_what_is_left_and_spen
     )
 
     won = fake_stripe.dispute_event("charge.dispute.closed", dispute["id"], status="won")
-    await send(client, fake_stripe, won)
-    await send(client, fake_stripe, resent(fake_stripe, won))
+    await send_stripe(client, fake_stripe, won)
+    await send_stripe(client, fake_stripe, resent(fake_stripe, won))
 
     assert await balance(client, auth) == 1_000  # what it took comes back, once
     debts = {d.reference: d for d in await debts_of(session, user.id)}
@@ -501,7 +465,7 @@ async def test_partial_refunds_of_one_renewal_arriving_at_once_take_exactly_the_
     fake_stripe: FakeStripe,
 ) -> None:
     app, database = committing
-    user = await _committed_user(database, settings)
+    user = await committed_user(database, settings)
     events: list[tuple[str, str]] = []
     try:
         container: Container = app.state.container
@@ -513,10 +477,10 @@ async def test_partial_refunds_of_one_renewal_arriving_at_once_take_exactly_the_
             assert subscribed.status_code == 200, subscribed.text
             completed = fake_stripe.checkout_completed(subscribed.json()["session_id"])
             events.append(("stripe", completed["id"]))
-            await send(client, fake_stripe, completed)
+            await send_stripe(client, fake_stripe, completed)
             paid = fake_stripe.invoice_paid(completed["data"]["object"]["subscription"])
             events.append(("stripe", paid["id"]))
-            await send(client, fake_stripe, paid)
+            await send_stripe(client, fake_stripe, paid)
             payment_intent = fake_stripe.payment_intent_of(paid["data"]["object"]["id"])
             burst = [
                 fake_stripe.charge_refunded(payment_intent, PRO_USD, refunded)
@@ -531,22 +495,8 @@ async def test_partial_refunds_of_one_renewal_arriving_at_once_take_exactly_the_
             )
 
         assert [response.status_code for response in responses] == [200] * 8, [r.text for r in responses]
-        async with engine.connect() as connection:
-            refunds = (
-                await connection.scalars(
-                    select(CreditLedgerEntry.amount)
-                    .join(CreditAccount, CreditAccount.id == CreditLedgerEntry.account_id)
-                    .where(
-                        CreditAccount.user_id == user.id,
-                        CreditLedgerEntry.reason == LedgerReason.refund.value,
-                    )
-                )
-            ).all()
-            account_balance = await connection.scalar(
-                select(CreditAccount.balance).where(CreditAccount.user_id == user.id)
-            )
-        assert -sum(refunds) == PRO
-        assert account_balance == BONUS
+        account_balance, refunds = await committed_movements(engine, user.id, LedgerReason.refund)
+        assert (account_balance, -sum(refunds)) == (BONUS, PRO)
     finally:
-        await _cleanup(engine, [user.id], events)
-    assert await _leftovers(engine, user.id, events) == 0
+        await cleanup(engine, [user.id], events)
+    assert await leftovers(engine, user.id, events) == 0

@@ -167,54 +167,64 @@ def _event(event: dict[str, Any]) -> PaymentEvent:
     event_type = str(event.get("type"))
     told: dict[str, Any] = {"type": event_type, "payload": event}
     data = json_object(event.get("data"))
-    metadata = json_object(data.get("metadata"))
     if event_type in PAYMENT_EVENTS:
-        order = OrderRef(order_id_in(metadata), text(data.get("checkout_session_id")))
-        if event_type != "payment.succeeded":
-            return PaymentFailed(order=order, reason=str(data.get("error_message") or event_type), **told)
-        currency = data.get("currency")
-        return CheckoutPaid(
-            order=order,
-            payment_id=text(data.get("payment_id")),
-            amount=integer(data.get("total_amount")),
-            currency=currency if isinstance(currency, str) else None,
-            **told,
-        )
+        return _payment_event(event_type, data, told)
+    if event_type == "refund.succeeded" or event_type.startswith("dispute."):
+        return _refund_or_dispute(event_type, data, told)
+    if event_type in PAID_SUBSCRIPTION_EVENTS or event_type in CHANGED_SUBSCRIPTION_EVENTS:
+        return _subscription_event(event_type, data, told)
+    return Unhandled(**told)
+
+
+def _payment_event(event_type: str, payment: dict[str, Any], told: dict[str, Any]) -> PaymentEvent:
+    metadata = json_object(payment.get("metadata"))
+    order = OrderRef(order_id_in(metadata), text(payment.get("checkout_session_id")))
+    if event_type != "payment.succeeded":
+        return PaymentFailed(order=order, reason=str(payment.get("error_message") or event_type), **told)
+    currency = payment.get("currency")
+    return CheckoutPaid(
+        order=order,
+        payment_id=text(payment.get("payment_id")),
+        amount=integer(payment.get("total_amount")),
+        currency=currency if isinstance(currency, str) else None,
+        **told,
+    )
+
+
+def _refund_or_dispute(event_type: str, data: dict[str, Any], told: dict[str, Any]) -> PaymentEvent:
+    """`refund.succeeded` (data is the Refund) or `dispute.*` (the Dispute: `dispute_id`, `payment_id`,
+    `amount` as a string, `currency`, `dispute_stage` pre_dispute|dispute|pre_arbitration,
+    `dispute_status`)."""
     payment_id = text(data.get("payment_id"))
+    own_id = text(data.get("refund_id" if event_type == "refund.succeeded" else "dispute_id"))
+    if payment_id is None or own_id is None:
+        return Unhandled(**told)
     if event_type == "refund.succeeded":
-        refund_id = text(data.get("refund_id"))
-        if payment_id is None or refund_id is None:
-            return Unhandled(**told)
         amount = positive(data.get("amount")) or 0
-        return Refunded(payment=PaymentRef(payment_id), refund_id=refund_id, amount=amount, **told)
-    if event_type.startswith("dispute."):
-        # data is the Dispute: `dispute_id`, `payment_id`, `amount` (a string), `currency`,
-        # `dispute_stage` pre_dispute|dispute|pre_arbitration, `dispute_status`.
-        dispute_id = text(data.get("dispute_id"))
-        if payment_id is None or dispute_id is None:
-            return Unhandled(**told)
-        if data.get("dispute_stage") == "pre_arbitration":
-            dispute_id += ":pre_arbitration"
-        effect = DISPUTE_EFFECTS.get(event_type)
-        return Disputed(payment=PaymentRef(payment_id), dispute_id=dispute_id, effect=effect, **told)
-    subscription_id = str(data.get("subscription_id"))
-    if event_type in PAID_SUBSCRIPTION_EVENTS:
-        subscriber = subscriber_in(metadata)
-        if subscriber is None:
-            return Unhandled(**told)
-        period_start = data.get("previous_billing_date")
-        return SubscriptionPaid(
-            subscription_id=subscription_id,
-            subscriber=subscriber,
-            period_start=None if period_start is None else str(period_start),
-            **told,
-        )
+        return Refunded(payment=PaymentRef(payment_id), refund_id=own_id, amount=amount, **told)
+    if data.get("dispute_stage") == "pre_arbitration":
+        own_id += ":pre_arbitration"
+    effect = DISPUTE_EFFECTS.get(event_type)
+    return Disputed(payment=PaymentRef(payment_id), dispute_id=own_id, effect=effect, **told)
+
+
+def _subscription_event(event_type: str, subscription: dict[str, Any], told: dict[str, Any]) -> PaymentEvent:
+    subscription_id = str(subscription.get("subscription_id"))
+    subscriber = subscriber_in(json_object(subscription.get("metadata")))
     if event_type in CHANGED_SUBSCRIPTION_EVENTS:
         return SubscriptionChanged(
             subscription_id=subscription_id,
             status=event_type.removeprefix("subscription."),
             ended=event_type != "subscription.on_hold",
-            subscriber=subscriber_in(metadata),
+            subscriber=subscriber,
             **told,
         )
-    return Unhandled(**told)
+    if subscriber is None:
+        return Unhandled(**told)
+    period_start = subscription.get("previous_billing_date")
+    return SubscriptionPaid(
+        subscription_id=subscription_id,
+        subscriber=subscriber,
+        period_start=None if period_start is None else str(period_start),
+        **told,
+    )

@@ -230,23 +230,8 @@ def _event(event: dict[str, Any]) -> PaymentEvent:
     event_type = str(event.get("type"))
     told: dict[str, Any] = {"type": event_type, "payload": event}
     data = json_object(json_object(event.get("data")).get("object"))
-    if event_type in PAID_EVENTS:
-        order, tax = _session_order(data), _tax(data)
-        if data.get("payment_status") != "paid" and event_type == "checkout.session.completed":
-            return CheckoutPending(order=order, tax=tax, **told)
-        amount, currency = _paid(data)
-        subscription = data.get("subscription") if data.get("mode") == "subscription" else None
-        return CheckoutPaid(
-            order=order,
-            payment_id=text(data.get("payment_intent")),
-            amount=amount,
-            currency=currency,
-            subscription_id=text(subscription),
-            tax=tax,
-            **told,
-        )
-    if event_type in FAILED_EVENTS:
-        return PaymentFailed(order=_session_order(data), reason=event_type, **told)
+    if event_type in PAID_EVENTS or event_type in FAILED_EVENTS:
+        return _checkout_event(event_type, data, told)
     if event_type == "invoice.paid":
         return _invoice_paid(data, told)
     if event_type in SUBSCRIPTION_EVENTS:
@@ -262,8 +247,39 @@ def _event(event: dict[str, Any]) -> PaymentEvent:
             subscriber=subscriber_in(json_object(data.get("metadata"))),
             **told,
         )
+    if event_type == "charge.refunded" or event_type in DISPUTE_EVENTS:
+        return _charge_event(event_type, data, told)
+    return Unhandled(**told)
+
+
+def _checkout_event(event_type: str, session: dict[str, Any], told: dict[str, Any]) -> PaymentEvent:
+    """A Checkout Session completed (paid, or its payment still on its way), paid later, failed or
+    expired."""
+    order = _session_order(session)
+    if event_type in FAILED_EVENTS:
+        return PaymentFailed(order=order, reason=event_type, **told)
+    tax = _tax(session)
+    if session.get("payment_status") != "paid" and event_type == "checkout.session.completed":
+        return CheckoutPending(order=order, tax=tax, **told)
+    amount, currency = _paid(session)
+    subscription = session.get("subscription") if session.get("mode") == "subscription" else None
+    return CheckoutPaid(
+        order=order,
+        payment_id=text(session.get("payment_intent")),
+        amount=amount,
+        currency=currency,
+        subscription_id=text(subscription),
+        tax=tax,
+        **told,
+    )
+
+
+def _charge_event(event_type: str, data: dict[str, Any], told: dict[str, Any]) -> PaymentEvent:
+    """`charge.refunded` (data is the Charge) or `charge.dispute.*` (the Dispute), of a payment intent."""
     payment_intent = text(data.get("payment_intent"))
-    if event_type == "charge.refunded" and payment_intent is not None:
+    if payment_intent is None:
+        return Unhandled(**told)
+    if event_type == "charge.refunded":
         # The charge's metadata is our payment intent's, copied by Stripe: it names our order.
         refunded = positive(data.get("amount_refunded")) or 0
         return Refunded(
@@ -274,17 +290,18 @@ def _event(event: dict[str, Any]) -> PaymentEvent:
             charged=positive(data.get("amount")),
             **told,
         )
-    if event_type in DISPUTE_EVENTS and payment_intent is not None and text(data.get("id")):
-        currency = data.get("currency")
-        return Disputed(
-            payment=PaymentRef(payment_intent),
-            dispute_id=data["id"],
-            effect=_dispute_effect(event_type, str(data.get("status"))),
-            amount=positive(data.get("amount")),
-            currency=currency if isinstance(currency, str) else None,
-            **told,
-        )
-    return Unhandled(**told)
+    dispute_id = text(data.get("id"))
+    if dispute_id is None:
+        return Unhandled(**told)
+    currency = data.get("currency")
+    return Disputed(
+        payment=PaymentRef(payment_intent),
+        dispute_id=dispute_id,
+        effect=_dispute_effect(event_type, str(data.get("status"))),
+        amount=positive(data.get("amount")),
+        currency=currency if isinstance(currency, str) else None,
+        **told,
+    )
 
 
 def _dispute_effect(event_type: str, status: str) -> DisputeEffect | None:

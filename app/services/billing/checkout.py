@@ -18,7 +18,7 @@ from app.integrations.payments.base import (
     PaymentGateway,
     PaymentGatewayError,
 )
-from app.models import Order, PlanKind, Provider, User
+from app.models import MILLICREDITS_PER_CREDIT, Order, PlanKind, Provider, User
 from app.repositories.billing import OrderRepository
 from app.services.billing import gateways, orders
 from app.services.catalogue import PricedPlan, get_active_plan, providers_for
@@ -156,23 +156,9 @@ async def _dodo_checkout(
         order = await _new_order(session, user, Provider.dodo, priced, currency)
         product_name, product_id = priced.plan.name, priced.plan.dodo_product_id
     else:
-        credits_wanted = _custom_credits(settings, custom_credits)
+        order = await _custom_credits_order(session, settings, user, custom_credits, currency)
+        product_name = f"{order.credits // MILLICREDITS_PER_CREDIT} credits"
         product_id = settings.dodo_credits_product_id
-        if not product_id:
-            raise PlanNotAvailable(
-                "Buying a custom amount of credits is not enabled (DODO_CREDITS_PRODUCT_ID)."
-            )
-        order = await _new_order(
-            session,
-            user,
-            Provider.dodo,
-            None,
-            currency,
-            amount=credits_wanted * settings.dodo_price_per_credit_cents,
-            credits=credits_wanted * 1000,
-            kind=PlanKind.credit_pack.value,
-        )
-        product_name = f"{credits_wanted} credits"
     await _open(
         session,
         settings,
@@ -187,11 +173,25 @@ async def _dodo_checkout(
     return order
 
 
-def _custom_credits(settings: Settings, wanted: int | None) -> int:
+async def _custom_credits_order(
+    session: AsyncSession, settings: Settings, user: User, wanted: int | None, currency: str
+) -> Order:
+    """An order of a custom number of credits, within the configured bounds, at the price per credit."""
     low, high = settings.dodo_min_custom_credits, settings.dodo_max_custom_credits
     if wanted is None or not low <= wanted <= high:
         raise PlanNotAvailable(f"Choose a plan_id, or between {low} and {high} credits.")
-    return wanted
+    if not settings.dodo_credits_product_id:
+        raise PlanNotAvailable("Buying a custom amount of credits is not enabled (DODO_CREDITS_PRODUCT_ID).")
+    return await _new_order(
+        session,
+        user,
+        Provider.dodo,
+        None,
+        currency,
+        amount=wanted * settings.dodo_price_per_credit_cents,
+        credits=wanted * MILLICREDITS_PER_CREDIT,
+        kind=PlanKind.credit_pack.value,
+    )
 
 
 async def _new_order(

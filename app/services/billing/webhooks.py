@@ -64,20 +64,7 @@ async def apply(
 ) -> bool:
     """Apply one event; False when it is about nothing of ours (or nothing we act on)."""
     if isinstance(event, CheckoutPaid | CheckoutPending | PaymentFailed):
-        order = await orders.find(session, provider, event.order)
-        if order is None:
-            return False
-        if isinstance(event, PaymentFailed):
-            await orders.fail(session, order, event.reason)
-            return True
-        _record_tax(order, event.tax)
-        if isinstance(event, CheckoutPaid):
-            if event.subscription_id is not None:
-                order.provider_subscription_id = event.subscription_id
-            await orders.payment_received(
-                session, order, event.payment_id, amount=event.amount, currency=event.currency
-            )
-        return True
+        return await _checkout(session, provider, event)
     if isinstance(event, Refunded):
         return await _refunded(session, gateway, provider, event)
     if isinstance(event, Disputed):
@@ -106,6 +93,24 @@ async def apply(
         return changed is not None
     assert isinstance(event, Unhandled)
     return False
+
+
+async def _checkout(
+    session: AsyncSession, provider: Provider, event: CheckoutPaid | CheckoutPending | PaymentFailed
+) -> bool:
+    order = await orders.find(session, provider, event.order)
+    if order is None:
+        return False
+    if isinstance(event, PaymentFailed):
+        await orders.fail(session, order, event.reason)
+        return True
+    _record_tax(order, event.tax)
+    if isinstance(event, CheckoutPaid):
+        if event.subscription_id is not None:
+            order.provider_subscription_id = event.subscription_id
+        paid, currency = event.amount, event.currency
+        await orders.payment_received(session, order, event.payment_id, amount=paid, currency=currency)
+    return True
 
 
 def _record_tax(order: Order, tax: TaxDetails | None) -> None:

@@ -12,7 +12,6 @@ from pydantic import SecretStr
 from app.config import Settings
 from app.db.session import Database
 from app.integrations.clerk import ClerkSessionVerifier
-from app.integrations.dodo_gateway import DodoGateway
 from app.integrations.email import EmailSender, build_email_sender
 from app.integrations.google import GoogleOAuthClient
 from app.integrations.images.base import BackgroundRemover, PredictionClient, Vectorizer
@@ -20,10 +19,12 @@ from app.integrations.images.clipdrop import ClipDropRemover
 from app.integrations.images.local_background import LocalBackgroundRemover
 from app.integrations.images.local_vectorizer import LocalVectorizer
 from app.integrations.images.replicate import ReplicateClient
+from app.integrations.payments.base import PaymentGateway
+from app.integrations.payments.dodo import DodoGateway
+from app.integrations.payments.razorpay import RazorpayGateway
+from app.integrations.payments.stripe import StripeGateway
 from app.integrations.rate_limit import RateLimiter
-from app.integrations.razorpay_gateway import RazorpayGateway
 from app.integrations.storage import LocalStorage, S3Storage, Storage
-from app.integrations.stripe_gateway import StripeGateway
 from app.metrics import Metrics
 from app.security import LocalTokenCodec, PasswordHasher
 
@@ -39,9 +40,10 @@ class Container:
     rate_limiter: RateLimiter
     clerk: ClerkSessionVerifier | None
     google: GoogleOAuthClient | None
-    stripe: StripeGateway | None
-    razorpay: RazorpayGateway | None
-    dodo: DodoGateway | None
+    # Payment providers, each behind the PaymentGateway Protocol (None: not configured).
+    stripe: PaymentGateway | None
+    razorpay: PaymentGateway | None
+    dodo: PaymentGateway | None
     storage: Storage
     # The engines' providers, chosen by settings; fakes stand in for them in tests.
     background_remover: BackgroundRemover

@@ -4,11 +4,12 @@ Providers promise no order: a refund or a dispute can arrive before the confirma
 about (Razorpay `refund.processed` before `payment.captured`, Stripe `charge.refunded` before
 `checkout.session.completed`, Dodo `refund.succeeded` before `payment.succeeded`). Each is matched to its
 order through what it carries or what the provider says about the payment, recorded, and applied when the
-payment lands (app/services/billing.py). These tests deliver the signed webhooks of one purchase in every
-order (parametrized by provider and by permutation), then again (redeliveries under the same event id and
-the same news re-sent under new ones), and check what the customer sees over HTTP: the balance, the
-ledger, the order's status and refunded amount. A property test (hypothesis, derandomized) does the same
-for random mixes of confirmations, refunds, a dispute and redeliveries, against the canonical order.
+payment lands (app/services/billing/adjustments.py). These tests deliver the signed webhooks of one
+purchase in every order (parametrized by provider and by permutation), then again (redeliveries under the
+same event id and the same news re-sent under new ones), and check what the customer sees over HTTP: the
+balance, the ledger, the order's status and refunded amount. A property test (hypothesis, derandomized)
+does the same for random mixes of confirmations, refunds, a dispute and redeliveries, against the
+canonical order.
 
 Helpers: tests/support/payments.py. Amounts of credits are millicredits; every account starts with the
 signup bonus.

@@ -513,7 +513,7 @@ async def payment_state(client: httpx.AsyncClient, purchase: Purchase) -> Paymen
 
 
 def expected_state(purchase: Purchase, refunds: list[int], outcome: Outcome | None) -> PaymentState:
-    """The rules (app/services/billing.py): the money back with the customer is the refunds plus a
+    """The rules (app/services/billing/adjustments.py): the money back with the customer is the refunds plus a
     chargeback that stands (open or lost); the credits taken back are its share of the pack."""
     returned = sum(refunds) + (purchase.amount if outcome in ("open", "lost") else 0)
     taken = purchase.credits * min(returned, purchase.amount) // purchase.amount

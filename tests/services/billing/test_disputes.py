@@ -370,7 +370,7 @@ async def test_a_refund_or_dispute_of_a_payment_that_paid_no_invoice_of_ours_is_
     """A charge that is none of our orders may have paid a subscription invoice: Stripe is asked (the
     Invoice Payments API, since in API 2026-10-28 neither the Charge nor the Dispute names its invoice).
     When the payment intent paid no invoice we granted credits for, the event is stored and ignored, never
-    a 500. (Refunds and disputes of our renewals: tests/test_subscription_refunds.py.)"""
+    a 500. (Refunds and disputes of our renewals: test_invoices.py.)"""
     _, subscription_id = await stripe_subscription(client, auth, fake_stripe)
     invoice = fake_stripe.invoice_paid(subscription_id)
     await send_stripe(client, fake_stripe, invoice)

@@ -159,6 +159,11 @@ class Idempotent:
         self.user = user
         self.background = background
 
+    @property
+    def key(self) -> str | None:
+        """The request's Idempotency-Key, if it sent one (for a provider's own idempotency key)."""
+        return self.request.headers.get("idempotency-key")
+
     async def respond(
         self,
         status_code: int,
@@ -196,7 +201,7 @@ class Idempotent:
         connection back: the job runs in units of work of its own, and clients queued for an engine
         must not hold connections the jobs need."""
         await release_connection(self.session)
-        key = self.request.headers.get("idempotency-key")
+        key = self.key
         fingerprint = (
             idempotency.fingerprint_fields(self.request.method, self.request.url.path, fields) if key else ""
         )

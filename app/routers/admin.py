@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
@@ -44,13 +44,12 @@ class CreditAdjustmentIn(Schema):
 async def adjust_user_credits(
     user_id: uuid.UUID,
     body: CreditAdjustmentIn,
-    request: Request,
     admin: AdminUser,
     session: SessionDep,
     idempotent: IdempotentDep,
 ) -> JSONResponse:
     """Grant or take credits. With an Idempotency-Key a retried adjustment is applied once."""
-    key = request.headers.get("idempotency-key")
+    key = idempotent.key
     ledger_key = f"admin:{admin.id}:{key}" if key else f"admin:{uuid.uuid4()}"
 
     async def produce() -> LedgerEntryOut:

@@ -59,6 +59,9 @@ def create_app(
         housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
+        text_model = getattr(app.state, "text_model", None)
+        if text_model is not None:
+            await text_model.aclose()
         if owns_container:
             await container.aclose()
         if owns_database:

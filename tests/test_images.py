@@ -988,3 +988,31 @@ async def test_waiting_clients_hold_no_connection_the_jobs_need(
         await container.aclose()
         await database.dispose()
         await cleanup_committed(engine, [owner.id], [])
+
+
+class TestUsage:
+    async def test_each_job_leaves_one_usage_record_charged_only_on_success(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        container: Container,
+        user: User,
+    ) -> None:
+        cut_out = await client.post(CUT_OUT, headers=auth, files=files(photo_like(48, 48)))
+        assert cut_out.status_code == 200, cut_out.text
+        preview = await client.post(
+            "/api/v1/images/vectorize", headers=auth, data={"mode": "preview"}, files=files(logo_like(64))
+        )
+        assert preview.status_code == 200, preview.text
+        lost = await pending_job(client, auth, session, container, user)
+        assert lost.input_key is not None
+        (container.settings.storage_dir / lost.input_key).unlink()
+        await runner.run(container, lost.id)
+
+        summary = (await client.get("/api/v1/users/me/usage", headers=auth)).json()
+
+        totals = {t["action"]: (t["count"], t["failed"], t["credits"]) for t in summary["totals"]}
+        assert totals == {"remove_background": (1, 1, 1.0), "vectorize_preview": (1, 0, 0.2)}
+        assert summary["credits"] == 1.2
+        assert await balance(client, auth) == BONUS - 1.2

@@ -22,7 +22,7 @@ from app.errors import AppError, Conflict, DatabaseUnavailable, NotFound, Servic
 from app.integrations.storage import ObjectNotFound, StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
 from app.repositories.images import JobRepository
-from app.services import credits
+from app.services import credits, usage
 from app.services import images as images_service
 from app.services import uploads as uploads_service
 from app.services import users as users_service
@@ -307,6 +307,7 @@ async def complete(
             job.time_taken_ms = int((time.perf_counter() - started) * 1000)
             if job.reservation_key:
                 await credits.capture(session, job.reservation_key)
+            await _record_usage(session, job, success=True)
             balance = await credits.balance_of(session, job.user_id)
             return FinishedJob(job, outputs, balance), True
 
@@ -348,6 +349,7 @@ async def fail(
                 job.time_taken_ms = int((time.perf_counter() - started) * 1000)
             if job.reservation_key:
                 await credits.release(session, job.reservation_key)
+            await _record_usage(session, job, success=False)
             return job, True
 
     job, recorded = await retry_transient(write, what="job.fail", **WRITE_RETRIES)
@@ -355,6 +357,18 @@ async def fail(
         ctx.metrics.observe_job(job.kind, job.provider, job.status, code, None)
         log.info("job.failed", job_id=str(job_id), code=code)
     return job
+
+
+async def _record_usage(session: AsyncSession, job: Job, *, success: bool) -> None:
+    """The job's usage record, in the transaction that captured (or released) its credits."""
+    await usage.record(
+        session,
+        user_id=job.user_id,
+        action=engine_for(job.kind).usage_action(job.options),
+        credits=job.credits_reserved if success else 0,
+        object_id=job.id,
+        success=success,
+    )
 
 
 async def balance_after(ctx: Container, job: Job, outputs: list[JobOutput]) -> FinishedJob:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from app.container import Container
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError
 from app.integrations.storage import ObjectNotFound, StorageError
-from app.models import JobKind
+from app.models import JobKind, UsageAction
 
 # Pillow's format names of the images a job takes by default.
 IMAGE_INPUTS = frozenset({"PNG", "JPEG", "WEBP"})
@@ -68,6 +68,10 @@ class Engine(ABC):
     @abstractmethod
     def cost(self, ctx: Container, options: dict[str, Any]) -> int:
         """Millicredits reserved at submission, captured only if the job completes."""
+
+    @abstractmethod
+    def usage_action(self, options: dict[str, Any]) -> UsageAction:
+        """What the user's usage summary calls a run (one record per job, at its end)."""
 
     @abstractmethod
     def provider(self, ctx: Container) -> str:

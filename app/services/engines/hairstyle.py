@@ -14,7 +14,7 @@ from app.db.base import utcnow
 from app.errors import ProviderNotConfigured
 from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, Prediction, PredictionClient
 from app.integrations.images.replicate import TERMINAL_STATUSES
-from app.models import JobKind
+from app.models import JobKind, UsageAction
 from app.repositories.images import JobRepository
 from app.services.credits import to_millicredits
 from app.services.engines.base import Engine, JobOutput, JobWork
@@ -44,6 +44,9 @@ class Hairstyle(Engine):
 
     def cost(self, ctx: Container, options: dict[str, Any]) -> int:
         return to_millicredits(ctx.settings.generate_cost_credits) * len(options.get("views") or ["front"])
+
+    def usage_action(self, options: dict[str, Any]) -> UsageAction:
+        return UsageAction.generate
 
     def provider(self, ctx: Container) -> str:
         return "replicate"

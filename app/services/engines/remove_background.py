@@ -8,7 +8,7 @@ from typing import Any
 
 from app.container import Container
 from app.integrations.images.base import fit_pixels
-from app.models import JobKind
+from app.models import JobKind, UsageAction
 from app.services.credits import to_millicredits
 from app.services.engines.base import Engine, JobOutput, JobWork
 
@@ -18,6 +18,9 @@ class RemoveBackground(Engine):
 
     def cost(self, ctx: Container, options: dict[str, Any]) -> int:
         return to_millicredits(ctx.settings.remove_background_cost_credits)
+
+    def usage_action(self, options: dict[str, Any]) -> UsageAction:
+        return UsageAction.remove_background
 
     def provider(self, ctx: Container) -> str:
         return ctx.background_remover.name

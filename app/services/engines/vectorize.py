@@ -6,7 +6,7 @@ from typing import Any
 
 from app.container import Container
 from app.integrations.images.base import VectorizeOptions
-from app.models import JobKind
+from app.models import JobKind, UsageAction
 from app.services.credits import to_millicredits
 from app.services.engines.base import Engine, JobOutput, JobWork
 
@@ -63,6 +63,11 @@ class Vectorize(Engine):
         preview = options.get("mode") == "preview"
         price = settings.vectorize_preview_cost_credits if preview else settings.vectorize_full_cost_credits
         return to_millicredits(price)
+
+    def usage_action(self, options: dict[str, Any]) -> UsageAction:
+        return (
+            UsageAction.vectorize_preview if options.get("mode") == "preview" else UsageAction.vectorize_full
+        )
 
     def provider(self, ctx: Container) -> str:
         return ctx.vectorizer.name

@@ -424,6 +424,19 @@ async def test_erasing_the_account_deletes_its_systems_and_their_tags(
     assert await count(session, DesignSystemTag) == 0
 
 
+async def test_the_account_export_carries_the_users_systems(
+    client: httpx.AsyncClient, auth: dict[str, str], other_auth: dict[str, str]
+) -> None:
+    mine = await create(client, auth, name="Mine")
+    await create(client, other_auth, name="Theirs")
+
+    exported = (await client.get("/api/v1/users/me/export", headers=auth)).json()
+
+    assert [(s["id"], s["name"], s["colors"]) for s in exported["design_systems"]] == [
+        (mine["id"], "Mine", mine["colors"])
+    ]
+
+
 async def test_a_maker_without_a_username_shows_their_name_or_anonymous(
     client: httpx.AsyncClient, session: AsyncSession, settings: Settings, container: Container
 ) -> None:

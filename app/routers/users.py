@@ -67,6 +67,22 @@ async def export_me(user: CurrentUser, session: SessionDep) -> AccountExportOut:
             }
             for email in exported.emails
         ],
+        design_systems=[
+            {
+                "id": str(system.id),
+                "name": system.name,
+                "description": system.description,
+                "colors": system.colors,
+                "typography": system.typography,
+                "spacing": system.spacing,
+                "radii": system.radii,
+                "shadows": system.shadows,
+                "version": system.version,
+                "is_public": system.is_public,
+                "created_at": system.created_at,
+            }
+            for system in exported.design_systems
+        ],
         exported_at=utcnow(),
     )
 

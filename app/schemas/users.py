@@ -73,4 +73,5 @@ class AccountExportOut(Schema):
     ledger: list[LedgerEntryOut]
     api_keys: list[ApiKeyOut]
     emails: list[dict[str, Any]]
+    design_systems: list[dict[str, Any]] = []
     exported_at: datetime

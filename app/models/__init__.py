@@ -62,3 +62,7 @@ __all__ = [
     "UserRole",
     "WebhookEvent",
 ]
+
+from app.models.audit import AuditAction, AuditLog
+
+__all__ += ["AuditAction", "AuditLog"]

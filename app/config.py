@@ -223,6 +223,15 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    # --- AI clones ----------------------------------------------------------------------------------
+    # Photos per POST /photos request, photos a user's set may hold, the largest photo (bytes; the
+    # smaller of this and UPLOAD_MAX_BYTES applies) and its longest side after storing (larger ones are
+    # scaled down).
+    clone_photos_max_per_request: int = Field(default=10, ge=1, le=100)
+    clone_photos_max_per_user: int = Field(default=50, ge=1)
+    clone_photo_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    clone_photo_max_side: int = Field(default=2048, ge=256)
+
     # --- design systems and the LLM ----------------------------------------------------------------
     # Which LLM answers prompt-driven work (palettes and design systems from a description, prompt
     # enhancement); it needs OPENAI_API_KEY or ANTHROPIC_API_KEY, else those endpoints answer 503.

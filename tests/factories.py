@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
-from app.models import Order, User
+from app.models import CloneModel, CloneModelPhoto, Order, User
 from app.repositories.billing import OrderRepository
 from app.services import api_keys as api_keys_service
 from app.services import catalogue
@@ -67,3 +67,16 @@ async def make_order(
         **fields,
     }
     return await OrderRepository(session).add(Order(**values))
+
+
+async def make_clone_model(
+    session: AsyncSession, user: User, photo_ids: list[uuid.UUID], *, status: str = "training", **fields: Any
+) -> CloneModel:
+    """A personal model of `user` trained (or training) on `photo_ids`, without any provider call."""
+    values: dict[str, Any] = {"name": "Me", "trigger_word": f"tok{uuid.uuid4().hex[:8]}", **fields}
+    model = CloneModel(user_id=user.id, status=status, **values)
+    session.add(model)
+    await session.flush()
+    session.add_all([CloneModelPhoto(model_id=model.id, photo_id=photo_id) for photo_id in photo_ids])
+    await session.commit()
+    return model

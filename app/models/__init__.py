@@ -66,3 +66,7 @@ __all__ = [
 from app.models.audit import AuditAction, AuditLog
 
 __all__ += ["AuditAction", "AuditLog"]
+
+from app.models.clone import CloneModel, CloneModelPhoto, CloneModelStatus, ClonePhoto  # noqa: E402
+
+__all__ += ["CloneModel", "CloneModelPhoto", "CloneModelStatus", "ClonePhoto"]

@@ -7,6 +7,7 @@ from app.routers import (
     api_keys,
     auth,
     billing,
+    clones,
     credits,
     design,
     files,
@@ -20,6 +21,7 @@ from app.routers import (
 api_router = APIRouter(prefix="/api/v1")
 for module in (auth, users, api_keys, credits, billing, images, files, webhooks, admin, design, usage):
     api_router.include_router(module.router)
+api_router.include_router(clones.router)
 
 root_router = APIRouter()
 root_router.include_router(health.router)

@@ -1,0 +1,77 @@
+"""AI clones: photo sets (and, as they land, personal models, generations, prompt enhancement, quotas)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Response, UploadFile
+
+from app.container import Container
+from app.dependencies import ContainerDep, CurrentUser, SessionDep
+from app.schemas.clones import PhotoOut, PhotoPageOut, PhotosOut
+from app.services import images, uploads
+from app.services.clones import photos
+
+router = APIRouter(tags=["clones"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+async def photo_out(ctx: Container, view: photos.PhotoView) -> PhotoOut:
+    upload = view.upload
+    return PhotoOut(
+        id=view.photo.id,
+        url=await images.url_for(ctx, upload.storage_key),
+        content_type=upload.content_type,
+        width=upload.width,
+        height=upload.height,
+        size=upload.size,
+        created_at=view.photo.created_at,
+    )
+
+
+@router.post("/photos", status_code=201, response_model=PhotosOut)
+async def add_photos(
+    files: Annotated[list[UploadFile], File(description="One or several images (PNG, JPEG or WebP).")],
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+) -> PhotosOut:
+    """Add photos of yourself to your set (multipart, field `files`, repeated). Each is validated like
+    `POST /uploads`; one invalid image refuses the whole request and nothing is kept."""
+    settings = container.settings
+    if len(files) > settings.clone_photos_max_per_request:
+        raise photos.TooManyPhotosInRequest(
+            f"At most {settings.clone_photos_max_per_request} photos may be sent in one request."
+        )
+    limit = min(settings.clone_photo_max_bytes, settings.upload_max_bytes)
+    data: list[bytes] = []
+    for file in files:
+        chunk = await file.read(limit + 1)
+        if len(chunk) > limit:
+            raise uploads.ImageTooLarge(f"The file {file.filename!r} is larger than {limit} bytes.")
+        data.append(chunk)
+    stored = await photos.add(session, container, user, data)
+    return PhotosOut(items=[await photo_out(container, view) for view in stored])
+
+
+@router.get("/photos", response_model=PhotoPageOut)
+async def list_photos(
+    user: CurrentUser, session: SessionDep, container: ContainerDep, limit: Limit = 50, cursor: Cursor = None
+) -> PhotoPageOut:
+    """Your photo set, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    found = await photos.page(session, user, limit, cursor)
+    return PhotoPageOut(
+        items=[await photo_out(container, view) for view in found.items], next_cursor=found.next_cursor
+    )
+
+
+@router.delete("/photos/{photo_id}", status_code=204)
+async def delete_photo(
+    photo_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> Response:
+    """Delete one of your photos (409 while a training uses it)."""
+    await photos.delete(session, container, user, photo_id)
+    return Response(status_code=204)

@@ -1,16 +1,21 @@
-"""`pixforge serve` and `pixforge migrate`."""
+"""`pixforge serve`, `migrate`, `sweep`, `create-admin` and `set-role`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic.config import Config
 
 from alembic import command
-from app.config import get_settings
+from app.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +69,69 @@ def sweep() -> None:
     asyncio.run(round_())
 
 
+def _read_password(from_stdin: bool) -> str:
+    """The new admin's password: one line of stdin (`--password-stdin`, or when stdin is not a terminal),
+    else asked twice without echo."""
+    import getpass
+
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password for the new admin: ")
+    if getpass.getpass("Repeat it: ") != password:
+        raise SystemExit("the passwords differ")
+    return password
+
+
+def _with_session(work: Callable[[AsyncSession, Settings], Awaitable[str]]) -> None:
+    import asyncio
+
+    from app.db.session import Database
+
+    settings = get_settings()
+
+    async def run() -> str:
+        database = Database.from_settings(settings)
+        try:
+            async with database.session_scope() as session:
+                return await work(session, settings)
+        finally:
+            await database.dispose()
+
+    try:
+        message = asyncio.run(run())
+    except (LookupError, ValueError) as exc:
+        raise SystemExit(f"pixforge: {exc}") from exc
+    print(message)  # noqa: T201 - the command's output
+
+
+def create_admin(email: str, password_stdin: bool) -> None:
+    """Make EMAIL an administrator, creating the account (verified) when it does not exist."""
+    from app.repositories.users import UserRepository
+    from app.security import PasswordHasher
+    from app.services import admin as admin_service
+    from app.services.users import normalize_email
+
+    async def work(session: AsyncSession, settings: Settings) -> str:
+        exists = await UserRepository(session).get_by_email(normalize_email(email)) is not None
+        password = None if exists else _read_password(password_stdin)
+        user, created = await admin_service.create_admin(
+            session, settings, PasswordHasher.from_settings(settings), email, password
+        )
+        return f"{'created' if created else 'promoted'} admin {user.email} ({user.id})"
+
+    _with_session(work)
+
+
+def set_role(email: str, role: str) -> None:
+    from app.services import admin as admin_service
+
+    async def work(session: AsyncSession, settings: Settings) -> str:
+        user = await admin_service.set_role(session, email, role)
+        return f"{user.email} is now {user.role}"
+
+    _with_session(work)
+
+
 def serve(host: str | None, port: int | None, reload: bool, workers: int) -> None:
     import uvicorn
 
@@ -92,6 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     migrate_parser = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
     migrate_parser.add_argument("revision", nargs="?", default="head")
     commands.add_parser("sweep", help="delete images past their retention, expired tokens; recover jobs")
+    admin_parser = commands.add_parser("create-admin", help="make EMAIL an admin (created if missing)")
+    admin_parser.add_argument("email")
+    admin_parser.add_argument(
+        "--password-stdin", action="store_true", help="read a new account's password from stdin"
+    )
+    role_parser = commands.add_parser("set-role", help="set the role (user or admin) of EMAIL's account")
+    role_parser.add_argument("email")
+    role_parser.add_argument("role", choices=["user", "admin"])
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -100,6 +176,10 @@ def main(argv: list[str] | None = None) -> None:
         migrate(args.revision)
     elif args.command == "sweep":
         sweep()
+    elif args.command == "create-admin":
+        create_admin(args.email, args.password_stdin)
+    elif args.command == "set-role":
+        set_role(args.email, args.role)
 
 
 if __name__ == "__main__":

@@ -103,3 +103,39 @@ def test_sweep_deletes_what_retention_says_and_reports(tmp_path: Path) -> None:
     assert "'vectorize': 1" in result.stdout
     with sqlite3.connect(database) as db:
         assert [row[0] for row in db.execute("SELECT id FROM jobs")] == ["2" * 32]
+
+
+def test_create_admin_then_set_role(tmp_path: Path) -> None:
+    env = {**_environment(tmp_path / "data"), "LOG_LEVEL": "WARNING"}
+    subprocess.run([*PIXFORGE, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+
+    def pixforge(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PIXFORGE, *args], env=env, input=stdin, capture_output=True, timeout=60, text=True
+        )
+
+    password = "correct horse battery\n"
+    created = pixforge("create-admin", "Boss@Example.com", "--password-stdin", stdin=password)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("created admin boss@example.com")
+    again = pixforge("create-admin", "boss@example.com")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("promoted admin")
+    assert pixforge("set-role", "boss@example.com", "user").stdout.strip() == "boss@example.com is now user"
+    missing = pixforge("set-role", "nobody@example.com", "admin")
+    assert missing.returncode != 0
+    assert "no account" in missing.stderr
+    short = pixforge("create-admin", "new@example.com", "--password-stdin", stdin="short\n")
+    assert short.returncode != 0
+    assert "at least 8" in short.stderr
+    with sqlite3.connect(tmp_path / "data" / "pixforge.db") as db:
+        query = "SELECT email, role, email_verified_at IS NOT NULL, password_hash FROM users"
+        users = list(db.execute(query))
+        actions = [row[0] for row in db.execute("SELECT details FROM audit_logs ORDER BY created_at")]
+    assert [row[:3] for row in users] == [("boss@example.com", "user", 1)]
+    assert users[0][3]
+    assert "correct horse" not in users[0][3]
+    # Created as admin, then demoted; promoting an admin changes nothing and records nothing.
+    assert len(actions) == 2
+    assert '"to": "user"' in actions[1]
+    assert all("correct horse" not in details for details in actions)

@@ -7,11 +7,17 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import LedgerReason, User
-from app.services import credits
+from app.config import Settings
+from app.db.base import utcnow
+from app.models import AuditAction, LedgerReason, User, UserRole
+from app.repositories.users import UserRepository
+from app.security import PasswordHasher
+from app.services import audit, credits
 from app.services import users as users_service
 
 log = structlog.get_logger("app.admin")
+
+MIN_PASSWORD_LENGTH = 8
 
 
 async def adjust_credits(
@@ -29,5 +35,67 @@ async def adjust_credits(
         movement = await credits.debit(
             session, target.id, -amount, LedgerReason.admin_adjustment, key, reference
         )
+    await audit.record(
+        session,
+        action=AuditAction.credits_adjusted,
+        actor_id=admin.id,
+        subject_id=target.id,
+        details={"amount": amount, "note": note, "ledger_entry_id": movement.entry.id},
+    )
     log.info("admin.credits_adjusted", admin_id=str(admin.id), user_id=str(target.id), amount=amount)
     return movement
+
+
+class UnknownRole(ValueError):
+    pass
+
+
+async def set_role(
+    session: AsyncSession, email: str, role: str, *, actor_id: uuid.UUID | None = None, via: str = "cli"
+) -> User:
+    """Give an existing account a role (user or admin); the change is audited. LookupError: no account."""
+    if role not in {member.value for member in UserRole}:
+        raise UnknownRole(f"role must be one of: {', '.join(member.value for member in UserRole)}")
+    user = await UserRepository(session).get_by_email(users_service.normalize_email(email))
+    if user is None or user.erased_at is not None:
+        raise LookupError(f"no account with the email {email}")
+    if user.role != role:
+        previous, user.role = user.role, role
+        await audit.record(
+            session,
+            action=AuditAction.role_changed,
+            actor_id=actor_id,
+            subject_id=user.id,
+            details={"from": previous, "to": role, "via": via},
+        )
+    return user
+
+
+async def create_admin(
+    session: AsyncSession, settings: Settings, passwords: PasswordHasher, email: str, password: str | None
+) -> tuple[User, bool]:
+    """Make the account of `email` an administrator: promote it if it exists, else create it, verified,
+    with `password` (ValueError when none is given). Returns the user and whether it was created."""
+    normalized = users_service.normalize_email(email)
+    existing = await UserRepository(session).get_by_email(normalized)
+    if existing is not None:
+        return await set_role(session, normalized, UserRole.admin.value), False
+    if not password:
+        raise ValueError("a new account needs a password")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user = await users_service.create_user(
+        session,
+        settings,
+        email=normalized,
+        password_hash=await passwords.hash(password),
+        email_verified_at=utcnow(),
+        role=UserRole.admin.value,
+    )
+    await audit.record(
+        session,
+        action=AuditAction.role_changed,
+        subject_id=user.id,
+        details={"from": None, "to": UserRole.admin.value, "via": "cli", "created": True},
+    )
+    return user, True

@@ -1,3 +1,5 @@
+"""POST /admin/users/{id}/credits: grant or take credits."""
+
 from __future__ import annotations
 
 import uuid
@@ -14,7 +16,7 @@ from app.schemas.users import LedgerEntryOut
 from app.services import admin as admin_service
 from app.services import credits
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter()
 
 
 MAX_ADJUSTMENT_CREDITS = 10_000_000

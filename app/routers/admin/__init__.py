@@ -1,0 +1,14 @@
+"""Every route under /api/v1/admin/, in this one package.
+
+The admin dependency sits on the package's router, so a route added to any module here is refused to
+anonymous callers (401) and to non-admins (403) without having to ask for it
+(tests/test_admin_routes.py walks the app to prove it)."""
+
+from fastapi import APIRouter, Depends
+
+from app.dependencies import get_admin
+from app.routers.admin import credits
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(get_admin)])
+for module in (credits,):
+    router.include_router(module.router)

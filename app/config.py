@@ -161,6 +161,8 @@ class Settings(BaseSettings):
     retention_hours_remove_background: int = Field(default=0, ge=0)
     retention_hours_vectorize: int = Field(default=0, ge=0)
     retention_hours_generate: int = Field(default=0, ge=0)
+    # Days the audit trail is kept (the housekeeping sweep deletes older rows); 0 keeps it forever.
+    audit_log_retention_days: int = Field(default=365, ge=0)
 
     # --- rate limits ("N/second|minute|hour|day"); storage is REDIS_URL when set, else memory ---------
     rate_limits_enabled: bool = True

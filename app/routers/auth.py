@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
@@ -33,12 +33,19 @@ from app.schemas.auth import (
     TokenOut,
 )
 from app.security import new_secret_token
+from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import email as email_service
 from app.services import google_login
 from app.services.auth import TokenPair
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+
+async def record_client_ip(ip: ClientIp) -> None:
+    """The caller's address for the audit rows this request writes (async: the endpoint sees it)."""
+    audit_service.client_ip.set(ip)
+
+
+router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(record_client_ip)])
 GOOGLE_STATE_COOKIE = "pf_google_state"
 _CHECK_INBOX = "If an account uses this address, a message is on its way."
 

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
 
 from app.db.base import utcnow
 from app.dependencies import ContainerDep, CurrentUser, PrincipalDep, SessionDep
 from app.errors import Forbidden
 from app.models import CreditLedgerEntry, User
+from app.routers.auth import record_client_ip
+from app.schemas.admin import AuditLogOut, AuditLogPageOut
 from app.schemas.users import AccountExportOut, ApiKeyOut, CreditsOut, LedgerEntryOut, UserOut, UserUpdateIn
+from app.services import audit as audit_service
 from app.services import credits as credits_service
 from app.services import users as users_service
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(record_client_ip)])
 
 
 def user_out(user: User) -> UserOut:
@@ -110,4 +115,19 @@ def ledger_entry_out(entry: CreditLedgerEntry) -> LedgerEntryOut:
         reference=entry.reference,
         balance_after=credits_service.to_credits(entry.balance_after),
         created_at=entry.created_at,
+    )
+
+
+@router.get("/me/activity", response_model=AuditLogPageOut)
+async def my_activity(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditLogPageOut:
+    """Your account's security events (sign-ins, failed sign-ins, password resets, API keys, role and
+    ban changes, credit adjustments, exports), newest first."""
+    page = await audit_service.activity(session, user.id, limit, cursor)
+    return AuditLogPageOut(
+        items=[AuditLogOut.model_validate(row) for row in page.entries], next_cursor=page.next_cursor
     )

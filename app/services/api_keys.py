@@ -8,9 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.errors import NotFound
-from app.models import ApiKey, User
+from app.models import ApiKey, AuditAction, User
 from app.repositories.auth_tokens import ApiKeyRepository
 from app.security import sha256_hex
+from app.services import audit
 from app.services.auth import API_KEY_PREFIX
 
 
@@ -28,6 +29,13 @@ async def create(session: AsyncSession, user: User, name: str) -> CreatedApiKey:
     key = await ApiKeyRepository(session).add(
         ApiKey(user_id=user.id, name=name, prefix=prefix, secret_hash=sha256_hex(secret))
     )
+    await audit.record(
+        session,
+        action=AuditAction.api_key_created,
+        actor_id=user.id,
+        subject_id=user.id,
+        details={"key_id": key.id, "name": name},
+    )
     return CreatedApiKey(key, secret)
 
 
@@ -41,4 +49,11 @@ async def revoke(session: AsyncSession, user: User, key_id: uuid.UUID) -> None:
         raise NotFound("No such API key.")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        await audit.record(
+            session,
+            action=AuditAction.api_key_revoked,
+            actor_id=user.id,
+            subject_id=user.id,
+            details={"key_id": key.id},
+        )
     await session.flush()

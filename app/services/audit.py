@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.models import AuditAction, AuditLog
 from app.repositories.audit import AuditLogRepository
+from app.services.pagination import decode_cursor, encode_cursor
 
 # Set per request by the routers that record events (an async dependency, so the endpoint sees it).
 client_ip: ContextVar[str | None] = ContextVar("audit_client_ip", default=None)
@@ -79,21 +81,28 @@ async def record(
     return await AuditLogRepository(session).add(row)
 
 
+@dataclass(frozen=True)
+class AuditPage:
+    entries: list[AuditLog]
+    next_cursor: str | None
+
+
 async def page(
     session: AsyncSession,
     *,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None = None,
+    cursor: str | None = None,
     actions: list[str] | None = None,
     actor_id: uuid.UUID | None = None,
     subject_id: uuid.UUID | None = None,
     concerning: uuid.UUID | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> list[AuditLog]:
-    return await AuditLogRepository(session).page(
-        limit=limit,
-        after=after,
+) -> AuditPage:
+    """Newest first; pass `next_cursor` back as `cursor` for the next page."""
+    rows = await AuditLogRepository(session).page(
+        limit=limit + 1,
+        after=decode_cursor(cursor) if cursor else None,
         actions=actions,
         actor_id=actor_id,
         subject_id=subject_id,
@@ -101,6 +110,15 @@ async def page(
         since=since,
         until=until,
     )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return AuditPage(rows, encode_cursor(last.created_at, last.id) if last else None)
+
+
+async def activity(session: AsyncSession, user_id: uuid.UUID, limit: int, cursor: str | None) -> AuditPage:
+    """A user's own security events: what they did and what was done to their account."""
+    return await page(session, limit=limit, cursor=cursor, actions=SECURITY_ACTIONS, concerning=user_id)
 
 
 async def sweep_expired(session: AsyncSession, retention_days: int) -> int:

@@ -18,7 +18,7 @@ from app.db.base import utcnow
 from app.errors import AppError, BadRequest, Forbidden, RateLimited, ServiceUnavailable
 from app.integrations.clerk import ClerkUnavailable, InvalidClerkToken
 from app.integrations.rate_limit import RateLimitExceeded
-from app.models import OneTimeToken, OneTimeTokenPurpose, RefreshToken, User
+from app.models import AuditAction, OneTimeToken, OneTimeTokenPurpose, RefreshToken, User
 from app.repositories.auth_tokens import (
     ApiKeyRepository,
     OneTimeTokenRepository,
@@ -34,6 +34,7 @@ from app.security import (
     sha256_hex,
     unverified_issuer,
 )
+from app.services import audit
 from app.services import email as email_service
 from app.services import users as users_service
 from app.services.users import EmailTaken, normalize_email
@@ -221,14 +222,35 @@ async def login(session: AsyncSession, ctx: Container, *, email: str, password: 
     # Verified either way (against a decoy hash when there is no account): same time, same answer.
     matches, new_hash = await ctx.passwords.verify(password, user.password_hash if user else None)
     if user is None or not matches:
-        raise InvalidCredentials()
+        await _login_failed(session, user, "invalid_credentials")
+        # The audit row is committed with the 401 (nothing else was changed).
+        raise InvalidCredentials(keep_changes=True)
     if user.email_verified_at is None:
-        raise EmailNotVerified()
+        await _login_failed(session, user, "email_not_verified")
+        raise EmailNotVerified(keep_changes=True)
     if new_hash is not None:
         user.password_hash = new_hash
     user.last_login_at = utcnow()
+    await audit.record(
+        session,
+        action=AuditAction.login_succeeded,
+        actor_id=user.id,
+        subject_id=user.id,
+        details={"method": "password"},
+    )
     log.info("auth.login", user_id=str(user.id))
     return await issue_session(session, ctx, user)
+
+
+async def _login_failed(session: AsyncSession, user: User | None, reason: str) -> None:
+    """A refused sign-in, on record. An attempt on an unknown address names no one (and never keeps what
+    was typed: a password pasted into the email field must not land in the trail)."""
+    await audit.record(
+        session,
+        action=AuditAction.login_failed,
+        subject_id=user.id if user is not None else None,
+        details={"reason": reason, "method": "password", "known_account": user is not None},
+    )
 
 
 async def issue_session(
@@ -311,6 +333,7 @@ async def forgot_password(session: AsyncSession, ctx: Container, email: str) -> 
     token = await _issue_one_time_token(
         session, user.id, OneTimeTokenPurpose.reset_password, ctx.settings.password_reset_ttl_seconds
     )
+    await audit.record(session, action=AuditAction.password_reset_requested, subject_id=user.id)
     link = f"{ctx.settings.frontend_url}/reset-password?token={token}"
     await email_service.enqueue(
         session,
@@ -338,6 +361,9 @@ async def reset_password(session: AsyncSession, ctx: Container, token: str, new_
     if user.email_verified_at is None:
         user.email_verified_at = now  # the reset link proved the address
     await RefreshTokenRepository(session).revoke_all_for_user(user.id, now)
+    await audit.record(
+        session, action=AuditAction.password_reset_completed, actor_id=user.id, subject_id=user.id
+    )
     log.info("auth.password_reset", user_id=str(user.id))
 
 

@@ -15,13 +15,13 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound
-from app.models import CreditLedgerEntry, LedgerReason, User
+from app.models import AuditAction, CreditLedgerEntry, LedgerReason, User
 from app.repositories.auth_tokens import ApiKeyRepository, OneTimeTokenRepository, RefreshTokenRepository
 from app.repositories.credits import CreditRepository
 from app.repositories.design import DesignSystemRepository
 from app.repositories.outbox import OutboxRepository
 from app.repositories.users import UserRepository
-from app.services import credits
+from app.services import audit, credits
 from app.services import images as images_service
 from app.services.credits import to_millicredits
 
@@ -96,6 +96,7 @@ async def export(session: AsyncSession, user: User) -> AccountExport:
     repository = CreditRepository(session)
     account = await repository.ensure_account(user.id)
     ledger = await repository.list_entries(account.id, limit=1_000_000)
+    await audit.record(session, action=AuditAction.account_exported, actor_id=user.id, subject_id=user.id)
     return AccountExport(
         user=user,
         balance=account.balance,
@@ -147,6 +148,7 @@ async def erase(session: AsyncSession, ctx: Container, user: User) -> None:
     user.is_active = False
     user.erased_at = now
     user.sessions_revoked_at = now
+    await audit.record(session, action=AuditAction.account_deleted, subject_id=user.id)
     await session.flush()
 
 

@@ -8,9 +8,9 @@ import asyncio
 import structlog
 
 from app.container import Container
+from app.services import audit, sessions_sweep
 from app.services import email as email_service
 from app.services import images as images_service
-from app.services import sessions_sweep
 from app.tasks.recovery import recover_jobs
 
 log = structlog.get_logger("app.tasks.maintenance")
@@ -21,6 +21,7 @@ async def run_once(container: Container) -> None:
     await recover_jobs(container)
     async with container.database.session_scope() as session:
         swept = await sessions_sweep.sweep_expired(session)
+        swept["audit_logs"] = await audit.sweep_expired(session, container.settings.audit_log_retention_days)
     if any(swept.values()):
         log.info("maintenance.swept", **swept)
     await images_service.sweep_expired(container)

@@ -233,6 +233,42 @@ class Settings(BaseSettings):
     clone_photos_max_per_user: int = Field(default=50, ge=1)
     clone_photo_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     clone_photo_max_side: int = Field(default=2048, ge=256)
+    # Prompt enhancement (POST /prompts/enhance, through the LLM above): seconds per attempt, the most
+    # tokens of one answer, and the most characters of the enhanced prompt kept (cut past it).
+    prompt_enhance_timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+    prompt_enhance_max_output_tokens: int = Field(default=400, ge=64, le=4096)
+    prompt_enhance_output_max_chars: int = Field(default=1500, ge=100, le=10_000)
+    # Plan quotas, as plan=number pairs (comma separated; "unlimited" for no bound; a plan not listed gets
+    # the `free` entry, which must be present): personal models a plan may ever train, and image
+    # generations it may start per UTC day.
+    clone_model_quotas: Annotated[dict[str, int | None], NoDecode] = Field(
+        default_factory=lambda: {"free": 5, "pro": None}
+    )
+    clone_generation_daily_quotas: Annotated[dict[str, int | None], NoDecode] = Field(
+        default_factory=lambda: dict[str, int | None]({"free": 20, "pro": 100})
+    )
+
+    @field_validator("clone_model_quotas", "clone_generation_daily_quotas", mode="before")
+    @classmethod
+    def _parse_quotas(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        quotas: dict[str, int | None] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            plan, sep, amount = (text.strip() for text in item.partition("="))
+            if not sep or not plan:
+                raise ValueError(f"quota {item!r}: expected plan=number or plan=unlimited")
+            quotas[plan.lower()] = None if amount.lower() == "unlimited" else int(amount)
+        return quotas
+
+    @field_validator("clone_model_quotas", "clone_generation_daily_quotas")
+    @classmethod
+    def _free_quota_present(cls, quotas: dict[str, int | None]) -> dict[str, int | None]:
+        if "free" not in quotas:
+            raise ValueError("the quotas must name the `free` plan (the default of unlisted plans)")
+        if any(amount is not None and amount < 0 for amount in quotas.values()):
+            raise ValueError("a quota is a number >= 0 or `unlimited`")
+        return quotas
 
     # --- design systems and the LLM ----------------------------------------------------------------
     # Which LLM answers prompt-driven work (palettes and design systems from a description, prompt

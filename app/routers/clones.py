@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Response, UploadFile
 
 from app.container import Container
-from app.dependencies import ContainerDep, CurrentUser, SessionDep
-from app.schemas.clones import PhotoOut, PhotoPageOut, PhotosOut
+from app.dependencies import ContainerDep, CurrentUser, SessionDep, TextModelDep
+from app.schemas.clones import EnhancedOut, EnhanceIn, PhotoOut, PhotoPageOut, PhotosOut
 from app.services import images, uploads
-from app.services.clones import photos
+from app.services.clones import photos, prompts
 
 router = APIRouter(tags=["clones"])
 
@@ -75,3 +75,13 @@ async def delete_photo(
     """Delete one of your photos (409 while a training uses it)."""
     await photos.delete(session, container, user, photo_id)
     return Response(status_code=204)
+
+
+@router.post("/prompts/enhance", response_model=EnhancedOut)
+async def enhance_prompt(
+    body: EnhanceIn, user: CurrentUser, session: SessionDep, container: ContainerDep, model: TextModelDep
+) -> EnhancedOut:
+    """Your idea rewritten by the configured LLM into a detailed text-to-image prompt (free; 503
+    `provider_not_configured` without an LLM key, 502 when the model gives no usable answer)."""
+    enhanced = await prompts.enhance(session, container.settings, model, body.prompt, body.style)
+    return EnhancedOut(original=enhanced.original, enhanced=enhanced.enhanced)

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from pydantic import Field
+
 from app.schemas.base import Schema
 
 
@@ -23,3 +25,27 @@ class PhotosOut(Schema):
 class PhotoPageOut(Schema):
     items: list[PhotoOut]
     next_cursor: str | None
+
+
+class EnhanceIn(Schema):
+    prompt: str = Field(min_length=1, max_length=2000, examples=["me as an astronaut on the moon"])
+    style: str | None = Field(default=None, max_length=100, examples=["cinematic"])
+
+
+class EnhancedOut(Schema):
+    original: str
+    enhanced: str
+
+
+class QuotaOut(Schema):
+    name: str
+    period: str
+    used: int
+    total: int | None
+    remaining: int | None
+    resets_at: datetime | None
+
+
+class QuotasOut(Schema):
+    plan: str
+    quotas: list[QuotaOut]

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.base import utcnow
+from app.errors import Conflict, NotFound
 from app.models import AuditAction, LedgerReason, User, UserRole
+from app.repositories.admin import AdminUserRepository
+from app.repositories.auth_tokens import RefreshTokenRepository
+from app.repositories.credits import CreditRepository
 from app.repositories.users import UserRepository
 from app.security import PasswordHasher
 from app.services import audit, credits
 from app.services import users as users_service
+from app.services.pagination import decode_cursor, encode_cursor
 
 log = structlog.get_logger("app.admin")
 
@@ -99,3 +106,95 @@ async def create_admin(
         details={"from": None, "to": UserRole.admin.value, "via": "cli", "created": True},
     )
     return user, True
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserRow:
+    user: User
+    balance: int
+    reserved: int
+
+
+@dataclass(frozen=True)
+class UserPage:
+    rows: list[UserRow]
+    next_cursor: str | None
+
+
+async def list_users(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    email: str | None = None,
+    plan: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> UserPage:
+    found = await AdminUserRepository(session).page(
+        limit=limit + 1,
+        after=decode_cursor(cursor) if cursor else None,
+        email=email,
+        plan=plan,
+        since=since,
+        until=until,
+    )
+    more = len(found) > limit
+    rows = [UserRow(user, balance or 0, reserved or 0) for user, balance, reserved in found[:limit]]
+    last = rows[-1].user if more else None
+    return UserPage(rows, encode_cursor(last.created_at, last.id) if last else None)
+
+
+async def user_row(session: AsyncSession, user: User) -> UserRow:
+    account = await CreditRepository(session).get_by_user(user.id)
+    return UserRow(user, account.balance if account else 0, account.reserved if account else 0)
+
+
+class CannotBanYourself(Conflict):
+    code = "cannot_ban_yourself"
+    default_detail = "An administrator cannot ban their own account."
+
+
+async def _lock_account(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await UserRepository(session).lock(user_id)
+    if user is None or user.erased_at is not None:
+        raise NotFound("No such user.")
+    return user
+
+
+async def ban(session: AsyncSession, admin: User, user_id: uuid.UUID, reason: str | None) -> User:
+    """The account stops working at once: every access token (header or cookie) issued until now is
+    refused, its refresh tokens are revoked, its API keys are refused while it is banned (they resolve
+    to an inactive account), and it cannot sign in. Banning a banned account changes nothing."""
+    if user_id == admin.id:
+        raise CannotBanYourself()
+    user = await _lock_account(session, user_id)
+    if not user.is_active:
+        return user
+    now = utcnow()
+    user.is_active = False
+    user.sessions_revoked_at = now
+    await RefreshTokenRepository(session).revoke_all_for_user(user.id, now)
+    await audit.record(
+        session,
+        action=AuditAction.user_banned,
+        actor_id=admin.id,
+        subject_id=user.id,
+        details={"reason": reason} if reason else {},
+    )
+    log.info("admin.user_banned", admin_id=str(admin.id), user_id=str(user.id))
+    return user
+
+
+async def unban(session: AsyncSession, admin: User, user_id: uuid.UUID) -> User:
+    """The account may sign in again (its old sessions stay ended)."""
+    user = await _lock_account(session, user_id)
+    if user.is_active:
+        return user
+    user.is_active = True
+    await audit.record(session, action=AuditAction.user_unbanned, actor_id=admin.id, subject_id=user.id)
+    log.info("admin.user_unbanned", admin_id=str(admin.id), user_id=str(user.id))
+    return user

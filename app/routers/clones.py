@@ -9,9 +9,17 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 
 from app.container import Container
 from app.dependencies import ContainerDep, CurrentUser, SessionDep, TextModelDep
-from app.schemas.clones import EnhancedOut, EnhanceIn, PhotoOut, PhotoPageOut, PhotosOut
+from app.schemas.clones import (
+    EnhancedOut,
+    EnhanceIn,
+    PhotoOut,
+    PhotoPageOut,
+    PhotosOut,
+    QuotaOut,
+    QuotasOut,
+)
 from app.services import images, uploads
-from app.services.clones import photos, prompts
+from app.services.clones import photos, prompts, quotas
 
 router = APIRouter(tags=["clones"])
 
@@ -85,3 +93,24 @@ async def enhance_prompt(
     `provider_not_configured` without an LLM key, 502 when the model gives no usable answer)."""
     enhanced = await prompts.enhance(session, container.settings, model, body.prompt, body.style)
     return EnhancedOut(original=enhanced.original, enhanced=enhanced.enhanced)
+
+
+@router.get("/users/me/quotas", response_model=QuotasOut)
+async def my_quotas(user: CurrentUser, session: SessionDep, container: ContainerDep) -> QuotasOut:
+    """Your plan's quotas: personal models (ever) and image generations (per UTC day), each with what is
+    used, the total (null: unlimited), what remains and, for a daily quota, when it resets."""
+    views = await quotas.all_for(session, container.settings, user)
+    return QuotasOut(
+        plan=user.plan,
+        quotas=[
+            QuotaOut(
+                name=view.name.value,
+                period=view.period.value,
+                used=view.used,
+                total=view.total,
+                remaining=view.remaining,
+                resets_at=view.resets_at,
+            )
+            for view in views
+        ],
+    )

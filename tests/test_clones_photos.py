@@ -173,3 +173,12 @@ async def test_another_users_photo_is_not_found(
     assert (await client.get(PHOTOS, headers=stranger)).json()["items"] == []
     assert_error(await client.delete(f"{PHOTOS}/{uuid.uuid4()}", headers=auth), 404, "not_found")
     assert len((await client.get(PHOTOS, headers=auth)).json()["items"]) == 1
+
+
+async def test_erasing_the_account_erases_its_photos(
+    client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession, settings: Settings
+) -> None:
+    await add(client, auth, logo_like(16), logo_like(17))
+    assert (await client.delete("/api/v1/users/me", headers=auth)).status_code == 204
+    assert await session.scalar(select(func.count()).select_from(ClonePhoto)) == 0
+    assert await stored_files(settings) == 0

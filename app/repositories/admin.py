@@ -1,14 +1,15 @@
-"""Queries of the admin console: accounts with their balances."""
+"""Queries of the admin console: accounts with their balances, the hairstyle catalogue."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import CreditAccount, User
+from app.models import CreditAccount, Style, User
+from app.repositories.base import Repository
 
 
 class AdminUserRepository:
@@ -48,3 +49,22 @@ class AdminUserRepository:
         statement = statement.order_by(User.created_at.desc(), User.id.desc()).limit(limit)
         rows = await self.session.execute(statement)
         return [(user, balance, reserved) for user, balance, reserved in rows.all()]
+
+
+class AdminStyleRepository(Repository[Style]):
+    model = Style
+
+    async def list_all(self) -> list[Style]:
+        """Every style, retired ones too, in catalogue order."""
+        return list(await self.session.scalars(select(Style).order_by(Style.sort_order, Style.name)))
+
+    async def name_taken(self, name: str, by_other_than: uuid.UUID | None = None) -> bool:
+        # Case-insensitive on every database (MariaDB's collation already is).
+        statement = select(Style.id).where(func.lower(Style.name) == name.lower())
+        if by_other_than is not None:
+            statement = statement.where(Style.id != by_other_than)
+        return await self.session.scalar(statement.limit(1)) is not None
+
+    async def remove(self, style: Style) -> None:
+        await self.session.delete(style)
+        await self.session.flush()

@@ -5,15 +5,17 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound
-from app.models import AuditAction, LedgerReason, User, UserRole
-from app.repositories.admin import AdminUserRepository
+from app.models import AuditAction, LedgerReason, Style, User, UserRole
+from app.repositories.admin import AdminStyleRepository, AdminUserRepository
 from app.repositories.auth_tokens import RefreshTokenRepository
 from app.repositories.credits import CreditRepository
 from app.repositories.users import UserRepository
@@ -198,3 +200,72 @@ async def unban(session: AsyncSession, admin: User, user_id: uuid.UUID) -> User:
     await audit.record(session, action=AuditAction.user_unbanned, actor_id=admin.id, subject_id=user.id)
     log.info("admin.user_unbanned", admin_id=str(admin.id), user_id=str(user.id))
     return user
+
+
+# --- the hairstyle catalogue ---------------------------------------------------------------------
+
+
+class StyleNameTaken(Conflict):
+    code = "style_name_taken"
+    default_detail = "Another style already has this name."
+
+
+async def list_styles(session: AsyncSession) -> list[Style]:
+    return await AdminStyleRepository(session).list_all()
+
+
+async def _style(session: AsyncSession, style_id: uuid.UUID) -> Style:
+    style = await AdminStyleRepository(session).get(style_id)
+    if style is None:
+        raise NotFound("No such style.")
+    return style
+
+
+async def create_style(session: AsyncSession, admin: User, fields: dict[str, Any]) -> Style:
+    repository = AdminStyleRepository(session)
+    if await repository.name_taken(fields["name"]):
+        raise StyleNameTaken()
+    try:
+        async with session.begin_nested():
+            style = await repository.add(Style(**fields))
+    except IntegrityError as exc:  # created concurrently under the same name
+        raise StyleNameTaken() from exc
+    await audit.record(
+        session, action=AuditAction.style_created, actor_id=admin.id, details={"style_id": style.id}
+    )
+    return style
+
+
+async def update_style(
+    session: AsyncSession, admin: User, style_id: uuid.UUID, changes: dict[str, Any]
+) -> Style:
+    style = await _style(session, style_id)
+    repository = AdminStyleRepository(session)
+    if "name" in changes and await repository.name_taken(changes["name"], by_other_than=style.id):
+        raise StyleNameTaken()
+    for name, value in changes.items():
+        setattr(style, name, value)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise StyleNameTaken() from exc
+    await audit.record(
+        session,
+        action=AuditAction.style_updated,
+        actor_id=admin.id,
+        details={"style_id": style.id, "fields": ",".join(sorted(changes))},
+    )
+    return style
+
+
+async def delete_style(session: AsyncSession, admin: User, style_id: uuid.UUID) -> None:
+    """Jobs keep the prompt they ran with, so a style can go; to hide it only, set is_active false."""
+    style = await _style(session, style_id)
+    await AdminStyleRepository(session).remove(style)
+    await audit.record(
+        session,
+        action=AuditAction.style_deleted,
+        actor_id=admin.id,
+        details={"style_id": style_id, "name": style.name},
+    )

@@ -16,6 +16,7 @@ from app.container import Container
 from app.db.base import utcnow
 from app.models import AuditLog, User
 from app.services import audit
+from app.tasks import maintenance
 from tests.auth_helpers import PASSWORD, last_email_to, sign_in, sign_up, token_in
 from tests.factories import bearer, make_user
 from tests.support.http import assert_error
@@ -154,3 +155,23 @@ async def test_the_sweep_keeps_the_trail_for_its_retention(session: AsyncSession
     assert await audit.sweep_expired(session, 0) == 0
     assert await audit.sweep_expired(session, 365) == 1
     assert [row.id for row in await _rows(session)] == [young.id]
+
+
+async def test_the_housekeeping_round_applies_the_audit_retention(
+    session: AsyncSession, container: Container, user: User
+) -> None:
+    old = await audit.record(session, action="login.succeeded", subject_id=user.id)
+    old.created_at = utcnow() - timedelta(days=container.settings.audit_log_retention_days + 1)
+    kept = await audit.record(session, action="login.succeeded", subject_id=user.id)
+    await session.flush()
+    await maintenance.run_once(container)
+    assert [row.id for row in await _rows(session)] == [kept.id]
+
+
+async def test_an_erased_account_stays_on_record(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    signed = await sign_up(client, session, "leaving@example.com")
+    me = (await client.get("/api/v1/users/me", headers=signed.headers)).json()
+    assert (await client.delete("/api/v1/users/me", headers=signed.headers)).status_code == 204
+    rows = await _rows(session, "account.deleted")
+    assert [str(row.subject_id) for row in rows] == [me["id"]]
+    assert "leaving@example.com" not in json.dumps([row.details for row in rows])

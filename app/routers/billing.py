@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.dependencies import ContainerDep, CurrentUser, SessionDep
+from app.dependencies import ContainerDep, CurrentUser, IdempotentDep, SessionDep
 from app.models import Order, Provider
-from app.routers.idempotent import idempotent_response
 from app.schemas.billing import (
     CheckoutIn,
     CheckoutOut,
@@ -63,7 +62,11 @@ def order_out(order: Order) -> OrderOut:
 
 @router.post("/orders/create-order", response_model=RazorpayOrderOut, description=IDEMPOTENCY_DOC)
 async def create_razorpay_order(
-    body: CreateOrderIn, request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
+    body: CreateOrderIn,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    idempotent: IdempotentDep,
 ) -> JSONResponse:
     async def produce() -> RazorpayOrderOut:
         created = await checkout.create_razorpay_order(session, container, user, body.plan_id)
@@ -77,8 +80,7 @@ async def create_razorpay_order(
             credits=credits.to_credits(created.order.credits),
         )
 
-    ttl = container.settings.idempotency_key_ttl_seconds
-    return await idempotent_response(request, session, user, ttl, 200, produce)
+    return await idempotent.respond(200, produce)
 
 
 @router.post("/orders/verify-order", response_model=OrderVerifiedOut)
@@ -100,9 +102,13 @@ async def verify_razorpay_order(
 
 @router.post("/payment/create-checkout", response_model=CheckoutOut, description=IDEMPOTENCY_DOC)
 async def create_checkout(
-    body: CheckoutIn, request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
+    body: CheckoutIn,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    idempotent: IdempotentDep,
 ) -> JSONResponse:
-    key = request.headers.get("idempotency-key", "")
+    key = idempotent.key or ""
 
     async def produce() -> CheckoutOut:
         order = await checkout.create_checkout(
@@ -117,22 +123,24 @@ async def create_checkout(
         )
         return _checkout_out(order)
 
-    ttl = container.settings.idempotency_key_ttl_seconds
-    return await idempotent_response(request, session, user, ttl, 200, produce)
+    return await idempotent.respond(200, produce)
 
 
 @router.post("/payment/subscribe", response_model=CheckoutOut, description=IDEMPOTENCY_DOC)
 async def subscribe(
-    body: SubscribeIn, request: Request, user: CurrentUser, session: SessionDep, container: ContainerDep
+    body: SubscribeIn,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    idempotent: IdempotentDep,
 ) -> JSONResponse:
-    key = request.headers.get("idempotency-key", "")
+    key = idempotent.key or ""
 
     async def produce() -> CheckoutOut:
         order = await checkout.subscribe(session, container, user, body.plan_id, body.currency.upper(), key)
         return _checkout_out(order)
 
-    ttl = container.settings.idempotency_key_ttl_seconds
-    return await idempotent_response(request, session, user, ttl, 200, produce)
+    return await idempotent.respond(200, produce)
 
 
 def _checkout_out(order: Order) -> CheckoutOut:

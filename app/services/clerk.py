@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
-from app.errors import BadRequest, ProviderNotConfigured
+from app.errors import BadSignature, ProviderNotConfigured
 from app.integrations.clerk import InvalidWebhookSignature, verify_svix_webhook
 from app.models import User
 from app.repositories.users import UserRepository
@@ -132,11 +132,6 @@ async def _apply(session: AsyncSession, user: User, profile: ClerkProfile) -> No
     await session.flush()
 
 
-class InvalidWebhook(BadRequest):
-    code = "invalid_signature"
-    default_detail = "The webhook signature is missing, wrong or too old."
-
-
 async def receive_webhook(
     session: AsyncSession, ctx: Container, body: bytes, headers: Mapping[str, str]
 ) -> bool:
@@ -148,7 +143,7 @@ async def receive_webhook(
         event = verify_svix_webhook(secret.get_secret_value(), body, headers)
     except InvalidWebhookSignature as exc:
         log.warning("clerk.webhook_rejected", reason=str(exc))
-        raise InvalidWebhook() from exc
+        raise BadSignature() from exc
     event_id = headers.get("svix-id") or headers.get("webhook-id") or ""
     return await handle_webhook(session, ctx, event_id, event)
 

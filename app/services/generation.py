@@ -11,7 +11,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, BadSignature, NotFound
 from app.integrations.images.replicate import WebhookVerificationError, prediction_from_payload
 from app.models import Job, JobKind, Style, User
 from app.repositories.images import StyleRepository
@@ -23,11 +23,6 @@ from app.services.engines.hairstyle import replicate_client
 from app.services.webhook_inbox import Outcome
 
 log = structlog.get_logger("app.generation")
-
-
-class InvalidReplicateWebhook(BadRequest):
-    code = "invalid_signature"
-    default_detail = "The webhook signature is missing, wrong or too old."
 
 
 async def list_styles(session: AsyncSession) -> list[Style]:
@@ -69,7 +64,7 @@ async def receive_webhook(
         payload = client.verify_webhook(body, headers)
     except WebhookVerificationError as exc:
         log.warning("replicate.webhook_rejected", reason=str(exc))
-        raise InvalidReplicateWebhook() from exc
+        raise BadSignature() from exc
     prediction = prediction_from_payload(payload)
 
     async def apply() -> bool:

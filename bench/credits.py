@@ -148,11 +148,17 @@ async def run(database_url: str, concurrency: int, scale: int) -> list[Result]:
                             "mode": "payment",
                             "payment_status": "paid",
                             "payment_intent": f"pi_bench_{n}",
+                            # What the seeded orders cost: a checkout paid for less grants nothing.
+                            "amount_subtotal": 599,
+                            "amount_total": 599,
+                            "currency": "usd",
                             "metadata": {},
                         }
                     },
                 }
                 bodies.append(json.dumps(event).encode())
+
+            outcomes: dict[str, int] = {}
 
             async def webhook(index: int) -> None:
                 body = bodies[index]
@@ -163,6 +169,7 @@ async def run(database_url: str, concurrency: int, scale: int) -> list[Result]:
                     headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
                 )
                 response.raise_for_status()
+                outcomes[response.json()["status"]] = outcomes.get(response.json()["status"], 0) + 1
                 assert response.json()["status"] == "processed", response.text
 
             await load("warm-up", 200, concurrency, healthz)
@@ -170,6 +177,9 @@ async def run(database_url: str, concurrency: int, scale: int) -> list[Result]:
             results.append(await load("HTTP debit, own accounts", 1000 * scale, concurrency, debit))
             results.append(await load("HTTP debit, one hot account", 500 * scale, concurrency, hot_debit))
             results.append(await load("Stripe webhook burst", events, concurrency, webhook))
+            # Every event must have paid its order: a burst of refusals would measure the wrong path.
+            if outcomes != {"processed": events}:
+                raise SystemExit(f"webhook burst outcomes {outcomes}, expected {events} processed")
     results.append(await bare_debits(database_url, targets, 1000 * scale, concurrency))
     return results
 

@@ -17,7 +17,7 @@ from app.db.base import utcnow
 from app.models import AuditLog, User
 from app.services import audit
 from app.tasks import maintenance
-from tests.auth_helpers import PASSWORD, last_email_to, sign_in, sign_up, token_in
+from tests.auth_helpers import PASSWORD, last_email_to, register, sign_in, sign_up, token_in
 from tests.factories import bearer, make_user
 from tests.support.http import assert_error
 
@@ -175,3 +175,18 @@ async def test_an_erased_account_stays_on_record(client: httpx.AsyncClient, sess
     rows = await _rows(session, "account.deleted")
     assert [str(row.subject_id) for row in rows] == [me["id"]]
     assert "leaving@example.com" not in json.dumps([row.details for row in rows])
+
+
+async def test_a_sign_in_before_verification_is_on_record(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    registered = await register(client, "unverified@example.com")
+    assert registered.status_code == 201
+    refused = await client.post(
+        "/api/v1/auth/login", json={"email": "unverified@example.com", "password": PASSWORD}
+    )
+    assert_error(refused, 403, "email_not_verified")
+    rows = await _rows(session, "login.failed")
+    assert [(str(row.subject_id), row.details["reason"]) for row in rows] == [
+        (registered.json()["id"], "email_not_verified")
+    ]

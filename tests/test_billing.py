@@ -1653,7 +1653,6 @@ async def test_orders_lists_only_the_callers_orders_newest_first(
 # ==================================================================================================
 
 
-@pytest.mark.postgres_only
 async def test_razorpay_verify_and_both_webhooks_at_once_grant_once(
     committing: tuple[FastAPI, Database],
     engine: AsyncEngine,

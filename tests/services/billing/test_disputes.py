@@ -670,7 +670,6 @@ def test_the_dodo_dispute_events_parse_as_the_sdks_models(fake_dodo: FakeDodo) -
 # ==================================================================================================
 
 
-@pytest.mark.postgres_only
 async def test_every_event_of_one_dispute_at_once_takes_the_credits_once(
     committing: tuple[FastAPI, Database],
     engine: AsyncEngine,

@@ -457,7 +457,6 @@ async def test_the_fake_invoice_payments_api_keeps_stripes_parameter_rules(fake_
 # ==================================================================================================
 
 
-@pytest.mark.postgres_only
 async def test_partial_refunds_of_one_renewal_arriving_at_once_take_exactly_the_grant(
     committing: tuple[FastAPI, Database],
     engine: AsyncEngine,

@@ -32,6 +32,7 @@ from app.config import Settings
 from app.container import Container
 from app.db.session import Database
 from app.models import (
+    AuditLog,
     CreditDebt,
     IdempotencyRecord,
     LedgerReason,
@@ -601,6 +602,12 @@ async def test_razorpay_refund_processed_claws_back_the_credits(
     assert [row.amount for row in refunds] == [-clawed_back]
     assert await balance(client, auth) == BONUS + BASIC - clawed_back
     assert await count_rows(session, CreditDebt) == 0
+    trail = (
+        await session.scalars(
+            select(AuditLog.action).where(AuditLog.subject_id == user.id).order_by(AuditLog.created_at)
+        )
+    ).all()
+    assert [a for a in trail if a.startswith("payment.")] == ["payment.credited", "payment.refunded"]
 
 
 async def test_razorpay_refund_sent_again_under_a_new_event_id_changes_nothing(

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -26,16 +26,11 @@ from app.db.base import utcnow
 from app.db.session import Database
 from app.integrations.storage import Storage
 from app.models import (
-    ApiKey,
     CreditAccount,
     CreditLedgerEntry,
-    IdempotencyRecord,
     Job,
     JobKind,
     LedgerReason,
-    OneTimeToken,
-    OutboxEmail,
-    RefreshToken,
     Upload,
     User,
 )
@@ -45,6 +40,7 @@ from app.services import uploads as uploads_service
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.images import logo_like
+from tests.support.committed import cleanup
 
 BONUS = 10.0
 CUT_OUT = "/api/v1/images/remove-background"
@@ -136,19 +132,7 @@ async def racing(
 
 
 async def _cleanup(engine: AsyncEngine, user_id: uuid.UUID) -> None:
-    """Delete what the test committed, children first."""
-    account = select(CreditAccount.id).where(CreditAccount.user_id == user_id)
-    async with engine.begin() as connection:
-        await connection.execute(delete(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id))
-        await connection.execute(delete(Job).where(Job.user_id == user_id))
-        await connection.execute(delete(Upload).where(Upload.user_id == user_id))
-        await connection.execute(delete(CreditLedgerEntry).where(CreditLedgerEntry.account_id.in_(account)))
-        await connection.execute(delete(CreditAccount).where(CreditAccount.user_id == user_id))
-        await connection.execute(delete(RefreshToken).where(RefreshToken.user_id == user_id))
-        await connection.execute(delete(OneTimeToken).where(OneTimeToken.user_id == user_id))
-        await connection.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
-        await connection.execute(delete(OutboxEmail).where(OutboxEmail.user_id == user_id))
-        await connection.execute(delete(User).where(User.id == user_id))
+    await cleanup(engine, [user_id], [])
 
 
 def answer(response: httpx.Response) -> tuple[int, str | None]:

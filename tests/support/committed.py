@@ -12,13 +12,18 @@ from app.config import Settings
 from app.db.base import utcnow
 from app.db.session import Database
 from app.models import (
+    ApiKey,
+    AuditLog,
     CreditAccount,
     CreditDebt,
     CreditLedgerEntry,
     IdempotencyRecord,
+    Job,
     LedgerReason,
     Order,
+    OutboxEmail,
     Subscription,
+    Upload,
     User,
     WebhookEvent,
 )
@@ -38,6 +43,9 @@ async def cleanup(engine: AsyncEngine, user_ids: list[uuid.UUID], events: list[t
     """Delete what a test committed for these users and these (provider, event id) inbox rows."""
     accounts = select(CreditAccount.id).where(CreditAccount.user_id.in_(user_ids))
     async with engine.begin() as connection:
+        await connection.execute(
+            delete(AuditLog).where(AuditLog.subject_id.in_(user_ids) | AuditLog.actor_id.in_(user_ids))
+        )
         await connection.execute(delete(CreditDebt).where(CreditDebt.user_id.in_(user_ids)))
         await connection.execute(delete(CreditLedgerEntry).where(CreditLedgerEntry.account_id.in_(accounts)))
         await connection.execute(delete(CreditAccount).where(CreditAccount.user_id.in_(user_ids)))
@@ -50,6 +58,10 @@ async def cleanup(engine: AsyncEngine, user_ids: list[uuid.UUID], events: list[t
         await connection.execute(delete(Subscription).where(Subscription.user_id.in_(user_ids)))
         await connection.execute(delete(Order).where(Order.user_id.in_(user_ids)))
         await connection.execute(delete(IdempotencyRecord).where(IdempotencyRecord.user_id.in_(user_ids)))
+        await connection.execute(delete(Job).where(Job.user_id.in_(user_ids)))
+        await connection.execute(delete(Upload).where(Upload.user_id.in_(user_ids)))
+        await connection.execute(delete(ApiKey).where(ApiKey.user_id.in_(user_ids)))
+        await connection.execute(delete(OutboxEmail).where(OutboxEmail.user_id.in_(user_ids)))
         await connection.execute(delete(RefreshToken).where(RefreshToken.user_id.in_(user_ids)))
         await connection.execute(delete(OneTimeToken).where(OneTimeToken.user_id.in_(user_ids)))
         await connection.execute(delete(User).where(User.id.in_(user_ids)))

@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.models import AdjustmentKind, LedgerReason, Order, OrderAdjustment, OrderStatus, PlanKind
+from app.models.audit import AuditAction
 from app.repositories.billing import CreditDebtRepository, OrderAdjustmentRepository, OrderRepository
-from app.services import credits
+from app.services import audit, credits
 
 log = structlog.get_logger("app.billing")
 
@@ -121,6 +122,20 @@ async def apply(session: AsyncSession, order: Order, adjustment: OrderAdjustment
         after = max(0, before - disputed)
     order.refunded_amount = after
     order.status = (OrderStatus.refunded if after >= order.amount else OrderStatus.paid).value
+    await audit.record(
+        session,
+        action=AuditAction.payment_refunded
+        if kind is AdjustmentKind.refund
+        else AuditAction.payment_disputed,
+        subject_id=order.user_id,
+        details={
+            "order_id": order.id,
+            "adjustment": kind.value,
+            "refunded_before": before,
+            "refunded_after": after,
+            "currency": order.currency,
+        },
+    )
     if kind is AdjustmentKind.chargeback:
         order.failure_reason = _dispute_note(adjustment.key)
     elif kind is AdjustmentKind.chargeback_won and order.failure_reason == _dispute_note(

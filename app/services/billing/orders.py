@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.integrations.payments.base import OrderRef
 from app.models import AdjustmentKind, LedgerReason, Order, OrderStatus, PlanKind, Provider, User
+from app.models.audit import AuditAction
 from app.repositories.billing import OrderAdjustmentRepository, OrderRepository
-from app.services import credits
+from app.services import audit, credits
 from app.services.billing import adjustments
 
 log = structlog.get_logger("app.billing")
@@ -110,6 +111,18 @@ async def fulfil(session: AsyncSession, order: Order, payment_id: str | None) ->
             reference=f"{order.provider}:{payment_id or order.provider_order_id}",
         )
     log.info("billing.order_paid", order_id=str(order.id), provider=order.provider)
+    await audit.record(
+        session,
+        action=AuditAction.payment_credited,
+        subject_id=order.user_id,
+        details={
+            "order_id": order.id,
+            "provider": order.provider,
+            "amount": order.amount,
+            "currency": order.currency,
+            "credits": order.credits if order.kind == PlanKind.credit_pack else 0,
+        },
+    )
     await adjustments.apply_pending(session, order)
     await session.flush()
     return True

@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.integrations.payments.base import Subscriber
 from app.models import LedgerReason, Provider, Subscription
+from app.models.audit import AuditAction
 from app.repositories.billing import SubscriptionRepository
 from app.repositories.users import UserRepository
-from app.services import credits
+from app.services import audit, credits
 from app.services.catalogue import get_plan
 
 FREE_PLAN = "free"
@@ -41,7 +42,7 @@ async def paid(
             "status": "active",
         }
     )
-    await credits.grant(
+    granted = await credits.grant(
         session,
         subscriber.user_id,
         plan.credits,
@@ -49,6 +50,13 @@ async def paid(
         key=period_key,
         reference=subscription_id,
     )
+    if not granted.replayed:
+        await audit.record(
+            session,
+            action=AuditAction.payment_credited,
+            subject_id=subscriber.user_id,
+            details={"subscription_id": subscription_id, "provider": provider.value, "credits": plan.credits},
+        )
     if subscription.ended_at is None:
         subscription.status = "active"
         if current_period_end is not None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
-from app.models import Job, JobStatus, User, WebhookEvent
+from app.models import Job, JobStatus, WebhookEvent
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.fakes.replicate import FakeReplicate
@@ -43,18 +43,6 @@ def settings(
         job_retry_base_seconds=0,
         rate_limit_generate_per_user="3/minute",
     )
-
-
-@pytest.fixture
-async def user(session: AsyncSession, settings: Settings) -> User:
-    return await create_user(
-        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
-    )
-
-
-@pytest.fixture
-def auth(user: User, container: Container) -> dict[str, str]:
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
 
 
 async def style_id(client: httpx.AsyncClient) -> str:

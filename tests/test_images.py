@@ -62,18 +62,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     )
 
 
-@pytest.fixture
-async def user(session: AsyncSession, settings: Settings) -> User:
-    return await create_user(
-        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
-    )
-
-
-@pytest.fixture
-def auth(user: User, container: Container) -> dict[str, str]:
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
-
-
 async def balance(client: httpx.AsyncClient, auth: dict[str, str]) -> float:
     return float((await client.get("/api/v1/users/credits", headers=auth)).json()["credits"])
 

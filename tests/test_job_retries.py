@@ -24,7 +24,6 @@ from app.models import CreditLedgerEntry, Job, JobKind, JobStatus, Upload, User
 from app.services import credits as credits_service
 from app.services import images as images_service
 from app.services import jobs as jobs_service
-from app.services.users import create_user
 from app.tasks import recovery
 from tests.conftest import make_settings
 from tests.images import logo_like
@@ -47,18 +46,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 @pytest.fixture(autouse=True)
 def _no_write_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(jobs_service.WRITE_RETRIES, "base_delay_seconds", 0)
-
-
-@pytest.fixture
-async def user(session: AsyncSession, settings: Settings) -> User:
-    return await create_user(
-        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
-    )
-
-
-@pytest.fixture
-def auth(user: User, container: Container) -> dict[str, str]:
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
 
 
 class _PgDeadlock(Exception):

@@ -3,20 +3,14 @@ coarser trace of a smaller image than `mode=full` (1 credit) with the same optio
 
 from __future__ import annotations
 
-import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.container import Container
-from app.db.base import utcnow
-from app.models import User
 from app.services.engines.vectorize import PREVIEW_MAX_SIDE
-from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.images import logo_like, photo_like
 
@@ -58,14 +52,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         public_base_url="http://testserver",
         signup_bonus_credits=100,
     )
-
-
-@pytest.fixture
-async def auth(session: AsyncSession, settings: Settings, container: Container) -> dict[str, str]:
-    user: User = await create_user(
-        session, settings, email=f"{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
-    )
-    return {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
 
 
 def shapes(svg: str) -> int:

@@ -18,6 +18,7 @@ from app.errors import Forbidden
 from app.integrations.llm import TextModel, build_text_model
 from app.models import Job, User, UserRole
 from app.schemas.base import Schema
+from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import idempotency, jobs
 from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal
@@ -130,6 +131,11 @@ def client_ip(request: Request) -> str:
 
 
 ClientIp = Annotated[str, Depends(client_ip)]
+
+
+async def record_client_ip(ip: ClientIp) -> None:
+    """The caller's address for the audit rows this request writes (async: the endpoint sees it)."""
+    audit_service.client_ip.set(ip)
 
 
 # --- POSTs that spend credits or create payments --------------------------------------------------------

@@ -94,6 +94,11 @@ async def test_no_row_holds_a_password_token_or_key(client: httpx.AsyncClient, s
     secrets += [signed.access_token, signed.refresh_token, fresh.access_token, fresh.refresh_token]
     for secret in secrets:
         assert secret not in dumped
+    # Every row written for a request carries the caller's address, API key rows included.
+    assert {(row.action, row.ip) for row in rows if row.action.startswith("api_key.")} == {
+        ("api_key.created", "127.0.0.1"),
+        ("api_key.revoked", "127.0.0.1"),
+    }
 
 
 async def test_admins_page_and_filter_the_trail_and_users_see_their_own_activity(

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
-from app.dependencies import PrincipalDep, SessionDep
+from app.dependencies import PrincipalDep, SessionDep, record_client_ip
 from app.errors import Forbidden
 from app.schemas.users import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut
 from app.services import api_keys as api_keys_service
 
-router = APIRouter(prefix="/api-keys", tags=["api keys"])
+router = APIRouter(prefix="/api-keys", tags=["api keys"], dependencies=[Depends(record_client_ip)])
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreatedOut)

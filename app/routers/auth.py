@@ -17,6 +17,7 @@ from app.dependencies import (
     ContainerDep,
     OptionalPrincipalDep,
     SessionDep,
+    record_client_ip,
     require_csrf,
 )
 from app.errors import BadRequest
@@ -33,17 +34,10 @@ from app.schemas.auth import (
     TokenOut,
 )
 from app.security import new_secret_token
-from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import email as email_service
 from app.services import google_login
 from app.services.auth import TokenPair
-
-
-async def record_client_ip(ip: ClientIp) -> None:
-    """The caller's address for the audit rows this request writes (async: the endpoint sees it)."""
-    audit_service.client_ip.set(ip)
-
 
 router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(record_client_ip)])
 GOOGLE_STATE_COOKIE = "pf_google_state"

@@ -5,10 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from app.db.base import utcnow
-from app.dependencies import ContainerDep, CurrentUser, PrincipalDep, SessionDep
+from app.dependencies import ContainerDep, CurrentUser, PrincipalDep, SessionDep, record_client_ip
 from app.errors import Forbidden
 from app.models import CreditLedgerEntry, User
-from app.routers.auth import record_client_ip
 from app.schemas.admin import AuditLogOut, AuditLogPageOut
 from app.schemas.users import AccountExportOut, ApiKeyOut, CreditsOut, LedgerEntryOut, UserOut, UserUpdateIn
 from app.services import audit as audit_service

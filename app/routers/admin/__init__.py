@@ -6,9 +6,8 @@ anonymous callers (401) and to non-admins (403) without having to ask for it
 
 from fastapi import APIRouter, Depends
 
-from app.dependencies import get_admin
+from app.dependencies import get_admin, record_client_ip
 from app.routers.admin import audit, credits, styles, users
-from app.routers.auth import record_client_ip
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[Depends(get_admin), Depends(record_client_ip)]

@@ -13,11 +13,11 @@ from app.container import Container
 from app.db.session import Database, create_engine
 from app.main import create_app
 from app.models import User
-from tests.databases import TestDatabase, configured_databases, fresh_database, migrate
 from tests.factories import bearer, make_user
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
 from tests.fakes.stripe import FakeStripe
+from tests.support.databases import TestDatabase, configured_databases, fresh_database, migrate
 
 DATABASES = configured_databases()
 

@@ -8,7 +8,7 @@
   documented schema (wrong types, missing fields, over-long and huge strings, unknown fields, NUL
   characters, malformed JSON or multipart, the wrong content type), and every refusal has the house
   shape {"error", "detail", "request_id"}. Hand-picked violations for each operation and property, then
-  random ones (hypothesis, derandomized as in tests/test_fuzz_images.py).
+  random ones (hypothesis, derandomized as in tests/routers/test_images_fuzz.py).
 """
 
 from __future__ import annotations

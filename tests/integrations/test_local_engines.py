@@ -1,5 +1,5 @@
 """The local engines against the real model and the real tracer: u2netp (onnxruntime) for background
-removal, vtracer for vectorization, on images made in memory by tests/images.py."""
+removal, vtracer for vectorization, on images made in memory by tests/support/images.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from PIL import Image
 from app.integrations.images.base import BackgroundRemover, EngineError, VectorizeOptions, Vectorizer
 from app.integrations.images.local_background import LocalBackgroundRemover
 from app.integrations.images.local_vectorizer import LocalVectorizer
-from tests.images import (
+from tests.support.images import (
     jpeg,
     logo_like,
     pdf_named_png,

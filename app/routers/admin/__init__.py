@@ -2,7 +2,7 @@
 
 The admin dependency sits on the package's router, so a route added to any module here is refused to
 anonymous callers (401) and to non-admins (403) without having to ask for it
-(tests/test_admin_routes.py walks the app to prove it)."""
+(tests/routers/admin/test_access.py walks the app to prove it)."""
 
 from fastapi import APIRouter, Depends
 

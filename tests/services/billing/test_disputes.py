@@ -516,7 +516,7 @@ async def test_a_razorpay_dispute_of_an_unknown_payment_is_stored_and_ignored(
     fake_razorpay: FakeRazorpay,
 ) -> None:
     """A payment of a Razorpay order none of our orders made (another integration on the account). A
-    dispute of one of ours told before its payment: tests/test_payment_order.py."""
+    dispute of one of ours told before its payment: tests/services/billing/test_payment_order.py."""
     created = await razorpay_order(client, auth)
     checkout = fake_razorpay.pay(created["razorpay_order_id"])
     event = fake_razorpay.dispute_event("created", checkout["razorpay_payment_id"])

@@ -3,7 +3,8 @@
 Each test hands it the `PaymentEvent`s a gateway reads from its provider's webhooks, about an order made
 directly (tests/factories.py), through a stub gateway that answers the lookups. The rules are the same for
 every provider, so each test runs for all three. The providers' own events are tested end to end over
-HTTP (tests/test_billing.py, tests/test_payment_order*.py, test_disputes.py and test_invoices.py here).
+HTTP: tests/routers/test_billing.py, and here test_payment_order.py, test_payment_checks.py,
+test_subscription_order.py, test_disputes.py and test_invoices.py.
 
 Amounts of credits are millicredits; every account starts with the signup bonus (10 credits).
 """

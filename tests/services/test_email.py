@@ -14,7 +14,7 @@ from app.db.session import Database
 from app.integrations.email import EmailDeliveryError, EmailMessage
 from app.models import EmailStatus, OutboxEmail, User
 from app.services import email as email_service
-from tests.auth_helpers import register
+from tests.support.accounts import register
 
 
 class FlakySender:

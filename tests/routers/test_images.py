@@ -44,9 +44,9 @@ from app.services.users import create_user
 from app.tasks import recovery, runner
 from tests.conftest import make_settings
 from tests.fakes.clipdrop import FakeClipDrop
-from tests.images import jpeg, logo_like, oversize, pdf_named_png, photo_like, png_bomb, truncated_png
 from tests.support.committed import cleanup as cleanup_committed
 from tests.support.http import assert_error, sample
+from tests.support.images import jpeg, logo_like, oversize, pdf_named_png, photo_like, png_bomb, truncated_png
 
 BONUS = 10.0
 CUT_OUT = "/api/v1/images/remove-background"
@@ -379,7 +379,7 @@ class TestVectorize:
     async def test_webp_is_refused_for_vectorizing(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        from tests.images import webp
+        from tests.support.images import webp
 
         response = await client.post(
             "/api/v1/images/vectorize", headers=auth, files=files(webp(64, 64), "a.webp")

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.session import Database
 from app.models import OutboxEmail, User
-from tests.auth_helpers import PASSWORD, token_in
+from tests.support.accounts import PASSWORD, token_in
 from tests.support.committed import cleanup
 
 SIGN_UPS = 8

@@ -56,7 +56,7 @@ from app.models import (
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.fakes.replicate import FakeReplicate
-from tests.images import jpeg, logo_like, pdf_named_png, png_bomb, truncated_png, webp
+from tests.support.images import jpeg, logo_like, pdf_named_png, png_bomb, truncated_png, webp
 
 API = "/api/v1"
 UPLOADS = f"{API}/uploads"

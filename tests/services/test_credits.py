@@ -31,8 +31,8 @@ from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, User
 from app.services import credits
 from app.services.credits import IdempotencyKeyConflict, InsufficientCredits, Movement
 from tests.conftest import make_settings
-from tests.databases import TestDatabase
 from tests.factories import bearer, make_user
+from tests.support.databases import TestDatabase
 
 BONUS = 10_000  # the default signup bonus, 10 credits
 
@@ -217,7 +217,7 @@ async def test_grant_refuses_spending_reasons(session: AsyncSession, user: User)
     assert await state_of(session, user.id) == State(BONUS, 0, BONUS, 1)
 
 
-# Admin adjustments go both ways (tests/test_admin.py); the other grant reasons only add.
+# Admin adjustments go both ways (tests/routers/admin/test_credits.py); the other grant reasons only add.
 @pytest.mark.parametrize("operation", ["debit", "refund"])
 @pytest.mark.parametrize("reason", sorted(credits.GRANT_REASONS - {LedgerReason.admin_adjustment}))
 async def test_spending_refuses_grant_reasons(

@@ -18,9 +18,9 @@ from app.container import Container
 from app.db.session import Database
 from app.main import create_app
 from app.models import ApiKey, CreditLedgerEntry, OutboxEmail, RefreshToken, User
-from tests.auth_helpers import PASSWORD, SignedIn, register, sign_in, sign_up
 from tests.conftest import make_settings
 from tests.fakes.google import FakeGoogle
+from tests.support.accounts import PASSWORD, SignedIn, register, sign_in, sign_up
 from tests.support.http import assert_error
 
 API = "http://testserver"
@@ -391,7 +391,7 @@ async def test_unverified_then_verified_via_reset_is_allowed(
     """A password reset proves the address, so it also verifies it."""
     await register(client, "late@example.com")
     await client.post("/api/v1/auth/password/forgot", json={"email": "late@example.com"})
-    from tests.auth_helpers import last_email_to, token_in
+    from tests.support.accounts import last_email_to, token_in
 
     token = token_in(await last_email_to(session, "late@example.com", "reset_password"))
     await client.post("/api/v1/auth/password/reset", json={"token": token, "password": "another passphrase"})

@@ -13,7 +13,7 @@ from app.models import IdempotencyRecord
 from app.repositories.billing import idempotency_key_digest
 from app.services.users import create_user
 from tests.conftest import make_settings
-from tests.databases import TestDatabase, check_no_drift, downgrade, fresh_database, migrate
+from tests.support.databases import TestDatabase, check_no_drift, downgrade, fresh_database, migrate
 
 
 async def _tables(url: str) -> set[str]:

@@ -15,8 +15,8 @@ from app.container import Container
 from app.db.base import utcnow
 from app.dependencies import ACCESS_COOKIE
 from app.models import AuditLog, User
-from tests.auth_helpers import PASSWORD, sign_up
 from tests.factories import bearer, make_api_key, make_user
+from tests.support.accounts import PASSWORD, sign_up
 from tests.support.http import assert_error
 
 

@@ -26,7 +26,7 @@ from app.services import images as images_service
 from app.services import jobs as jobs_service
 from app.tasks import recovery
 from tests.conftest import make_settings
-from tests.images import logo_like
+from tests.support.images import logo_like
 
 BONUS = 10.0
 CUT_OUT = "/api/v1/images/remove-background"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from app.services.uploads import clean_image
-from tests.images import logo_like, photo_like
+from tests.support.images import logo_like, photo_like
 
 ALLOWED = frozenset({"PNG", "JPEG", "WEBP"})
 

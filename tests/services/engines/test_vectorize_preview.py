@@ -12,7 +12,7 @@ import pytest
 from app.config import Settings
 from app.services.engines.vectorize import PREVIEW_MAX_SIDE
 from tests.conftest import make_settings
-from tests.images import logo_like, photo_like
+from tests.support.images import logo_like, photo_like
 
 BONUS = 10.0
 VECTORIZE = "/api/v1/images/vectorize"

@@ -16,8 +16,8 @@ from app.container import Container
 from app.models import ClonePhoto, Upload, User
 from tests.conftest import make_settings
 from tests.factories import bearer, make_clone_model, make_user
-from tests.images import jpeg, logo_like, photo_like, truncated_png
 from tests.support.http import assert_error
+from tests.support.images import jpeg, logo_like, photo_like, truncated_png
 
 PHOTOS = "/api/v1/photos"
 PER_REQUEST = 3

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from tests.auth_helpers import sign_up
 from tests.conftest import make_settings
+from tests.support.accounts import sign_up
 from tests.support.server import Server, running_server
 
 LIMIT = 64 * 1024

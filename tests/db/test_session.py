@@ -19,8 +19,8 @@ from app.config import Settings
 from app.db.session import Database, EngineOptions, create_engine
 from app.main import create_app
 from app.models import User
-from tests.databases import TestDatabase
-from tests.probe_routes import probe_router, seen_by_background_task
+from tests.support.databases import TestDatabase
+from tests.support.probe_routes import probe_router, seen_by_background_task
 
 
 async def test_utc_timestamps_round_trip_with_microseconds(session: AsyncSession) -> None:

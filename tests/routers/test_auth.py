@@ -17,7 +17,7 @@ from app.container import Container
 from app.db.base import utcnow
 from app.models import CreditLedgerEntry, EmailStatus, OutboxEmail, RevokedAccessToken, User
 from app.services.sessions_sweep import sweep_expired
-from tests.auth_helpers import PASSWORD, last_email_to, register, sign_in, sign_up, token_in
+from tests.support.accounts import PASSWORD, last_email_to, register, sign_in, sign_up, token_in
 from tests.support.http import assert_error
 
 

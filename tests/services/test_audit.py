@@ -17,8 +17,8 @@ from app.db.base import utcnow
 from app.models import AuditLog, User
 from app.services import audit
 from app.tasks import maintenance
-from tests.auth_helpers import PASSWORD, last_email_to, register, sign_in, sign_up, token_in
 from tests.factories import bearer, make_user
+from tests.support.accounts import PASSWORD, last_email_to, register, sign_in, sign_up, token_in
 from tests.support.http import assert_error
 
 

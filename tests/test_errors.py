@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.probe_routes import probe_router
+from tests.support.probe_routes import probe_router
 
 
 @pytest.fixture

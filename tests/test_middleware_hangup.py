@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from app.middleware import RequestContextMiddleware
-from tests.auth_helpers import sign_up
+from tests.support.accounts import sign_up
 from tests.support.server import Server, running_server
 
 JSON = "application/json"

@@ -1,5 +1,5 @@
 """POST /palettes from a colour and from an image, over HTTP: WCAG figures, accessible pairs, dominant
-colours by area, charging and usage, and what bad input gets. (Prompts: tests/test_design_llm.py.)"""
+colours by area, charging and usage, and what bad input gets. (Prompts: tests/integrations/test_llm.py.)"""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from app.models import Job, JobStatus, WebhookEvent
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.fakes.replicate import FakeReplicate
-from tests.images import photo_like
 from tests.support.http import assert_error
+from tests.support.images import photo_like
 
 BONUS = 10.0
 

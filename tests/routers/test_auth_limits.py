@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.services import email as email_service
-from tests.auth_helpers import PASSWORD, last_email_to, register, sign_up
 from tests.conftest import make_settings
+from tests.support.accounts import PASSWORD, last_email_to, register, sign_up
 
 ADDRESS = "user@example.com"
 # Spellings the account lookup reads as ADDRESS: case, blanks, full-width letters in the domain.

@@ -27,8 +27,8 @@ from app.services import idempotency
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.fakes.clerk import FakeClerk
-from tests.images import photo_like
 from tests.support.committed import cleanup as cleanup_committed
+from tests.support.images import photo_like
 
 CUT_OUT = "/api/v1/images/remove-background"
 BONUS = 10.0

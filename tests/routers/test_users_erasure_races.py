@@ -39,8 +39,8 @@ from app.services import jobs as jobs_service
 from app.services import uploads as uploads_service
 from app.services.users import create_user
 from tests.conftest import make_settings
-from tests.images import logo_like
 from tests.support.committed import cleanup
+from tests.support.images import logo_like
 
 BONUS = 10.0
 CUT_OUT = "/api/v1/images/remove-background"

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult
 
 from app.db.base import utcnow
@@ -79,14 +79,6 @@ class CreditRepository(Repository[CreditAccount]):
         self.session.add(entry)
         await self.session.flush()
         return entry
-
-    async def ledger_sum(self, account_id: uuid.UUID) -> int:
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(CreditLedgerEntry.amount), 0)).where(
-                CreditLedgerEntry.account_id == account_id
-            )
-        )
-        return int(total or 0)
 
     async def list_entries(
         self, account_id: uuid.UUID, limit: int, before: tuple[datetime, uuid.UUID] | None = None

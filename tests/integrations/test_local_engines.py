@@ -18,7 +18,7 @@ from PIL import Image
 
 from app.integrations.images.base import BackgroundRemover, EngineError, VectorizeOptions, Vectorizer
 from app.integrations.images.local_background import LocalBackgroundRemover
-from app.integrations.images.local_vectorizer import LocalVectorizer
+from app.integrations.images.local_vectorizer import LocalVectorizer, trace
 from tests.support.images import (
     jpeg,
     logo_like,
@@ -370,7 +370,7 @@ def test_vtracer_failure_is_vectorize_failed(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("app.integrations.images.local_vectorizer.vtracer.convert_raw_image_to_svg", failing)
 
     with pytest.raises(EngineError) as caught:
-        LocalVectorizer().vectorize_sync(logo_like(64), VectorizeOptions())
+        trace(logo_like(64), VectorizeOptions())
 
     assert (caught.value.code, caught.value.retryable) == ("vectorize_failed", False)
 
@@ -386,12 +386,10 @@ async def test_event_loop_keeps_running_during_a_trace(vectorizer: LocalVectoriz
     assert gap < 0.2
 
 
-async def test_vectorize_sync_matches_the_worker(vectorizer: LocalVectorizer) -> None:
+async def test_trace_in_this_thread_matches_the_worker(vectorizer: LocalVectorizer) -> None:
     source = logo_like(120)
 
-    assert vectorizer.vectorize_sync(source, VectorizeOptions()) == await vectorizer.vectorize(
-        source, VectorizeOptions()
-    )
+    assert trace(source, VectorizeOptions()) == await vectorizer.vectorize(source, VectorizeOptions())
 
 
 async def _worker_pid(vectorizer: LocalVectorizer) -> int:

@@ -163,10 +163,6 @@ class LocalBackgroundRemover:
         self._output_name = session.get_outputs()[0].name
         return session
 
-    async def warm_up(self) -> None:
-        """Load the model now (in a thread) rather than on the first request."""
-        await asyncio.to_thread(lambda: self.session)
-
     # --- synchronous pipeline (also used by the benchmark) ---------------------------------------------
 
     @staticmethod

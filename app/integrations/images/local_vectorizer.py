@@ -9,7 +9,7 @@ interrupted, so a worker *thread* would freeze the event loop and could never be
 runs each trace in a worker *process* (a pebble spawn-context pool of `max_concurrency` processes,
 created on first use, recycled every `max_tasks_per_worker` jobs), under a semaphore that bounds the
 jobs in flight, and kills the process of a trace that runs too long or whose caller went away.
-`vectorize_sync` traces in the calling thread, for benchmarks and scripts.
+`trace` is the same work in the calling thread, for benchmarks and scripts.
 """
 
 from __future__ import annotations
@@ -219,10 +219,6 @@ class LocalVectorizer:
                     context=multiprocessing.get_context("spawn"),
                 )
             return self._pool
-
-    def vectorize_sync(self, image: bytes, options: VectorizeOptions) -> str:
-        """Trace in the calling thread (no worker process, no time limit): for benchmarks and scripts."""
-        return trace(image, options, max_pixels=self.max_pixels)
 
     async def warm_up(self) -> None:
         """Start the worker processes now rather than on the first request."""

@@ -4,7 +4,6 @@ harmonies, tonal ramps, and contrast repair. Pure functions over `#rrggbb` strin
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,7 +27,6 @@ _RAMP_CHROMA = (0.12, 0.25, 0.45, 0.7, 0.9, 1.0, 1.0, 0.92, 0.8, 0.68, 0.52)
 ACHROMATIC = 0.02
 # The CSS Color 4 gamut mapping: keep lightness and hue, reduce chroma until the colour fits sRGB.
 _FIT = "oklch-chroma"
-_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
 Harmony = Literal["complementary", "analogous", "triadic", "split_complementary", "square", "monochromatic"]
 HARMONIES: tuple[Harmony, ...] = (
@@ -51,17 +49,6 @@ _CORAIDE_HARMONY = {
 
 class InvalidColor(ValueError):
     pass
-
-
-def normalize_hex(value: str) -> str:
-    """`#abc` / `abc` / `#AABBCC` -> `#aabbcc`; InvalidColor otherwise."""
-    match = _HEX.fullmatch(value.strip())
-    if match is None:
-        raise InvalidColor(f"{value!r} is not a hex colour (#rrggbb)")
-    digits = match.group(1).lower()
-    if len(digits) == 3:
-        digits = "".join(ch * 2 for ch in digits)
-    return f"#{digits}"
 
 
 def parse_css_color(value: str) -> str:

@@ -31,7 +31,6 @@ from app.services.design.errors import PlanRequired
 from app.services.design.tokens import GENERIC_FAMILIES, flat_tokens
 
 ExportFormat = Literal["json", "css", "tailwind", "scss", "figma-tokens"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("json", "css", "tailwind", "scss", "figma-tokens")
 _DIMENSION = re.compile(r"^(-?[0-9]+(?:\.[0-9]+)?)(px|rem)$")
 
 

@@ -24,8 +24,6 @@ from app.services.design.dominant import DominantColor, ImageMode, dominant_colo
 from app.services.design.errors import UnreadableImage
 from app.services.design.prompting import BrandIdea
 
-ROLES = ("primary", "secondary", "accent")
-
 
 @dataclass(frozen=True)
 class ColorInfo:

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from app.services.design.palettes import Palette
 
 Tier = Literal["colors", "full"]
-TypeScale = Literal["compact", "balanced", "dramatic"]
-CornerStyle = Literal["sharp", "soft", "round"]
 
 # Heading and body fonts that work together (all on Google Fonts), by character.
 FONT_PAIRINGS: dict[str, tuple[str, str]] = {

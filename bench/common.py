@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.databases import TestDatabase, fresh_database, migrate
+from tests.support.databases import TestDatabase, fresh_database, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

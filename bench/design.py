@@ -35,8 +35,8 @@ from app.services.design import palettes
 from app.services.design.colors import HARMONIES
 from app.services.design.dominant import IMAGE_MODES, dominant_colors
 from app.services.users import create_user
-from tests.databases import migrate
-from tests.images import photo_like_image
+from tests.support.databases import migrate
+from tests.support.images import photo_like_image
 
 WIDTH, HEIGHT = 1632, 1224  # 2.0 MP
 BASE_COLOR = "#3b82f6"

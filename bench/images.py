@@ -32,7 +32,7 @@ from app.security import LocalTokenCodec
 from app.services import credits
 from app.services.users import create_user
 from bench.common import Result, api_server, bench_database, load
-from tests.images import logo_like, photo_like
+from tests.support.images import logo_like, photo_like
 
 SECRET_KEY = "bench-secret-key-" + "x" * 32
 

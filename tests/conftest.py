@@ -16,6 +16,7 @@ from app.models import User
 from tests.factories import bearer, make_user
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
+from tests.fakes.replicate import FakeReplicate
 from tests.fakes.stripe import FakeStripe
 from tests.support.databases import TestDatabase, configured_databases, fresh_database, migrate
 
@@ -153,6 +154,11 @@ def fake_stripe(outside_http: respx.MockRouter) -> FakeStripe:
 @pytest.fixture
 def fake_dodo(outside_http: respx.MockRouter) -> FakeDodo:
     return FakeDodo(outside_http)
+
+
+@pytest.fixture
+def fake_replicate(outside_http: respx.MockRouter) -> FakeReplicate:
+    return FakeReplicate(outside_http)
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-import respx
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -235,20 +234,15 @@ async def assert_unchanged_after_refusal(
 
 
 @pytest.fixture
-def replicate(outside_http: respx.MockRouter) -> FakeReplicate:
-    return FakeReplicate(outside_http)
-
-
-@pytest.fixture
 def settings(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, replicate: FakeReplicate
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, fake_replicate: FakeReplicate
 ) -> Settings:
     return make_settings(
         database_url=database_url,
         data_dir=tmp_path_factory.mktemp("data"),
         public_base_url="https://api.example.com",
-        replicate_api_token=replicate.api_token,
-        replicate_webhook_secret=replicate.webhook_secret,
+        replicate_api_token=fake_replicate.api_token,
+        replicate_webhook_secret=fake_replicate.webhook_secret,
         replicate_poll_interval_seconds=0.01,
         job_retry_base_seconds=0,
         # Fuzzed generation requests must reach the checks behind the limiter, not all stop at 429.

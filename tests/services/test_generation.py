@@ -7,7 +7,6 @@ import uuid
 
 import httpx
 import pytest
-import respx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,20 +24,15 @@ BONUS = 10.0
 
 
 @pytest.fixture
-def replicate(outside_http: respx.MockRouter) -> FakeReplicate:
-    return FakeReplicate(outside_http)
-
-
-@pytest.fixture
 def settings(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, replicate: FakeReplicate
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, fake_replicate: FakeReplicate
 ) -> Settings:
     return make_settings(
         database_url=database_url,
         data_dir=tmp_path_factory.mktemp("data"),
         public_base_url="https://api.example.com",
-        replicate_api_token=replicate.api_token,
-        replicate_webhook_secret=replicate.webhook_secret,
+        replicate_api_token=fake_replicate.api_token,
+        replicate_webhook_secret=fake_replicate.webhook_secret,
         replicate_poll_interval_seconds=0.01,
         job_retry_base_seconds=0,
         rate_limit_generate_per_user="3/minute",
@@ -59,7 +53,7 @@ async def upload(client: httpx.AsyncClient, auth: dict[str, str]) -> str:
 
 
 async def test_generation_of_three_views_completes_and_charges_per_view(
-    client: httpx.AsyncClient, auth: dict[str, str], replicate: FakeReplicate, session: AsyncSession
+    client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate, session: AsyncSession
 ) -> None:
     body = {
         "style_id": await style_id(client),
@@ -72,8 +66,8 @@ async def test_generation_of_three_views_completes_and_charges_per_view(
     status = (await client.get(f"/api/v1/image/status/{image_id}", headers=auth)).json()
     assert status["status"] == "COMPLETED", status
     assert [output["view"] for output in status["outputs"]] == ["front", "left", "back"]
-    assert len(replicate.created) == 3
-    sent = replicate.created[0]
+    assert len(fake_replicate.created) == 3
+    sent = fake_replicate.created[0]
     assert sent["webhook"] == "https://api.example.com/api/v1/webhooks/replicate"
     assert "front view" in sent["input"]["prompt"]
     assert sent["input"]["image_input"][0].startswith("https://api.example.com/api/v1/files/")
@@ -84,9 +78,9 @@ async def test_generation_of_three_views_completes_and_charges_per_view(
 
 
 async def test_a_failed_prediction_fails_the_job_and_refunds(
-    client: httpx.AsyncClient, auth: dict[str, str], replicate: FakeReplicate
+    client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate
 ) -> None:
-    replicate.fail_next_prediction("NSFW content detected")
+    fake_replicate.fail_next_prediction("NSFW content detected")
     body = {"style_id": await style_id(client), "image_input_url": "https://cdn.example.com/me.jpg"}
     image_id = (await client.post("/api/v1/image/generate", headers=auth, json=body)).json()["image_id"]
     status = (await client.get(f"/api/v1/image/status/{image_id}", headers=auth)).json()
@@ -96,9 +90,9 @@ async def test_a_failed_prediction_fails_the_job_and_refunds(
 
 
 async def test_replicate_5xx_is_retried(
-    client: httpx.AsyncClient, auth: dict[str, str], replicate: FakeReplicate
+    client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate
 ) -> None:
-    replicate.fail_next(500)
+    fake_replicate.fail_next(500)
     body = {"style_id": await style_id(client), "image_input_url": "https://cdn.example.com/me.jpg"}
     image_id = (await client.post("/api/v1/image/generate", headers=auth, json=body)).json()["image_id"]
     status = (await client.get(f"/api/v1/image/status/{image_id}", headers=auth)).json()
@@ -159,13 +153,13 @@ async def test_not_configured_is_503_and_reserves_nothing(
 
 
 async def test_webhook_is_verified_and_recorded(
-    client: httpx.AsyncClient, auth: dict[str, str], replicate: FakeReplicate, session: AsyncSession
+    client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate, session: AsyncSession
 ) -> None:
     body = {"style_id": await style_id(client), "image_input_url": "https://cdn.example.com/me.jpg"}
     image_id = (await client.post("/api/v1/image/generate", headers=auth, json=body)).json()["image_id"]
     job = await session.get_one(Job, uuid.UUID(image_id))
     assert job.provider_job_id is not None
-    payload, headers = replicate.signed_webhook(job.provider_job_id)
+    payload, headers = fake_replicate.signed_webhook(job.provider_job_id)
     response = await client.post("/api/v1/webhooks/replicate", content=payload, headers=headers)
     assert response.status_code == 200, response.text
     again = await client.post("/api/v1/webhooks/replicate", content=payload, headers=headers)
@@ -190,7 +184,7 @@ async def test_status_events_stream_until_done(client: httpx.AsyncClient, auth: 
 
 
 async def test_a_retried_generation_starts_one_job(
-    client: httpx.AsyncClient, auth: dict[str, str], replicate: FakeReplicate, session: AsyncSession
+    client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate, session: AsyncSession
 ) -> None:
     body = {"style_id": await style_id(client), "image_input_url": "https://cdn.example.com/me.jpg"}
     headers = {**auth, "Idempotency-Key": "try-on-1"}
@@ -199,5 +193,5 @@ async def test_a_retried_generation_starts_one_job(
     assert answers[1].json() == answers[0].json()
     assert answers[1].headers["idempotent-replayed"] == "true"
     assert len(list(await session.scalars(select(Job)))) == 1
-    assert len(replicate.created) == 1
+    assert len(fake_replicate.created) == 1
     assert (await client.get("/api/v1/users/credits", headers=auth)).json()["credits"] == BONUS - 1

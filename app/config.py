@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     google_redirect_uri: str | None = None
     google_login_success_url: str | None = None
 
+    # --- emailed codes, cookie sessions, refresh grace ---------------------------------------------
+    # A 6-digit sign-in/sign-up code lives this long and dies after this many wrong tries.
+    login_code_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    login_code_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Asking for a code, per caller address and per email address; verifying or checking one, per
+    # caller address (each challenge also has its own attempt limit).
+    rate_limit_code_request_per_ip: str = "10/hour"
+    rate_limit_code_request_per_account: str = "5/hour"
+    rate_limit_code_verify_per_ip: str = "30/hour"
+    # A refresh token presented again this many seconds after it was rotated still yields a new pair in
+    # its family (two tabs refreshing at once); later, it revokes the whole family as a stolen token.
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=60)
+
     # --- billing -----------------------------------------------------------------------------------
     # Where providers send the browser after checkout (default FRONTEND_URL/billing/success|cancel).
     checkout_success_url: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -21,7 +22,7 @@ from app.schemas.base import Schema
 from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import idempotency, jobs
-from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal
+from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal, TokenPair
 from app.tasks import runner, waited
 
 # scope="function": the commit happens before the response is sent and before BackgroundTasks run.
@@ -31,6 +32,10 @@ ACCESS_COOKIE = "pf_access"
 REFRESH_COOKIE = "pf_refresh"
 CSRF_COOKIE = "pf_csrf"
 CSRF_HEADER = "x-csrf-token"
+# Session cookies the way the Hair Try-On SPA keeps them (POST /auth/login?cookies=true, the code
+# sign-in, the compat routers): both on Path=/, SameSite=Lax, guarded by the Origin rule, not a token.
+SESSION_ACCESS_COOKIE = "access_token"
+SESSION_REFRESH_COOKIE = "refresh_token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -72,19 +77,103 @@ def require_csrf(request: Request) -> None:
         raise CsrfFailed()
 
 
+class OriginRefused(CsrfFailed):
+    default_detail = (
+        "A cookie-authenticated write must come from an allowed origin (Origin, else Referer, in "
+        "CORS_ORIGINS); send the token in the Authorization header otherwise."
+    )
+
+
+def _origin_of(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port is not None else "")
+
+
+def trusted_origins(settings: Settings) -> frozenset[str]:
+    """CORS_ORIGINS and the API's own origin (its docs page), lower-cased."""
+    origins = {origin.lower() for origin in settings.cors_origins}
+    if own := _origin_of(settings.public_base_url):
+        origins.add(own.lower())
+    return frozenset(origins)
+
+
+def require_trusted_origin(request: Request, settings: Settings) -> None:
+    """The CSRF guard of the session cookies: an unsafe method must name an allowed origin in `Origin`
+    (or, when a browser leaves it out, in `Referer`). A cross-site page can make the browser send our
+    cookies, but not lie about where it is; a request naming no origin at all is refused too."""
+    if request.method in _SAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        origin = _origin_of(referer) if referer else None
+    if origin is None or origin.lower() not in trusted_origins(settings):
+        raise OriginRefused()
+
+
+def set_session_cookies(response: Response, pair: TokenPair, settings: Settings) -> None:
+    """Both tokens as httpOnly cookies for every path (the refresh token must reach the compat
+    routers' own `refresh`), SameSite=Lax, Secure over HTTPS."""
+    for name, value, max_age in (
+        (SESSION_ACCESS_COOKIE, pair.access_token, pair.access_expires_in),
+        (SESSION_REFRESH_COOKIE, pair.refresh_token, pair.refresh_expires_in),
+    ):
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            domain=settings.auth_cookie_domain,
+            secure=settings.cookies_secure,
+            httponly=True,
+            samesite="lax",
+        )
+
+
+def clear_session_cookies(response: Response, settings: Settings) -> None:
+    for name in (SESSION_ACCESS_COOKIE, SESSION_REFRESH_COOKIE):
+        response.delete_cookie(
+            name,
+            path="/",
+            domain=settings.auth_cookie_domain,
+            secure=settings.cookies_secure,
+            httponly=True,
+            samesite="lax",
+        )
+
+
+def session_refresh_token(request: Request, settings: Settings) -> str | None:
+    """The refresh token of a cookie session, once the request passed the Origin rule."""
+    token = request.cookies.get(SESSION_REFRESH_COOKIE)
+    if token:
+        require_trusted_origin(request, settings)
+    return token
+
+
 async def get_principal(
     request: Request,
     session: SessionDep,
     container: ContainerDep,
     bearer: Annotated[str | None, Depends(_bearer)],
 ) -> Principal:
-    """One resolver, two transports: the Authorization header, else the httpOnly access cookie."""
+    """One resolver, two transports: the Authorization header, else an httpOnly access cookie (the
+    `pf_access` one guarded by the CSRF token, the `access_token` one by the Origin rule). A bearer
+    request never looks at cookies."""
     if bearer:
         credential = bearer
     elif request.headers.get("authorization"):
         raise InvalidToken()
     elif cookie := request.cookies.get(ACCESS_COOKIE):
         require_csrf(request)
+        credential = cookie
+    elif cookie := request.cookies.get(SESSION_ACCESS_COOKIE):
+        require_trusted_origin(request, container.settings)
         credential = cookie
     else:
         raise NotAuthenticated()

@@ -1,7 +1,15 @@
 """Every table, imported here so Alembic and the mappers see the whole schema."""
 
 from app.db.base import Base
-from app.models.auth import ApiKey, OneTimeToken, OneTimeTokenPurpose, RefreshToken, RevokedAccessToken
+from app.models.auth import (
+    ApiKey,
+    EmailCode,
+    EmailCodePurpose,
+    OneTimeToken,
+    OneTimeTokenPurpose,
+    RefreshToken,
+    RevokedAccessToken,
+)
 from app.models.billing import (
     AdjustmentKind,
     CreditDebt,
@@ -34,6 +42,8 @@ __all__ = [
     "DesignSource",
     "DesignSystem",
     "DesignSystemTag",
+    "EmailCode",
+    "EmailCodePurpose",
     "EmailStatus",
     "IdempotencyRecord",
     "Job",

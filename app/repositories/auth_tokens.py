@@ -8,7 +8,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
 
 from app.db.upsert import insert_if_absent
-from app.models import ApiKey, OneTimeToken, RefreshToken, RevokedAccessToken
+from app.models import ApiKey, EmailCode, OneTimeToken, RefreshToken, RevokedAccessToken
 from app.repositories.base import Repository
 
 
@@ -92,6 +92,17 @@ class OneTimeTokenRepository(Repository[OneTimeToken]):
         )
         return token.user_id if _changed(result) == 1 else None
 
+    async def peek(self, token_hash: str, purpose: str, now: datetime) -> uuid.UUID | None:
+        """The user a live token belongs to, without spending it."""
+        return await self.session.scalar(
+            select(OneTimeToken.user_id).where(
+                OneTimeToken.token_hash == token_hash,
+                OneTimeToken.purpose == purpose,
+                OneTimeToken.used_at.is_(None),
+                OneTimeToken.expires_at > now,
+            )
+        )
+
     async def expire_unused(self, user_id: uuid.UUID, purpose: str, now: datetime) -> None:
         """Older links stop working when a new one is sent or the account changes."""
         await self.session.execute(
@@ -111,6 +122,77 @@ class OneTimeTokenRepository(Repository[OneTimeToken]):
         return _changed(
             await self.session.execute(delete(OneTimeToken).where(OneTimeToken.expires_at <= now))
         )
+
+
+class EmailCodeRepository(Repository[EmailCode]):
+    model = EmailCode
+
+    async def get_live(self, token_hash: str, now: datetime, max_attempts: int) -> EmailCode | None:
+        """The challenge this token names while a code may still be tried: unspent, unexpired, and with
+        attempts left."""
+        return await self.session.scalar(
+            select(EmailCode).where(
+                EmailCode.token_hash == token_hash,
+                EmailCode.used_at.is_(None),
+                EmailCode.expires_at > now,
+                EmailCode.attempts < max_attempts,
+            )
+        )
+
+    async def count_attempt(self, code_id: uuid.UUID, now: datetime, max_attempts: int) -> bool:
+        """Atomically take one attempt from a live challenge; False when none is left (or it was spent
+        meanwhile), so concurrent guesses can never exceed the limit."""
+        result = await self.session.execute(
+            update(EmailCode)
+            .where(
+                EmailCode.id == code_id,
+                EmailCode.used_at.is_(None),
+                EmailCode.expires_at > now,
+                EmailCode.attempts < max_attempts,
+            )
+            .values(attempts=EmailCode.attempts + 1)
+        )
+        return _changed(result) == 1
+
+    async def spend(self, code_id: uuid.UUID, now: datetime) -> bool:
+        """Mark the challenge used; False when a concurrent request spent it first."""
+        result = await self.session.execute(
+            update(EmailCode).where(EmailCode.id == code_id, EmailCode.used_at.is_(None)).values(used_at=now)
+        )
+        return _changed(result) == 1
+
+    async def latest_pending_signup(self, email: str, now: datetime) -> EmailCode | None:
+        """The newest live sign-up challenge for an address with no account yet (its name and password
+        carry over to a resent code)."""
+        return await self.session.scalar(
+            select(EmailCode)
+            .where(
+                EmailCode.email == email,
+                EmailCode.purpose == "signup",
+                EmailCode.user_id.is_(None),
+                EmailCode.used_at.is_(None),
+                EmailCode.expires_at > now,
+            )
+            .order_by(EmailCode.created_at.desc())
+            .limit(1)
+        )
+
+    async def expire_unused(self, email: str, purpose: str, now: datetime) -> None:
+        """Only the newest code for an address and purpose works."""
+        await self.session.execute(
+            update(EmailCode)
+            .where(EmailCode.email == email, EmailCode.purpose == purpose, EmailCode.used_at.is_(None))
+            .values(used_at=now)
+        )
+
+    async def delete_for_user(self, user_id: uuid.UUID, email: str | None) -> None:
+        condition = EmailCode.user_id == user_id
+        if email is not None:
+            condition = condition | (EmailCode.email == email)
+        await self.session.execute(delete(EmailCode).where(condition))
+
+    async def delete_expired(self, now: datetime) -> int:
+        return _changed(await self.session.execute(delete(EmailCode).where(EmailCode.expires_at <= now)))
 
 
 class ApiKeyRepository(Repository[ApiKey]):

@@ -17,11 +17,19 @@ from app.dependencies import (
     ContainerDep,
     OptionalPrincipalDep,
     SessionDep,
+    clear_session_cookies,
     record_client_ip,
     require_csrf,
+    session_refresh_token,
+    set_session_cookies,
 )
 from app.errors import BadRequest
+from app.models import EmailCodePurpose
 from app.schemas.auth import (
+    CodeChallengeOut,
+    CodeCheckIn,
+    CodeRequestIn,
+    CodeVerifyIn,
     EmailIn,
     LoginIn,
     LogoutIn,
@@ -30,13 +38,16 @@ from app.schemas.auth import (
     RefreshIn,
     RegisteredOut,
     RegisterIn,
+    ResetTokenCheckIn,
+    SessionCookiesOut,
     TokenIn,
     TokenOut,
+    ValidityOut,
 )
 from app.security import new_secret_token
 from app.services import auth as auth_service
 from app.services import email as email_service
-from app.services import google_login
+from app.services import google_login, login_codes
 from app.services.auth import TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(record_client_ip)])
@@ -86,6 +97,26 @@ def _tokens(pair: TokenPair, response: Response, container: Container) -> TokenO
         expires_in=pair.access_expires_in,
         refresh_expires_in=pair.refresh_expires_in,
     )
+
+
+CookiesFlag = Annotated[
+    bool,
+    Query(
+        description="Send the session as httpOnly `access_token`/`refresh_token` cookies (SameSite=Lax, "
+        "Path=/) instead of in the body. Writes authenticated by them must come from an origin in "
+        "CORS_ORIGINS."
+    ),
+]
+
+
+def _session(
+    pair: TokenPair, response: Response, container: Container, cookies: bool
+) -> TokenOut | SessionCookiesOut:
+    """The new session in the body, or, when the client asked for cookies, in cookies only."""
+    if not cookies:
+        return _tokens(pair, response, container)
+    set_session_cookies(response, pair, container.settings)
+    return SessionCookiesOut(expires_in=pair.access_expires_in, refresh_expires_in=pair.refresh_expires_in)
 
 
 @router.post("/register", status_code=201, response_model=RegisteredOut)
@@ -193,10 +224,15 @@ async def _read_login(request: Request) -> LoginIn:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from exc
 
 
-@router.post("/login", response_model=TokenOut, openapi_extra=_LOGIN_BODY)
+@router.post("/login", response_model=TokenOut | SessionCookiesOut, openapi_extra=_LOGIN_BODY)
 async def login(
-    request: Request, response: Response, session: SessionDep, container: ContainerDep, ip: ClientIp
-) -> TokenOut:
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    container: ContainerDep,
+    ip: ClientIp,
+    cookies: CookiesFlag = False,
+) -> TokenOut | SessionCookiesOut:
     settings = container.settings
     await auth_service.rate_limit(container, settings.rate_limit_login_per_ip, "login", "ip", ip)
     body = await _read_login(request)
@@ -204,23 +240,28 @@ async def login(
         container, settings.rate_limit_login_per_account, "login", body.email
     )
     pair = await auth_service.login(session, container, email=body.email, password=body.password)
-    return _tokens(pair, response, container)
+    return _session(pair, response, container, cookies)
 
 
-@router.post("/refresh", response_model=TokenOut)
+@router.post("/refresh", response_model=TokenOut | SessionCookiesOut)
 async def refresh(
     request: Request,
     response: Response,
     session: SessionDep,
     container: ContainerDep,
     body: RefreshIn | None = None,
-) -> TokenOut:
+    cookies: CookiesFlag = False,
+) -> TokenOut | SessionCookiesOut:
+    """The refresh token from the body, else the `pf_refresh` cookie (with the CSRF header), else the
+    `refresh_token` cookie (from an allowed origin; the new pair goes back in cookies)."""
     token = body.refresh_token if body else None
     if not token and (token := request.cookies.get(REFRESH_COOKIE)):
         require_csrf(request)
+    if not token and (token := session_refresh_token(request, container.settings)):
+        cookies = True
     if not token:
         raise auth_service.InvalidToken()
-    return _tokens(await auth_service.refresh(session, container, token), response, container)
+    return _session(await auth_service.refresh(session, container, token), response, container, cookies)
 
 
 @router.post("/logout", status_code=204)
@@ -236,12 +277,15 @@ async def logout(
     refresh_token = body.refresh_token if body else None
     if not refresh_token and (refresh_token := request.cookies.get(REFRESH_COOKIE)):
         require_csrf(request)
+    if not refresh_token:
+        refresh_token = session_refresh_token(request, container.settings)
     if principal is None and not refresh_token:
         raise auth_service.NotAuthenticated()
     await auth_service.logout(session, container, principal, refresh_token)
     response = Response(status_code=204)
     for name, path in ((ACCESS_COOKIE, "/"), (REFRESH_COOKIE, "/api/v1/auth"), (CSRF_COOKIE, "/")):
         response.delete_cookie(name, path=path, domain=container.settings.auth_cookie_domain)
+    clear_session_cookies(response, container.settings)
     return response
 
 
@@ -267,6 +311,76 @@ async def reset_password(
     await _verification_limits(container, ip)
     await auth_service.reset_password(session, container, body.token, body.password)
     return MessageOut(message="Your password is changed and every session is signed out; sign in again.")
+
+
+@router.post("/password/reset/check", response_model=ValidityOut)
+async def check_reset_token(
+    body: ResetTokenCheckIn, session: SessionDep, container: ContainerDep, ip: ClientIp
+) -> ValidityOut:
+    """Whether the reset link still works, without spending it (a form asks before it shows). Limited
+    per caller address like the reset itself; the 256-bit token cannot be guessed."""
+    await _verification_limits(container, ip)
+    return ValidityOut(valid=await auth_service.reset_token_is_valid(session, body.token))
+
+
+# --- emailed 6-digit codes -------------------------------------------------------------------------
+
+
+@router.post("/code/request", status_code=202, response_model=CodeChallengeOut)
+async def request_code(
+    body: CodeRequestIn,
+    session: SessionDep,
+    container: ContainerDep,
+    ip: ClientIp,
+    background: BackgroundTasks,
+) -> CodeChallengeOut:
+    """Emails a 6-digit code and answers with the challenge token to verify it with. The answer is the
+    same whether or not the address has an account (without `password`): it never says who does."""
+    settings = container.settings
+    await auth_service.rate_limit(container, settings.rate_limit_code_request_per_ip, "code", "ip", ip)
+    await auth_service.rate_limit_account(
+        container, settings.rate_limit_code_request_per_account, "code", body.email
+    )
+    challenge = await login_codes.request_code(
+        session,
+        container,
+        email=body.email,
+        purpose=EmailCodePurpose(body.purpose),
+        name=body.name,
+        password=body.password,
+    )
+    _send_outbox(background, container)
+    return CodeChallengeOut(token=challenge.token, expires_in=challenge.expires_in)
+
+
+@router.post("/code/verify", response_model=TokenOut | SessionCookiesOut)
+async def verify_code(
+    body: CodeVerifyIn,
+    response: Response,
+    session: SessionDep,
+    container: ContainerDep,
+    ip: ClientIp,
+    cookies: CookiesFlag = False,
+) -> TokenOut | SessionCookiesOut:
+    """The code from the email opens a session (a sign-up's account is created, its address verified).
+    Each try counts: after LOGIN_CODE_MAX_ATTEMPTS wrong ones the challenge is dead."""
+    await auth_service.rate_limit(
+        container, container.settings.rate_limit_code_verify_per_ip, "code-verify", "ip", ip
+    )
+    pair = await login_codes.verify_code(session, container, token=body.token, code=body.code)
+    return _session(pair, response, container, cookies)
+
+
+@router.post("/code/check", response_model=ValidityOut)
+async def check_code(
+    body: CodeCheckIn, session: SessionDep, container: ContainerDep, ip: ClientIp
+) -> ValidityOut:
+    """Whether a code may still be entered for this challenge, without trying one: it takes no code,
+    so it counts no attempt (and a decoy challenge is as valid as any, so it reveals no account)."""
+    await auth_service.rate_limit(
+        container, container.settings.rate_limit_code_verify_per_ip, "code-verify", "ip", ip
+    )
+    return ValidityOut(valid=await login_codes.challenge_is_live(session, container, body.token))
 
 
 @router.get("/google", response_class=RedirectResponse, status_code=302)

@@ -4,7 +4,7 @@ import re
 from typing import Annotated, Literal
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from pydantic import ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field, model_validator
 
 from app.schemas.base import Schema
 
@@ -94,3 +94,57 @@ class PasswordResetIn(AuthIn):
 
 class MessageOut(Schema):
     message: str
+
+
+class SessionCookiesOut(Schema):
+    """A session sent as httpOnly cookies only (`?cookies=true`): the tokens stay out of reach of the
+    page's scripts, so the body does not carry them."""
+
+    token_type: Literal["cookie"] = "cookie"
+    expires_in: int
+    refresh_expires_in: int
+
+
+class ResetTokenCheckIn(AuthIn):
+    token: OneTimeToken
+
+
+class ValidityOut(Schema):
+    valid: bool
+
+
+# --- emailed codes ---------------------------------------------------------------------------------
+
+
+class CodeRequestIn(AuthIn):
+    """`purpose` "login": a code for the account's verified address; with `password`, it must be right
+    first (as POST /auth/login). "signup": a code that creates the account (with `name` and `password`
+    if given), or signs into the existing one."""
+
+    email: Email
+    purpose: Literal["login", "signup"]
+    name: Annotated[str, Field(max_length=200, pattern=NO_NUL)] | None = None
+    password: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)] | None = None
+
+    @model_validator(mode="after")
+    def _signup_password_policy(self) -> CodeRequestIn:
+        if self.purpose == "signup" and self.password is not None and len(self.password) < 8:
+            raise ValueError("a sign-up password needs at least 8 characters")
+        if self.purpose == "login" and self.name is not None:
+            raise ValueError("`name` is for sign-up only")
+        return self
+
+
+class CodeChallengeOut(Schema):
+    token: str
+    expires_in: int
+    message: str = "If this address can use a code, one is on its way."
+
+
+class CodeVerifyIn(AuthIn):
+    token: OneTimeToken
+    code: Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["012345"])]
+
+
+class CodeCheckIn(AuthIn):
+    token: OneTimeToken

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html import escape
 
 import structlog
@@ -159,7 +159,7 @@ async def verify_email(session: AsyncSession, token: str) -> User:
 
 async def resend_verification(session: AsyncSession, ctx: Container, email: str) -> None:
     """Same outcome whether or not the address has an account, so it cannot be used to probe."""
-    user = await _find_by_email(session, email)
+    user = await find_by_email(session, email)
     if user is not None and user.email_verified_at is None and user.password_hash is not None:
         await OneTimeTokenRepository(session).expire_unused(
             user.id, OneTimeTokenPurpose.verify_email.value, utcnow()
@@ -177,9 +177,9 @@ async def _send_verification(session: AsyncSession, ctx: Container, user: User) 
         session,
         to=user.email,
         subject=f"Confirm your email for {ctx.settings.app_name}",
-        text=f"Hello{_greeting(user)},\n\nConfirm your email address by opening this link:\n{link}\n\n"
+        text=f"Hello{greeting(user)},\n\nConfirm your email address by opening this link:\n{link}\n\n"
         f"The link works once and expires in {ctx.settings.email_verification_ttl_seconds // 3600} hours.",
-        html=f"<p>Hello{escape(_greeting(user))},</p>"
+        html=f"<p>Hello{escape(greeting(user))},</p>"
         f'<p><a href="{escape(link)}">Confirm your email address</a></p>',
         tag="verify_email",
         user_id=user.id,
@@ -201,11 +201,11 @@ async def _issue_one_time_token(
     return token
 
 
-def _greeting(user: User) -> str:
+def greeting(user: User) -> str:
     return f" {user.name}" if user.name else ""
 
 
-async def _find_by_email(session: AsyncSession, email: str) -> User | None:
+async def find_by_email(session: AsyncSession, email: str) -> User | None:
     try:
         normalized = normalize_email(email)
     except ValueError:
@@ -218,7 +218,14 @@ async def _find_by_email(session: AsyncSession, email: str) -> User | None:
 
 
 async def login(session: AsyncSession, ctx: Container, *, email: str, password: str) -> TokenPair:
-    user = await _find_by_email(session, email)
+    user = await check_password(session, ctx, email=email, password=password)
+    return await signed_in(session, ctx, user, "password")
+
+
+async def check_password(session: AsyncSession, ctx: Container, *, email: str, password: str) -> User:
+    """The verified account these credentials open, else 401 (403 unverified) with the refusal on
+    record. Nothing is issued: `login` issues a session, a code challenge emails a code."""
+    user = await find_by_email(session, email)
     # Verified either way (against a decoy hash when there is no account): same time, same answer.
     matches, new_hash = await ctx.passwords.verify(password, user.password_hash if user else None)
     if user is None or not matches:
@@ -230,26 +237,35 @@ async def login(session: AsyncSession, ctx: Container, *, email: str, password: 
         raise EmailNotVerified(keep_changes=True)
     if new_hash is not None:
         user.password_hash = new_hash
+    return user
+
+
+async def signed_in(session: AsyncSession, ctx: Container, user: User, method: str) -> TokenPair:
+    """A successful sign-in (`method`: "password", "code"), on record, and its new session."""
     user.last_login_at = utcnow()
     await audit.record(
         session,
         action=AuditAction.login_succeeded,
         actor_id=user.id,
         subject_id=user.id,
-        details={"method": "password"},
+        details={"method": method},
     )
-    log.info("auth.login", user_id=str(user.id))
+    log.info("auth.login", user_id=str(user.id), method=method)
     return await issue_session(session, ctx, user)
 
 
 async def _login_failed(session: AsyncSession, user: User | None, reason: str) -> None:
+    await login_failed(session, user.id if user is not None else None, reason, "password")
+
+
+async def login_failed(session: AsyncSession, user_id: uuid.UUID | None, reason: str, method: str) -> None:
     """A refused sign-in, on record. An attempt on an unknown address names no one (and never keeps what
-    was typed: a password pasted into the email field must not land in the trail)."""
+    was typed: a password pasted into the email field, or a code, must not land in the trail)."""
     await audit.record(
         session,
         action=AuditAction.login_failed,
-        subject_id=user.id if user is not None else None,
-        details={"reason": reason, "method": "password", "known_account": user is not None},
+        subject_id=user_id,
+        details={"reason": reason, "method": method, "known_account": user_id is not None},
     )
 
 
@@ -284,6 +300,12 @@ async def refresh(session: AsyncSession, ctx: Container, refresh_token: str) -> 
     token_id = uuid.UUID(claims.jti)
     if not await repository.mark_used(token_id, now):
         stored = await repository.get(token_id)
+        if _within_grace(ctx, stored, now):
+            assert stored is not None
+            # Two tabs refreshed with the same token at once: the later one gets a pair of its own in
+            # the same family instead of logging the user out.
+            log.info("auth.refresh_within_grace", user_id=str(stored.user_id))
+            return await _rotated(session, ctx, claims, stored)
         if stored is not None and stored.used_at is not None and stored.revoked_at is None:
             await repository.revoke_family(stored.family_id, now)
             log.warning(
@@ -292,7 +314,25 @@ async def refresh(session: AsyncSession, ctx: Container, refresh_token: str) -> 
             # The answer is 401, yet the revocation must be committed, not rolled back with the error.
             raise InvalidToken(keep_changes=True)
         raise InvalidToken()
-    stored = await repository.get(token_id)
+    return await _rotated(session, ctx, claims, await repository.get(token_id))
+
+
+def _within_grace(ctx: Container, stored: RefreshToken | None, now: datetime) -> bool:
+    """Rotated moments ago (REFRESH_REUSE_GRACE_SECONDS) and its family still alive."""
+    grace = ctx.settings.refresh_reuse_grace_seconds
+    return (
+        grace > 0
+        and stored is not None
+        and stored.used_at is not None
+        and stored.revoked_at is None
+        and stored.expires_at > now
+        and now - stored.used_at <= timedelta(seconds=grace)
+    )
+
+
+async def _rotated(
+    session: AsyncSession, ctx: Container, claims: LocalTokenClaims, stored: RefreshToken | None
+) -> TokenPair:
     user = await users_service.get_active(session, claims.user_id)
     if stored is None or user is None or _revoked_by_user(user, claims):
         raise InvalidToken()
@@ -324,7 +364,7 @@ async def send_password_reset(ctx: Container, email: str) -> None:
 
 async def forgot_password(session: AsyncSession, ctx: Container, email: str) -> None:
     """Only an existing local account gets a message."""
-    user = await _find_by_email(session, email)
+    user = await find_by_email(session, email)
     if user is None or user.email is None:
         return
     await OneTimeTokenRepository(session).expire_unused(
@@ -339,12 +379,20 @@ async def forgot_password(session: AsyncSession, ctx: Container, email: str) -> 
         session,
         to=user.email,
         subject=f"Reset your {ctx.settings.app_name} password",
-        text=f"Hello{_greeting(user)},\n\nSet a new password here:\n{link}\n\n"
+        text=f"Hello{greeting(user)},\n\nSet a new password here:\n{link}\n\n"
         "If you did not ask for this, ignore this email: your password stays as it is.",
-        html=f'<p>Hello{escape(_greeting(user))},</p><p><a href="{escape(link)}">Set a new password</a></p>',
+        html=f'<p>Hello{escape(greeting(user))},</p><p><a href="{escape(link)}">Set a new password</a></p>',
         tag="reset_password",
         user_id=user.id,
     )
+
+
+async def reset_token_is_valid(session: AsyncSession, token: str) -> bool:
+    """Whether a reset link would still work, without spending it (the form asks before it shows)."""
+    user_id = await OneTimeTokenRepository(session).peek(
+        sha256_hex(token), OneTimeTokenPurpose.reset_password.value, utcnow()
+    )
+    return user_id is not None and await users_service.get_active(session, user_id) is not None
 
 
 async def reset_password(session: AsyncSession, ctx: Container, token: str, new_password: str) -> None:

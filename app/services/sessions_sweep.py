@@ -4,6 +4,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.repositories.auth_tokens import (
+    EmailCodeRepository,
     OneTimeTokenRepository,
     RefreshTokenRepository,
     RevokedAccessTokenRepository,
@@ -19,5 +20,6 @@ async def sweep_expired(session: AsyncSession) -> dict[str, int]:
         "revoked_access_tokens": await RevokedAccessTokenRepository(session).delete_expired(now),
         "refresh_tokens": await RefreshTokenRepository(session).delete_expired(now),
         "one_time_tokens": await OneTimeTokenRepository(session).delete_expired(now),
+        "email_codes": await EmailCodeRepository(session).delete_expired(now),
         "idempotency_keys": await IdempotencyRepository(session).delete_expired(now),
     }

@@ -16,7 +16,12 @@ from app.container import Container
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound
 from app.models import AuditAction, CreditLedgerEntry, LedgerReason, User
-from app.repositories.auth_tokens import ApiKeyRepository, OneTimeTokenRepository, RefreshTokenRepository
+from app.repositories.auth_tokens import (
+    ApiKeyRepository,
+    EmailCodeRepository,
+    OneTimeTokenRepository,
+    RefreshTokenRepository,
+)
 from app.repositories.credits import CreditRepository
 from app.repositories.design import DesignSystemRepository
 from app.repositories.outbox import OutboxRepository
@@ -131,6 +136,7 @@ async def erase(session: AsyncSession, ctx: Container, user: User) -> None:
     await images_service.delete_user_files(session, ctx, user.id)
     await RefreshTokenRepository(session).revoke_all_for_user(user.id, now)
     await OneTimeTokenRepository(session).delete_for_user(user.id)
+    await EmailCodeRepository(session).delete_for_user(user.id, user.email)
     await ApiKeyRepository(session).delete_for_user(user.id)
     await OutboxRepository(session).delete_for_user(user.id)
     await DesignSystemRepository(session).delete_for_user(user.id)

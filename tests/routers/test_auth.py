@@ -13,11 +13,20 @@ from passlib.hash import bcrypt
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.models import CreditLedgerEntry, EmailStatus, OutboxEmail, RevokedAccessToken, User
 from app.services.sessions_sweep import sweep_expired
-from tests.support.accounts import PASSWORD, last_email_to, register, sign_in, sign_up, token_in
+from tests.support.accounts import (
+    PASSWORD,
+    last_email_to,
+    past_refresh_grace,
+    register,
+    sign_in,
+    sign_up,
+    token_in,
+)
 from tests.support.http import assert_error
 
 
@@ -208,12 +217,13 @@ class TestLogin:
 
 class TestTokens:
     async def test_refresh_rotates_and_reuse_revokes_the_family(
-        self, client: httpx.AsyncClient, session: AsyncSession
+        self, client: httpx.AsyncClient, session: AsyncSession, settings: Settings
     ) -> None:
         signed = await sign_up(client, session, "rotate@example.com")
         first = await client.post("/api/v1/auth/refresh", json={"refresh_token": signed.refresh_token})
         assert first.status_code == 200
         rotated = first.json()["refresh_token"]
+        await past_refresh_grace(session, settings)
         # The old token is dead, and presenting it again kills the rotated one too.
         assert_error(
             await client.post("/api/v1/auth/refresh", json={"refresh_token": signed.refresh_token}),

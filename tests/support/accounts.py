@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import OutboxEmail
+from app.config import Settings
+from app.db.base import utcnow
+from app.models import OutboxEmail, RefreshToken
 
 PASSWORD = "correct horse battery"
 
@@ -41,6 +44,23 @@ def token_in(email: OutboxEmail) -> str:
     match = re.search(r"token=([A-Za-z0-9_\-]+)", email.text_body)
     assert match, email.text_body
     return match.group(1)
+
+
+def code_in(email: OutboxEmail) -> str:
+    """The 6-digit code of a sign-in or sign-up email."""
+    match = re.search(r"^(\d{6})$", email.text_body, re.MULTILINE)
+    assert match, email.text_body
+    return match.group(1)
+
+
+async def past_refresh_grace(session: AsyncSession, settings: Settings) -> None:
+    """Every refresh token rotated so far was rotated longer ago than the reuse grace window: presenting
+    one again is reuse, not two tabs refreshing at once."""
+    long_ago = utcnow() - timedelta(seconds=settings.refresh_reuse_grace_seconds + 1)
+    await session.execute(
+        update(RefreshToken).where(RefreshToken.used_at.is_not(None)).values(used_at=long_ago)
+    )
+    await session.flush()
 
 
 async def register(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:

@@ -27,7 +27,7 @@ from app.models import (
     User,
     WebhookEvent,
 )
-from app.models.auth import OneTimeToken, RefreshToken
+from app.models.auth import EmailCode, OneTimeToken, RefreshToken
 from app.services import users as users_service
 
 
@@ -64,6 +64,7 @@ async def cleanup(engine: AsyncEngine, user_ids: list[uuid.UUID], events: list[t
         await connection.execute(delete(OutboxEmail).where(OutboxEmail.user_id.in_(user_ids)))
         await connection.execute(delete(RefreshToken).where(RefreshToken.user_id.in_(user_ids)))
         await connection.execute(delete(OneTimeToken).where(OneTimeToken.user_id.in_(user_ids)))
+        await connection.execute(delete(EmailCode).where(EmailCode.user_id.in_(user_ids)))
         await connection.execute(delete(User).where(User.id.in_(user_ids)))
 
 

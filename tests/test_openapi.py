@@ -157,6 +157,8 @@ def _valid(document: dict[str, Any], schema: dict[str, Any], longest: bool) -> A
             return LONGEST_EMAIL if longest else "a@b.co"
         if schema.get("format") == "uuid":
             return str(uuid.uuid4())
+        if schema.get("pattern", "^[^\\x00]*$") != "^[^\\x00]*$":
+            return schema["examples"][0]  # a value of the documented pattern (a code's six digits)
         return "p" * (schema.get("maxLength", 64) if longest else max(schema.get("minLength", 0), 1))
     raise AssertionError(f"no valid value for {schema}")
 
@@ -170,6 +172,10 @@ AUTH_WITH_BODIES = [
     "/api/v1/auth/logout",
     "/api/v1/auth/password/forgot",
     "/api/v1/auth/password/reset",
+    "/api/v1/auth/password/reset/check",
+    "/api/v1/auth/code/request",
+    "/api/v1/auth/code/verify",
+    "/api/v1/auth/code/check",
 ]
 
 

@@ -4,7 +4,7 @@ import re
 from typing import Annotated, Literal
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from pydantic import ConfigDict, EmailStr, Field, model_validator
+from pydantic import ConfigDict, EmailStr, Field
 
 from app.schemas.base import Schema
 
@@ -123,16 +123,8 @@ class CodeRequestIn(AuthIn):
 
     email: Email
     purpose: Literal["login", "signup"]
-    name: Annotated[str, Field(max_length=200, pattern=NO_NUL)] | None = None
-    password: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)] | None = None
-
-    @model_validator(mode="after")
-    def _signup_password_policy(self) -> CodeRequestIn:
-        if self.purpose == "signup" and self.password is not None and len(self.password) < 8:
-            raise ValueError("a sign-up password needs at least 8 characters")
-        if self.purpose == "login" and self.name is not None:
-            raise ValueError("`name` is for sign-up only")
-        return self
+    name: Annotated[str, Field(max_length=200, pattern=NO_NUL, description="Sign-up only.")] | None = None
+    password: Password | None = None
 
 
 class CodeChallengeOut(Schema):

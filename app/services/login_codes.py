@@ -210,14 +210,25 @@ async def challenge_is_live(session: AsyncSession, ctx: Container, token: str) -
     return challenge is not None
 
 
-async def verify_code(session: AsyncSession, ctx: Container, *, token: str, code: str) -> TokenPair:
+async def verify_code(
+    session: AsyncSession,
+    ctx: Container,
+    *,
+    token: str,
+    code: str,
+    purpose: EmailCodePurpose | None = None,
+) -> TokenPair:
     """The session the challenge's code opens. Every try counts against the challenge's attempts, a
-    wrong one is on record (and committed with the 400); the right one spends the challenge."""
+    wrong one is on record (and committed with the 400); the right one spends the challenge. With
+    `purpose` (a client whose login and sign-up forms verify separately), another purpose's challenge
+    is refused like an unknown one."""
     repository = EmailCodeRepository(session)
     now = utcnow()
     max_attempts = ctx.settings.login_code_max_attempts
     challenge = await repository.get_live(sha256_hex(token), now, max_attempts)
-    if challenge is None or not await repository.count_attempt(challenge.id, now, max_attempts):
+    if challenge is None or (purpose is not None and challenge.purpose != purpose.value):
+        raise InvalidCode()
+    if not await repository.count_attempt(challenge.id, now, max_attempts):
         raise InvalidCode()
     if not hmac.compare_digest(challenge.code_hash, code_hash(ctx, challenge.id, code)):
         await auth_service.login_failed(session, challenge.user_id, "wrong_code", "code")

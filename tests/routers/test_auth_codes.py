@@ -15,9 +15,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.container import Container
 from app.db.base import utcnow
-from app.models import AuditLog, EmailCode, OutboxEmail, User
+from app.models import AuditLog, EmailCode, EmailCodePurpose, OutboxEmail, User
 from app.security import sha256_hex
+from app.services import login_codes
 from tests.conftest import make_settings
 from tests.support.accounts import (
     PASSWORD,
@@ -315,3 +317,21 @@ class TestResetLinkCheck:
         assert (await client.post(check, json={"token": token})).json() == {"valid": False}
         assert (await client.post(check, json={"token": "made-up"})).json() == {"valid": False}
         assert_error(await client.post(check, json={"token": ""}), 422, "validation_error")
+
+
+async def test_a_verifier_for_one_purpose_refuses_the_others_challenge(
+    session: AsyncSession, container: Container, client: httpx.AsyncClient
+) -> None:
+    """The service's `purpose` guard (a client with separate login and sign-up forms): the wrong form
+    neither opens the challenge nor uses one of its attempts."""
+    await sign_up(client, session, "forms@example.com")
+    token = await _ask(client, "forms@example.com", "login")
+    code = await _code(session, "forms@example.com", "login")
+    with pytest.raises(login_codes.InvalidCode):
+        await login_codes.verify_code(
+            session, container, token=token, code=code, purpose=EmailCodePurpose.signup
+        )
+    pair = await login_codes.verify_code(
+        session, container, token=token, code=code, purpose=EmailCodePurpose.login
+    )
+    assert pair.access_token

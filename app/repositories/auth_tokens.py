@@ -161,21 +161,9 @@ class EmailCodeRepository(Repository[EmailCode]):
         )
         return _changed(result) == 1
 
-    async def latest_pending_signup(self, email: str, now: datetime) -> EmailCode | None:
-        """The newest live sign-up challenge for an address with no account yet (its name and password
-        carry over to a resent code)."""
-        return await self.session.scalar(
-            select(EmailCode)
-            .where(
-                EmailCode.email == email,
-                EmailCode.purpose == "signup",
-                EmailCode.user_id.is_(None),
-                EmailCode.used_at.is_(None),
-                EmailCode.expires_at > now,
-            )
-            .order_by(EmailCode.created_at.desc())
-            .limit(1)
-        )
+    async def get_by_token(self, token_hash: str) -> EmailCode | None:
+        """The challenge this token names, in whatever state."""
+        return await self.session.scalar(select(EmailCode).where(EmailCode.token_hash == token_hash))
 
     async def expire_unused(self, email: str, purpose: str, now: datetime) -> None:
         """Only the newest code for an address and purpose works."""

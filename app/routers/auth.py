@@ -348,6 +348,7 @@ async def request_code(
         purpose=EmailCodePurpose(body.purpose),
         name=body.name,
         password=body.password,
+        resend_of=body.resend_of,
     )
     _send_outbox(background, container)
     return CodeChallengeOut(token=challenge.token, expires_in=challenge.expires_in)

@@ -125,6 +125,10 @@ class CodeRequestIn(AuthIn):
     purpose: Literal["login", "signup"]
     name: Annotated[str, Field(max_length=200, pattern=NO_NUL, description="Sign-up only.")] | None = None
     password: Password | None = None
+    resend_of: Annotated[
+        OneTimeToken | None,
+        Field(description="Sign-up: the token of the earlier challenge; its name and password carry over."),
+    ] = None
 
 
 class CodeChallengeOut(Schema):

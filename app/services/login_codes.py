@@ -78,6 +78,7 @@ async def request_code(
     purpose: EmailCodePurpose,
     name: str | None = None,
     password: str | None = None,
+    resend_of: str | None = None,
 ) -> CodeChallenge:
     """A challenge for `email`, its code on the way when there is someone to send it to.
 
@@ -85,7 +86,8 @@ async def request_code(
       account's password first (401/403 exactly as `POST /auth/login`); without, it is a passwordless
       sign-in (as strong as the password reset link, which the same inbox can already get).
     - signup: an address without an account gets a code; verifying it creates the account (verified,
-      with `name` and `password` if given; a resent code keeps the first request's). An address whose
+      with `name` and `password` if given, or those of the challenge whose token is `resend_of`: a
+      resent code keeps what the same client asked for first). An address whose
       account exists gets a code that signs into it (the mail says so; a given password is ignored
       unless the account never proved its address, see `_account_for`).
     Anything else (a closed account, an unverified one asking to log in) gets a decoy and no mail."""
@@ -117,11 +119,13 @@ async def request_code(
             send=users_service.is_open(account),
             password_hash=password_hash if unproven else None,
         )
-    if name is None or password_hash is None:
-        pending = await EmailCodeRepository(session).latest_pending_signup(address, utcnow())
-        if pending is not None:
-            name = name if name is not None else pending.name
-            password_hash = password_hash if password_hash is not None else pending.password_hash
+    if resend_of is not None:
+        # Only the holder of the earlier challenge's token made that request: anyone else's pending
+        # sign-up for this address (with a password of their choosing) never carries over.
+        earlier = await EmailCodeRepository(session).get_by_token(sha256_hex(resend_of))
+        if earlier is not None and earlier.email == address and earlier.purpose == purpose.value:
+            name = name if name is not None else earlier.name
+            password_hash = password_hash if password_hash is not None else earlier.password_hash
     return await _issue(
         session, ctx, address, purpose, None, send=True, name=name, password_hash=password_hash
     )

@@ -109,7 +109,7 @@ async def test_a_resent_sign_up_code_keeps_the_first_requests_name_and_password(
 ) -> None:
     first = await _ask(client, "resend@example.com", "signup", name="Ray", password=PASSWORD)
     first_code = await _code(session, "resend@example.com", "signup")
-    second = await _ask(client, "resend@example.com", "signup")  # "send the code again"
+    second = await _ask(client, "resend@example.com", "signup", resend_of=first)  # "send it again"
 
     assert_error(await _verify(client, first, first_code), 400, "invalid_or_expired_code")  # superseded
     response = await _verify(client, second, await _code(session, "resend@example.com", "signup"))
@@ -118,6 +118,25 @@ async def test_a_resent_sign_up_code_keeps_the_first_requests_name_and_password(
     user = await session.scalar(select(User).where(User.email == "resend@example.com"))
     assert user is not None
     assert user.name == "Ray"
+
+
+async def test_someone_elses_pending_sign_up_never_sets_the_password(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """A stranger asked for a sign-up code for this address with a password of their own: the owner's
+    own request (without that challenge's token) creates the account without it."""
+    await _ask(client, "target@example.com", "signup", name="Mallory", password="strangers password")
+    token = await _ask(client, "target@example.com", "signup")
+    response = await _verify(client, token, await _code(session, "target@example.com", "signup"))
+    assert response.status_code == 200
+    user = await session.scalar(select(User).where(User.email == "target@example.com"))
+    assert user is not None
+    assert user.password_hash is None
+    assert user.name is None
+    stranger = await client.post(
+        "/api/v1/auth/login", json={"email": "target@example.com", "password": "strangers password"}
+    )
+    assert_error(stranger, 401, "invalid_credentials")
 
 
 async def test_a_login_code_with_a_password_needs_the_right_one_first(

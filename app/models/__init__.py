@@ -4,8 +4,10 @@ from app.db.base import Base
 from app.models.auth import ApiKey, OneTimeToken, OneTimeTokenPurpose, RefreshToken, RevokedAccessToken
 from app.models.billing import (
     AdjustmentKind,
+    BillingProfile,
     CreditDebt,
     IdempotencyRecord,
+    InvoiceCounter,
     Order,
     OrderAdjustment,
     OrderStatus,
@@ -14,6 +16,7 @@ from app.models.billing import (
     PlanPrice,
     Provider,
     Subscription,
+    TaxInvoice,
 )
 from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
 from app.models.design import DesignSource, DesignSystem, DesignSystemTag, UsageAction, UsageRecord
@@ -28,6 +31,7 @@ __all__ = [
     "AdjustmentKind",
     "ApiKey",
     "Base",
+    "BillingProfile",
     "CreditAccount",
     "CreditDebt",
     "CreditLedgerEntry",
@@ -36,6 +40,7 @@ __all__ = [
     "DesignSystemTag",
     "EmailStatus",
     "IdempotencyRecord",
+    "InvoiceCounter",
     "Job",
     "JobKind",
     "JobStatus",
@@ -54,6 +59,7 @@ __all__ = [
     "RevokedAccessToken",
     "Style",
     "Subscription",
+    "TaxInvoice",
     "Upload",
     "UploadOrigin",
     "UsageAction",

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     vies_check_enabled: bool = False
     vies_base_url: str = "https://ec.europa.eu/taxation_customs/vies/rest-api"
     vies_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A TrueType font for the invoice PDF (any script in names and addresses; the image installs
+    # fonts-dejavu-core). Missing or empty: the PDF's built-in Helvetica, Latin-1 text only.
+    invoice_font_path: str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
     @field_validator("vat_rates", mode="before")
     @classmethod

@@ -195,7 +195,7 @@ async def _description(session: AsyncSession, order: Order) -> str:
     plan = await PlanRepository(session).get(order.plan_id) if order.plan_id is not None else None
     name = plan.name if plan is not None else "Pixforge"
     if order.kind == PlanKind.credit_pack:
-        return f"{name}: {credits.to_credits(order.credits)} credits"
+        return f"{name}: {credits.to_credits(order.credits).normalize():f} credits"
     return f"{name} subscription"
 
 

@@ -173,14 +173,19 @@ class Buyer:
 
 
 def _buyer(order: Order, user: User | None, profile: BillingProfile | None, settings: Settings) -> Buyer:
-    """The provider's facts win over the stored profile: they are what the customer gave for this very
-    payment."""
+    """Stripe Tax's facts win over the stored profile: the country it taxed and the VAT number the
+    customer gave for this very payment. Without Stripe Tax a checkout's billing country (a card's,
+    often) only stands in for a profile that names none."""
     provider_vat = _provider_vat_number(order)
     profile_vat = profile.vat_number if profile is not None else None
     profile_vat_usable = profile is not None and (
         not settings.vies_check_enabled or profile.vat_verified_at is not None
     )
-    country = order.billing_country or (profile.country if profile is not None else None)
+    profile_country = profile.country if profile is not None else None
+    if order.tax_amount is not None:
+        country = order.billing_country or profile_country
+    else:
+        country = profile_country or order.billing_country
     name = (profile.name if profile is not None else None) or (user.name if user is not None else None)
     return Buyer(
         name=name,

@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     # fonts-dejavu-core). Missing or empty: the PDF's built-in Helvetica, Latin-1 text only.
     invoice_font_path: str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
+    @field_validator("invoice_seller_country", "invoice_seller_vat_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
+
     @field_validator("vat_rates", mode="before")
     @classmethod
     def _parse_vat_rates(cls, value: object) -> object:
@@ -145,14 +152,17 @@ class Settings(BaseSettings):
             country, sep, rate = (text.strip() for text in item.partition("="))
             if not sep or len(country) != 2 or not country.isalpha():
                 raise ValueError(f"VAT rate {item!r}: expected CC=percent (e.g. DE=19)")
-            rates[country.upper()] = Decimal(rate)
+            try:
+                rates[country.upper()] = Decimal(rate)
+            except ArithmeticError:
+                raise ValueError(f"VAT rate {item!r}: the rate is no number") from None
         return rates
 
     @field_validator("vat_rates")
     @classmethod
     def _vat_rates_in_range(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
         normalized = {country.upper(): rate for country, rate in rates.items()}
-        if any(not Decimal(0) <= rate < Decimal(100) for rate in normalized.values()):
+        if any(not rate.is_finite() or not Decimal(0) <= rate < Decimal(100) for rate in normalized.values()):
             raise ValueError("a VAT rate is a percentage from 0 up to 100")
         if any(rate != rate.quantize(Decimal("0.01")) for rate in normalized.values()):
             raise ValueError("a VAT rate has at most 2 decimal places")

@@ -160,7 +160,8 @@ def test_the_vat_of_an_invoice(case: str, overrides: dict[str, Any], expected: T
 def test_net_plus_vat_is_always_the_price_paid(amount: int, country: str) -> None:
     result = lines(amount, buyer_country=country)
     assert result.net + result.vat == result.gross == amount
-    assert result.net >= 0 and result.vat >= 0
+    assert result.net >= 0
+    assert result.vat >= 0
 
 
 # --- numbers, in one transaction --------------------------------------------------------------------

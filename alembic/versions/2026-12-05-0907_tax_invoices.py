@@ -83,9 +83,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tax_invoices", schema=None) as batch_op:
-        batch_op.drop_index("ix_tax_invoices_user_id")
-
+    # Dropping the table drops its indexes (MariaDB refuses to drop one a foreign key still uses).
     op.drop_table("tax_invoices")
     op.drop_table("billing_profiles")
     op.drop_table("invoice_counters")

@@ -262,8 +262,8 @@ async def test_another_users_order_unknown_and_unpaid_orders_have_no_invoice(
     malformed = await client.get(invoice_path("not-an-id"), headers=auth)
     anonymous = await client.get(invoice_path(purchase.order_id))
 
-    assert_error(theirs, 404, "order_not_found")
-    assert_error(unknown, 404, "order_not_found")
+    assert_error(theirs, 404, "not_found")
+    assert_error(unknown, 404, "not_found")
     assert_error(not_paid, 409, "order_not_paid")
     assert_error(malformed, 422, "validation_error")
     assert anonymous.status_code == 401

@@ -104,7 +104,6 @@ async def fulfil(session: AsyncSession, order: Order, payment_id: str | None, *,
     if not await OrderRepository(session).mark_paid(order.id, payment_id, utcnow()):
         return False
     await session.refresh(order)
-    await tax_invoices.issue(session, settings, order)
     if order.kind == PlanKind.credit_pack:
         await credits.grant(
             session,
@@ -128,6 +127,9 @@ async def fulfil(session: AsyncSession, order: Order, payment_id: str | None, *,
         },
     )
     await adjustments.apply_pending(session, order)
+    # Last: the year's invoice counter stays locked until the transaction ends, and every payment queues
+    # on it, so it is held for as short a time as the transaction allows.
+    await tax_invoices.issue(session, settings, order)
     await session.flush()
     return True
 

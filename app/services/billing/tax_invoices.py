@@ -62,11 +62,6 @@ class OrderNotPaid(Conflict):
     default_detail = "This order is not paid, so it has no invoice."
 
 
-class InvoiceNotFound(NotFound):
-    code = "order_not_found"
-    default_detail = "No such order."
-
-
 # --- VAT numbers -------------------------------------------------------------------------------------
 
 
@@ -261,7 +256,7 @@ async def invoice_of(session: AsyncSession, user: User, order_id: uuid.UUID) -> 
     it was never paid. A refunded order keeps the invoice it was issued."""
     order = await OrderRepository(session).get_for_user(order_id, user.id)
     if order is None:
-        raise InvoiceNotFound()
+        raise NotFound("No such order.")
     invoice = await TaxInvoiceRepository(session).get_by_order(order.id)
     if invoice is None:
         if order.status in (OrderStatus.paid.value, OrderStatus.refunded.value):

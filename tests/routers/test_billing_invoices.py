@@ -17,11 +17,12 @@ import httpx
 import pytest
 import respx
 from pypdf import PdfReader
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.models import User
+from app.models import BillingProfile, TaxInvoice, User
 from tests.factories import bearer, make_order, make_user
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
@@ -374,3 +375,26 @@ async def test_with_vies_on_only_a_confirmed_number_is_reverse_charged(
     assert "Reverse charge" not in unconfirmed_text
     assert "VAT 0 %" in confirmed_text
     assert "Reverse charge" in confirmed_text
+
+
+async def test_erasing_the_account_deletes_its_billing_details_and_keeps_its_invoices(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    user: User,
+    auth: dict[str, str],
+    fake_stripe: FakeStripe,
+    fake_razorpay: FakeRazorpay,
+    fake_dodo: FakeDodo,
+) -> None:
+    await save_details(client, auth, name="Jeanne Dupont", country="FR", vat_number=FR_VAT)
+    flow = payment_flow("stripe", fake_stripe, fake_razorpay, fake_dodo)
+    purchase = await flow.buy(client, auth)
+    await deliver(client, flow.confirmations(purchase)[0])
+
+    assert (await client.delete("/api/v1/users/me", headers=auth)).status_code == 204
+
+    session.expunge_all()
+    profiles = await session.scalars(select(BillingProfile).where(BillingProfile.user_id == user.id))
+    invoices = await session.scalars(select(TaxInvoice).where(TaxInvoice.user_id == user.id))
+    assert list(profiles) == []
+    assert [invoice.order_id for invoice in invoices] == [uuid.UUID(purchase.order_id)]

@@ -27,6 +27,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0
 # ENVIRONMENT is deliberately not set here: docker-compose.yml (or the deployer) chooses it.
 
+# DejaVu Sans: the invoice PDFs print buyers' names and addresses in any script (INVOICE_FONT_PATH).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 pixforge \
     && useradd --system --uid 10001 --gid pixforge --home-dir /app --no-create-home --shell /usr/sbin/nologin pixforge
 

@@ -130,6 +130,57 @@ class Settings(BaseSettings):
     # How long a response to a request with an Idempotency-Key is kept for replay.
     idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
+    # --- tax invoices and VAT ----------------------------------------------------------------------
+    # The seller printed on every tax invoice (copied onto it at issue). The address takes "\n" or ";"
+    # between lines; the country is ISO 3166 alpha-2 (it decides the reverse charge, see README).
+    invoice_seller_name: str = Field(default="Pixforge", min_length=1, max_length=200)
+    invoice_seller_address: str = Field(default="", max_length=500)
+    invoice_seller_vat_id: str | None = Field(default=None, max_length=32)
+    invoice_seller_country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    # VAT rates by buyer country, "CC=percent,..." (e.g. "DE=19,FR=20,IE=23"): used when the provider did
+    # not report the tax (Stripe Tax does); a country not listed pays no VAT. Prices already include it.
+    vat_rates: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
+    # Check buyers' EU VAT numbers online with VIES when they save them (off: format check only).
+    vies_check_enabled: bool = False
+    vies_base_url: str = "https://ec.europa.eu/taxation_customs/vies/rest-api"
+    vies_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A TrueType font for the invoice PDF (any script in names and addresses; the image installs
+    # fonts-dejavu-core). Missing or empty: the PDF's built-in Helvetica, Latin-1 text only.
+    invoice_font_path: str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+    @field_validator("invoice_seller_country", "invoice_seller_vat_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
+
+    @field_validator("vat_rates", mode="before")
+    @classmethod
+    def _parse_vat_rates(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        rates: dict[str, Decimal] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            country, sep, rate = (text.strip() for text in item.partition("="))
+            if not sep or len(country) != 2 or not country.isalpha():
+                raise ValueError(f"VAT rate {item!r}: expected CC=percent (e.g. DE=19)")
+            try:
+                rates[country.upper()] = Decimal(rate)
+            except ArithmeticError:
+                raise ValueError(f"VAT rate {item!r}: the rate is no number") from None
+        return rates
+
+    @field_validator("vat_rates")
+    @classmethod
+    def _vat_rates_in_range(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
+        normalized = {country.upper(): rate for country, rate in rates.items()}
+        if any(not rate.is_finite() or not Decimal(0) <= rate < Decimal(100) for rate in normalized.values()):
+            raise ValueError("a VAT rate is a percentage from 0 up to 100")
+        if any(rate != rate.quantize(Decimal("0.01")) for rate in normalized.values()):
+            raise ValueError("a VAT rate has at most 2 decimal places")
+        return normalized
+
     # --- images and AI jobs --------------------------------------------------------------------------
     # Where files live: "local" (DATA_DIR/storage, served by the API through signed URLs) or "s3".
     storage_backend: Literal["local", "s3"] = "local"

@@ -25,6 +25,7 @@ from app.integrations.payments.razorpay import RazorpayGateway
 from app.integrations.payments.stripe import StripeGateway
 from app.integrations.rate_limit import RateLimiter
 from app.integrations.storage import LocalStorage, S3Storage, Storage
+from app.integrations.vies import VatNumberChecker, ViesClient
 from app.metrics import Metrics
 from app.security import LocalTokenCodec, PasswordHasher
 
@@ -52,6 +53,8 @@ class Container:
     # Predictions a job is waiting on, set by Replicate's webhook to end the wait early (this process).
     prediction_signals: dict[str, asyncio.Event] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
+    # Online checks of EU VAT numbers (None: VIES_CHECK_ENABLED is off, format checks only).
+    vat_checker: VatNumberChecker | None = None
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:
@@ -80,6 +83,7 @@ class Container:
                 timeout_seconds=settings.vectorize_timeout_seconds,
             ),
             replicate=_replicate(settings, http),
+            vat_checker=_vat_checker(settings, http),
         )
 
     async def aclose(self) -> None:
@@ -117,6 +121,12 @@ def _google(settings: Settings, http: httpx.AsyncClient) -> GoogleOAuthClient | 
         token_url=settings.google_token_url,
         jwks_url=settings.google_jwks_url,
     )
+
+
+def _vat_checker(settings: Settings, http: httpx.AsyncClient) -> VatNumberChecker | None:
+    if not settings.vies_check_enabled:
+        return None
+    return ViesClient(http, base_url=settings.vies_base_url, timeout_seconds=settings.vies_timeout_seconds)
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,15 @@ def test_every_setting_is_documented_in_env_example() -> None:
     documented = {line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line}
     missing = {name.upper() for name in Settings.model_fields} - documented
     assert not missing, f".env.example lacks {sorted(missing)}"
+
+
+def test_vat_rates_are_read_from_country_percent_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAT_RATES", "DE=19, fr=20,IE=23.5")
+    assert make_settings().vat_rates == {"DE": Decimal(19), "FR": Decimal(20), "IE": Decimal("23.5")}
+
+
+@pytest.mark.parametrize("rates", ["DE", "DEU=19", "DE=100", "DE=-1", "DE=19.125", "DE=abc", "DE=NaN"])
+def test_bad_vat_rates_are_refused(monkeypatch: pytest.MonkeyPatch, rates: str) -> None:
+    monkeypatch.setenv("VAT_RATES", rates)
+    with pytest.raises(ValidationError, match=r"(?i)vat_rates"):
+        make_settings()

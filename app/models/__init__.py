@@ -12,8 +12,10 @@ from app.models.auth import (
 )
 from app.models.billing import (
     AdjustmentKind,
+    BillingProfile,
     CreditDebt,
     IdempotencyRecord,
+    InvoiceCounter,
     Order,
     OrderAdjustment,
     OrderStatus,
@@ -22,6 +24,7 @@ from app.models.billing import (
     PlanPrice,
     Provider,
     Subscription,
+    TaxInvoice,
 )
 from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
 from app.models.design import DesignSource, DesignSystem, DesignSystemTag, UsageAction, UsageRecord
@@ -36,6 +39,7 @@ __all__ = [
     "AdjustmentKind",
     "ApiKey",
     "Base",
+    "BillingProfile",
     "CreditAccount",
     "CreditDebt",
     "CreditLedgerEntry",
@@ -46,6 +50,7 @@ __all__ = [
     "EmailCodePurpose",
     "EmailStatus",
     "IdempotencyRecord",
+    "InvoiceCounter",
     "Job",
     "JobKind",
     "JobStatus",
@@ -64,6 +69,7 @@ __all__ = [
     "RevokedAccessToken",
     "Style",
     "Subscription",
+    "TaxInvoice",
     "Upload",
     "UploadOrigin",
     "UsageAction",

@@ -161,3 +161,59 @@ class IdempotencyRecord(UUIDPrimaryKeyMixin, Base):
     response_body: Mapped[Any | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class BillingProfile(UUIDPrimaryKeyMixin, TimestampMixin, Base):
+    """Who a user's tax invoices are made out to: a name, a country and, for a business, its VAT number
+    (stored compact, format-checked; `vat_verified_at` when VIES confirmed it)."""
+
+    __tablename__ = "billing_profiles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(2))
+    vat_number: Mapped[str | None] = mapped_column(String(32))
+    vat_verified_at: Mapped[datetime | None]
+
+
+class InvoiceCounter(UUIDPrimaryKeyMixin, Base):
+    """The last tax invoice number given in one calendar year. Taken under a row lock inside the
+    transaction that marks an order paid, so a rolled-back payment gives its number back (no gap) and two
+    payments at once queue on the row (no duplicate)."""
+
+    __tablename__ = "invoice_counters"
+
+    year: Mapped[int] = mapped_column(unique=True)
+    last_number: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TaxInvoice(UUIDPrimaryKeyMixin, Base):
+    """The tax invoice of one paid order, with everything printed on it copied at issue: it never changes
+    when the settings, the plan or the buyer's details do later. Amounts are minor units of `currency`;
+    `vat_rate_bp` is the rate in basis points (1900 = 19 %)."""
+
+    __tablename__ = "tax_invoices"
+    __table_args__ = (UniqueConstraint("year", "sequence"), Index("ix_tax_invoices_user_id", "user_id"))
+
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    year: Mapped[int]
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="RESTRICT"), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    issued_at: Mapped[datetime]
+    seller_name: Mapped[str] = mapped_column(String(200))
+    seller_address: Mapped[str] = mapped_column(String(500))
+    seller_vat_id: Mapped[str | None] = mapped_column(String(32))
+    seller_country: Mapped[str | None] = mapped_column(String(2))
+    buyer_name: Mapped[str | None] = mapped_column(String(200))
+    buyer_email: Mapped[str | None] = mapped_column(String(320))
+    buyer_country: Mapped[str | None] = mapped_column(String(2))
+    buyer_vat_number: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    net_amount: Mapped[int] = mapped_column(BigInteger)
+    vat_rate_bp: Mapped[int]
+    vat_amount: Mapped[int] = mapped_column(BigInteger)
+    gross_amount: Mapped[int] = mapped_column(BigInteger)
+    # How the VAT was decided: "provider" (Stripe Tax reported it), "rate_table", "reverse_charge".
+    tax_basis: Mapped[str] = mapped_column(String(16))

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from app.dependencies import ContainerDep, CurrentUser, IdempotentDep, SessionDep
-from app.models import Order, Provider
+from app.dependencies import ContainerDep, CurrentUser, IdempotentDep, SessionDep, SettingsDep
+from app.models import BillingProfile, Order, Provider
 from app.schemas.billing import (
+    BillingDetailsIn,
+    BillingDetailsOut,
     CheckoutIn,
     CheckoutOut,
     CreateOrderIn,
@@ -18,7 +22,7 @@ from app.schemas.billing import (
     VerifyOrderIn,
 )
 from app.services import catalogue, credits
-from app.services.billing import checkout, orders
+from app.services.billing import billing_details, checkout, invoice_pdf, orders
 
 router = APIRouter(tags=["billing"])
 IDEMPOTENCY_DOC = "Send an `Idempotency-Key` header to make retries safe: the first response is replayed."
@@ -157,3 +161,53 @@ def _checkout_out(order: Order) -> CheckoutOut:
 @router.get("/payment/orders", response_model=list[OrderOut])
 async def my_orders(user: CurrentUser, session: SessionDep) -> list[OrderOut]:
     return [order_out(order) for order in await orders.list_orders(session, user)]
+
+
+@router.get(
+    "/payment/orders/{order_id}/invoice",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "The tax invoice (PDF)."}},
+)
+async def order_invoice(
+    order_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The tax invoice of one of your paid orders, as a PDF named after its number. Another user's order
+    is 404; an order that was never paid is 409 `order_not_paid`."""
+    invoice = await invoice_pdf.download(session, settings, user, order_id)
+    return Response(
+        invoice.content,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="invoice-{invoice.number}.pdf"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+def billing_details_out(profile: BillingProfile | None) -> BillingDetailsOut:
+    if profile is None:
+        return BillingDetailsOut(name=None, country=None, vat_number=None, vat_verified=False)
+    return BillingDetailsOut(
+        name=profile.name,
+        country=profile.country,
+        vat_number=profile.vat_number,
+        vat_verified=profile.vat_verified_at is not None,
+    )
+
+
+@router.get("/users/me/billing-details", response_model=BillingDetailsOut)
+async def my_billing_details(user: CurrentUser, session: SessionDep) -> BillingDetailsOut:
+    """Who your tax invoices are made out to (all empty until you save them)."""
+    return billing_details_out(await billing_details.get(session, user))
+
+
+@router.put("/users/me/billing-details", response_model=BillingDetailsOut)
+async def save_billing_details(
+    body: BillingDetailsIn, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> BillingDetailsOut:
+    """Replace who the invoices of your later payments are made out to (issued invoices keep theirs). A
+    VAT number must be a well-formed EU one of `country` (422 `invalid_vat_number`); with
+    VIES_CHECK_ENABLED it is also checked online (see the README's Invoices and VAT)."""
+    details = billing_details.BillingDetails(body.name, body.country, body.vat_number)
+    saved = await billing_details.save(session, container.settings, container.vat_checker, user, details)
+    return billing_details_out(saved)

@@ -97,3 +97,26 @@ class OrderVerifiedOut(Schema):
     success: bool
     order: OrderOut
     credits: Credits = Field(description="Balance after the purchase.")
+
+
+class BillingDetailsIn(Schema):
+    """The buyer printed on the tax invoices of later payments. Every field replaces the stored one."""
+
+    name: str | None = Field(default=None, max_length=200, description="Person or company name.")
+    country: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z]{2}$",
+        description="ISO 3166 alpha-2; defaults to the VAT number's country.",
+    )
+    vat_number: str | None = Field(
+        default=None,
+        max_length=40,
+        description="EU VAT number with its country prefix (e.g. DE123456789); checked for format.",
+    )
+
+
+class BillingDetailsOut(Schema):
+    name: str | None
+    country: str | None
+    vat_number: str | None = Field(description="Compact form (no spaces or dots).")
+    vat_verified: bool = Field(description="VIES confirmed the VAT number (only when checks are on).")

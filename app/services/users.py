@@ -25,6 +25,7 @@ from app.repositories.auth_tokens import (
 from app.repositories.credits import CreditRepository
 from app.repositories.design import DesignSystemRepository
 from app.repositories.outbox import OutboxRepository
+from app.repositories.tax_invoices import BillingProfileRepository
 from app.repositories.users import UserRepository
 from app.services import audit, credits
 from app.services import images as images_service
@@ -140,6 +141,8 @@ async def erase(session: AsyncSession, ctx: Container, user: User) -> None:
     await ApiKeyRepository(session).delete_for_user(user.id)
     await OutboxRepository(session).delete_for_user(user.id)
     await DesignSystemRepository(session).delete_for_user(user.id)
+    # Issued tax invoices stay as they were (the law keeps them for years); the details for new ones go.
+    await BillingProfileRepository(session).delete_for_user(user.id)
     user.email = None
     user.name = None
     user.username = None

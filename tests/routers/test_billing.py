@@ -671,12 +671,10 @@ async def test_create_checkout_opens_a_stripe_payment_session(
         "user_id": str(user.id),
         "plan_id": str(order.plan_id),
     }
-    assert params["line_items"] == [
-        {
-            "price_data": {"currency": "usd", "unit_amount": "1099", "product_data": {"name": "Premium"}},
-            "quantity": "1",
-        }
-    ]
+    price_data = {"currency": "usd", "unit_amount": "1099", "product_data": {"name": "Premium"}}
+    if tax:  # Stripe adds the tax on top of our price
+        price_data["tax_behavior"] = "exclusive"
+    assert params["line_items"] == [{"price_data": price_data, "quantity": "1"}]
     assert params["customer_email"] == user.email
     assert params["success_url"].endswith("?session_id={CHECKOUT_SESSION_ID}")
     if tax:

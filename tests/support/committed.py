@@ -14,6 +14,7 @@ from app.db.session import Database
 from app.models import (
     ApiKey,
     AuditLog,
+    BillingProfile,
     CreditAccount,
     CreditDebt,
     CreditLedgerEntry,
@@ -23,6 +24,7 @@ from app.models import (
     Order,
     OutboxEmail,
     Subscription,
+    TaxInvoice,
     Upload,
     User,
     WebhookEvent,
@@ -56,6 +58,8 @@ async def cleanup(engine: AsyncEngine, user_ids: list[uuid.UUID], events: list[t
                 )
             )
         await connection.execute(delete(Subscription).where(Subscription.user_id.in_(user_ids)))
+        await connection.execute(delete(TaxInvoice).where(TaxInvoice.user_id.in_(user_ids)))
+        await connection.execute(delete(BillingProfile).where(BillingProfile.user_id.in_(user_ids)))
         await connection.execute(delete(Order).where(Order.user_id.in_(user_ids)))
         await connection.execute(delete(IdempotencyRecord).where(IdempotencyRecord.user_id.in_(user_ids)))
         await connection.execute(delete(Job).where(Job.user_id.in_(user_ids)))

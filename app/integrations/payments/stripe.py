@@ -127,6 +127,9 @@ class StripeGateway:
             params["customer_email"] = request.customer_email
         if self._automatic_tax:
             params["automatic_tax"] = {"enabled": True}
+            # Our price is before tax and Stripe adds the tax on top: the tax invoice reads net = our
+            # price, VAT = the session's `total_details.amount_tax` (tax_invoices.py).
+            price_data["tax_behavior"] = "exclusive"
         if self._tax_id_collection:
             params["tax_id_collection"] = {"enabled": True}
         try:
@@ -346,7 +349,10 @@ def _tax(session: dict[str, Any]) -> TaxDetails:
             for item in (tax_ids if isinstance(tax_ids, list) else [])
             if isinstance(item, dict)
         ),
-        tax_amount=integer(json_object(session.get("total_details")).get("amount_tax")),
+        # Only Stripe Tax's own figure: without it `amount_tax` is 0 as well, which says nothing.
+        tax_amount=integer(json_object(session.get("total_details")).get("amount_tax"))
+        if json_object(session.get("automatic_tax")).get("enabled") is True
+        else None,
     )
 
 

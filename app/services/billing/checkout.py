@@ -66,7 +66,7 @@ async def verify_razorpay_payment(
     order = await OrderRepository(session).get_by_provider_order_id(Provider.razorpay.value, order_id)
     if order is None or order.user_id != user.id:
         raise BadSignature("This payment does not belong to one of your orders.")
-    await orders.fulfil(session, order, payment_id)
+    await orders.fulfil(session, order, payment_id, settings=ctx.settings)
     if orders.refused(order, payment_id):
         raise PaymentAmountMismatch()
     return order

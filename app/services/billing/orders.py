@@ -3,8 +3,9 @@
 * Paid in full: `payment_received` compares what the provider says was paid with the order's price first.
   A credit pack paid with less money or in another currency grants nothing: the order fails as
   `amount_mismatch: ...` (logged), and no later confirmation of that payment pays it.
-* Paid once: `fulfil` marks the order paid and grants its credits (ledger key `order:<id>`) once, then
-  applies every refund and dispute that arrived before the payment did (adjustments.py).
+* Paid once: `fulfil` marks the order paid, issues its tax invoice (numbered in the same transaction,
+  tax_invoices.py) and grants its credits (ledger key `order:<id>`) once, then applies every refund and
+  dispute that arrived before the payment did (adjustments.py).
 * Refunded: `refund` records the provider's refund against the order (adjustments.py), whichever arrives
   first, the refund or the payment.
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.db.base import utcnow
 from app.integrations.payments.base import OrderRef
 from app.models import AdjustmentKind, LedgerReason, Order, OrderStatus, PlanKind, Provider, User
 from app.models.audit import AuditAction
 from app.repositories.billing import OrderAdjustmentRepository, OrderRepository
 from app.services import audit, credits
-from app.services.billing import adjustments
+from app.services.billing import adjustments, tax_invoices
 
 log = structlog.get_logger("app.billing")
 AMOUNT_MISMATCH = "amount_mismatch"
@@ -58,6 +60,7 @@ async def payment_received(
     *,
     amount: int | None,
     currency: str | None,
+    settings: Settings,
 ) -> bool:
     """The provider says `payment_id` paid this order `amount` (minor units of `currency`). A credit pack
     is paid (see `fulfil`) only when that covers its price in its currency; otherwise the order fails as an
@@ -78,7 +81,7 @@ async def payment_received(
             changed=changed,
         )
         return changed
-    return await fulfil(session, order, payment_id)
+    return await fulfil(session, order, payment_id, settings=settings)
 
 
 def refused(order: Order, payment_id: str | None) -> bool:
@@ -92,9 +95,9 @@ def refused(order: Order, payment_id: str | None) -> bool:
     )
 
 
-async def fulfil(session: AsyncSession, order: Order, payment_id: str | None) -> bool:
-    """Mark the order paid and grant its credits, once, then apply the refunds and disputes recorded while
-    it waited for its payment. True when this call did it."""
+async def fulfil(session: AsyncSession, order: Order, payment_id: str | None, *, settings: Settings) -> bool:
+    """Mark the order paid, issue its tax invoice and grant its credits, once, then apply the refunds
+    and disputes recorded while it waited for its payment. True when this call did it."""
     if refused(order, payment_id):
         log.warning("billing.refused_payment_confirmed_again", order_id=str(order.id))
         return False
@@ -124,6 +127,9 @@ async def fulfil(session: AsyncSession, order: Order, payment_id: str | None) ->
         },
     )
     await adjustments.apply_pending(session, order)
+    # Last: the year's invoice counter stays locked until the transaction ends, and every payment queues
+    # on it, so it is held for as short a time as the transaction allows.
+    await tax_invoices.issue(session, settings, order)
     await session.flush()
     return True
 

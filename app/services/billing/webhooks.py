@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.container import Container
 from app.errors import BadSignature
 from app.integrations.payments.base import (
@@ -54,17 +55,23 @@ async def receive(
         raise BadSignature() from exc
 
     async def apply_it() -> bool:
-        return await apply(session, gateway, provider, event)
+        return await apply(session, gateway, provider, event, settings=ctx.settings)
 
     return await webhook_inbox.receive(session, provider.value, event_id, event.type, event.payload, apply_it)
 
 
 async def apply(
-    session: AsyncSession, gateway: PaymentGateway, provider: Provider, event: PaymentEvent
+    session: AsyncSession,
+    gateway: PaymentGateway,
+    provider: Provider,
+    event: PaymentEvent,
+    *,
+    settings: Settings,
 ) -> bool:
-    """Apply one event; False when it is about nothing of ours (or nothing we act on)."""
+    """Apply one event; False when it is about nothing of ours (or nothing we act on). `settings` make
+    the tax invoice of an order it pays."""
     if isinstance(event, CheckoutPaid | CheckoutPending | PaymentFailed):
-        return await _checkout(session, provider, event)
+        return await _checkout(session, provider, event, settings)
     if isinstance(event, Refunded):
         return await _refunded(session, gateway, provider, event)
     if isinstance(event, Disputed):
@@ -96,7 +103,10 @@ async def apply(
 
 
 async def _checkout(
-    session: AsyncSession, provider: Provider, event: CheckoutPaid | CheckoutPending | PaymentFailed
+    session: AsyncSession,
+    provider: Provider,
+    event: CheckoutPaid | CheckoutPending | PaymentFailed,
+    settings: Settings,
 ) -> bool:
     order = await orders.find(session, provider, event.order)
     if order is None:
@@ -109,7 +119,9 @@ async def _checkout(
         if event.subscription_id is not None:
             order.provider_subscription_id = event.subscription_id
         paid, currency = event.amount, event.currency
-        await orders.payment_received(session, order, event.payment_id, amount=paid, currency=currency)
+        await orders.payment_received(
+            session, order, event.payment_id, amount=paid, currency=currency, settings=settings
+        )
     return True
 
 

@@ -33,6 +33,7 @@ from app.integrations.payments.base import (
 from app.models import Order, Provider, User
 from app.services import credits
 from app.services.billing import webhooks
+from tests.conftest import make_settings
 from tests.factories import make_order
 from tests.support.payments import BONUS, order_row
 
@@ -72,6 +73,11 @@ class StubGateway:
         return None
 
 
+async def apply(session: AsyncSession, gateway: StubGateway, provider: Provider, event: PaymentEvent) -> bool:
+    """The applier with default settings (a paid order's tax invoice reads them)."""
+    return await webhooks.apply(session, gateway, provider, event, settings=make_settings())
+
+
 def paid(order: Order, ref: OrderRef) -> CheckoutPaid:
     """The provider says `pay_1` paid the order named by `ref` its price."""
     amount, currency = order.amount, order.currency
@@ -86,8 +92,8 @@ async def test_a_paid_checkout_is_found_by_our_id_or_the_providers_checkout_and_
     order = await make_order(session, user, provider=provider.value, provider_order_id="chk_1")
     ref = OrderRef(order_id=order.id) if named_by == "our order id" else OrderRef(checkout_id="chk_1")
 
-    first = await webhooks.apply(session, StubGateway(), provider, paid(order, ref))
-    again = await webhooks.apply(session, StubGateway(), provider, paid(order, ref))
+    first = await apply(session, StubGateway(), provider, paid(order, ref))
+    again = await apply(session, StubGateway(), provider, paid(order, ref))
 
     assert (first, again) == (True, True)
     assert (await order_row(session, order.id)).status == "paid"
@@ -102,7 +108,7 @@ async def test_an_event_naming_another_providers_order_is_ignored(
     order = await make_order(session, user, provider=other.value, provider_order_id="chk_1")
 
     for ref in (OrderRef(order_id=order.id), OrderRef(checkout_id="chk_1")):
-        assert await webhooks.apply(session, StubGateway(), provider, paid(order, ref)) is False
+        assert await apply(session, StubGateway(), provider, paid(order, ref)) is False
 
     assert (await order_row(session, order.id)).status == "created"
     assert await credits.balance_of(session, user.id) == BONUS
@@ -124,9 +130,9 @@ async def test_a_refund_told_before_the_payment_waits_on_the_order_found_through
         payload={},
     )
 
-    assert await webhooks.apply(session, gateway, provider, refund) is True
+    assert await apply(session, gateway, provider, refund) is True
     assert await credits.balance_of(session, user.id) == BONUS  # nothing was granted yet
-    assert await webhooks.apply(session, gateway, provider, paid(order, OrderRef(order_id=order.id))) is True
+    assert await apply(session, gateway, provider, paid(order, OrderRef(order_id=order.id))) is True
 
     assert gateway.asked == ["pay_1"]
     row = await order_row(session, order.id)
@@ -142,7 +148,7 @@ async def test_a_chargeback_takes_its_share_or_the_whole_payment_when_its_amount
 ) -> None:
     order = await make_order(session, user, provider=provider.value)
     gateway = StubGateway()
-    await webhooks.apply(session, gateway, provider, paid(order, OrderRef(order_id=order.id)))
+    await apply(session, gateway, provider, paid(order, OrderRef(order_id=order.id)))
     dispute = Disputed(
         payment=PaymentRef("pay_1"),
         dispute_id="dp_1",
@@ -153,7 +159,7 @@ async def test_a_chargeback_takes_its_share_or_the_whole_payment_when_its_amount
         payload={},
     )
 
-    assert await webhooks.apply(session, gateway, provider, dispute) is True
+    assert await apply(session, gateway, provider, dispute) is True
 
     assert gateway.asked == []  # the payment is the order's: no lookup
     disputed = order.amount // 2 if currency == order.currency else order.amount
@@ -174,5 +180,5 @@ async def test_a_refund_or_dispute_of_no_order_of_ours_and_an_unhandled_event_ar
         Unhandled(type="customer.created", payload={}),
     ]
 
-    assert [await webhooks.apply(session, gateway, provider, event) for event in events] == [False] * 3
+    assert [await apply(session, gateway, provider, event) for event in events] == [False] * 3
     assert await credits.balance_of(session, user.id) == BONUS

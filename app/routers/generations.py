@@ -46,9 +46,15 @@ async def generate(
     generation quota. With an `Idempotency-Key` header a retry gets the first answer and starts nothing
     more."""
     request = generations.GenerationRequest(**body.model_dump())
-    prepared = await generations.prepare(session, container, user, request, text_model)
+    # The preparation (checks, the LLM's rewrite) runs before the key is claimed, since the rewrite
+    # gives the request's connection back; a retry that will be given the first answer skips it, so
+    # that neither a quota the first request filled nor the LLM can refuse the replay.
+    replay = await idempotent.answered()
+    prepared = None if replay else await generations.prepare(session, container, user, request, text_model)
 
     async def submit() -> Job:
-        return await generations.submit(session, container, user, prepared)
+        # (Prepared now only if the first answer expired in the meantime.)
+        ready = prepared or await generations.prepare(session, container, user, request, text_model)
+        return await generations.submit(session, container, user, ready)
 
     return await idempotent.start_job(submit, _accepted)

@@ -382,17 +382,20 @@ async def test_without_replicate_it_is_503(
 async def test_a_retried_request_starts_one_generation_and_charges_once(
     client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate, session: AsyncSession
 ) -> None:
+    for _ in range(2):
+        assert (await client.post(GENERATIONS, headers=auth, json={"prompt": "a dog"})).status_code == 202
     headers = {**auth, "Idempotency-Key": "gen-1"}
     body = {"prompt": "a cat", "num_outputs": 2}
+    # The first fills the day's quota of 3: its retry is still given the first answer.
     answers = [await client.post(GENERATIONS, headers=headers, json=body) for _ in range(2)]
     assert [answer.status_code for answer in answers] == [202, 202]
     assert answers[1].json() == answers[0].json()
     assert answers[1].headers["idempotent-replayed"] == "true"
     reused = await client.post(GENERATIONS, headers=headers, json={**body, "num_outputs": 1})
     assert_error(reused, 409, "idempotency_key_reused")
-    assert await job_count(session) == 1
-    assert len(fake_replicate.created) == 1
-    assert await balance(client, auth) == BONUS - 2 * PRICE
+    assert await job_count(session) == 3
+    assert len(fake_replicate.created) == 3
+    assert await balance(client, auth) == BONUS - 4 * PRICE
 
 
 async def test_its_status_streams_until_done(client: httpx.AsyncClient, auth: dict[str, str]) -> None:

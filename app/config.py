@@ -334,6 +334,27 @@ class Settings(BaseSettings):
             raise ValueError("a quota is a number >= 0 or `unlimited`")
         return quotas
 
+    # --- text to image (POST /generations) -------------------------------------------------------------
+    # The model run without a personal model (an official model: owner/name, or owner/name:<version>).
+    text_to_image_model: str = Field(default="black-forest-labs/flux-schnell", min_length=3, max_length=255)
+    # Credits per output image (num_outputs of them are reserved; captured on success).
+    generation_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
+    # The most images one request may ask for (Flux's own bound is 4).
+    generation_max_outputs: int = Field(default=4, ge=1, le=4)
+    # The longest prompt and negative prompt accepted (characters; longer is 422).
+    generation_prompt_max_chars: int = Field(default=2000, ge=10, le=10_000)
+    # The default model's input names for guidance and for a negative prompt, when it takes them
+    # (flux-schnell takes neither; flux-dev takes `guidance`): unset, those fields are not sent to it.
+    # Personal models (cog-flux LoRAs) take guidance as `guidance_scale` and no negative prompt.
+    text_to_image_guidance_input: str | None = Field(default=None, max_length=64)
+    text_to_image_negative_prompt_input: str | None = Field(default=None, max_length=64)
+    # The image type asked of the model, and how strongly a personal model's LoRA applies (-1..3).
+    generation_output_format: Literal["webp", "jpg", "png"] = "webp"
+    generation_lora_scale: float = Field(default=1.0, ge=-1, le=3)
+    rate_limit_generation_per_user: str = "10/minute"
+    # Hours before generated images are deleted; 0 keeps them.
+    retention_hours_generation: int = Field(default=0, ge=0)
+
     # --- design systems and the LLM ----------------------------------------------------------------
     # Which LLM answers prompt-driven work (palettes and design systems from a description, prompt
     # enhancement); it needs OPENAI_API_KEY or ANTHROPIC_API_KEY, else those endpoints answer 503.

@@ -259,6 +259,11 @@ class Idempotent:
         """The request's Idempotency-Key, if it sent one (for a provider's own idempotency key)."""
         return self.request.headers.get("idempotency-key")
 
+    async def answered(self) -> bool:
+        """Whether this is a retry of a request that answered already (its answer will be replayed)."""
+        key = self.key
+        return key is not None and await idempotency.answered(self.session, self.user.id, key)
+
     async def respond(
         self,
         status_code: int,

@@ -16,7 +16,10 @@ from app.db.base import Base, TimestampMixin, UUIDPrimaryKeyMixin, utcnow
 class JobKind(StrEnum):
     remove_background = "remove_background"
     vectorize = "vectorize"
+    # The hairstyle try-on (the seed app's POST /image/generate).
     generate = "generate"
+    # Text to image from a prompt, with a personal model or the default one (POST /generations).
+    generation = "generation"
 
 
 class JobStatus(StrEnum):

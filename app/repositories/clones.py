@@ -48,3 +48,12 @@ class ClonePhotoRepository(Repository[ClonePhoto]):
             )
         )
         return bool(await self.session.scalar(statement))
+
+
+class CloneModelRepository(Repository[CloneModel]):
+    model = CloneModel
+
+    async def get_for_user(self, model_id: uuid.UUID, user_id: uuid.UUID) -> CloneModel | None:
+        statement = select(CloneModel).where(CloneModel.id == model_id, CloneModel.user_id == user_id)
+        found: CloneModel | None = await self.session.scalar(statement)
+        return found

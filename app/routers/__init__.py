@@ -11,6 +11,7 @@ from app.routers import (
     credits,
     design,
     files,
+    generations,
     health,
     images,
     usage,
@@ -22,6 +23,7 @@ api_router = APIRouter(prefix="/api/v1")
 for module in (auth, users, api_keys, credits, billing, images, files, webhooks, admin, design, usage):
     api_router.include_router(module.router)
 api_router.include_router(clones.router)
+api_router.include_router(generations.router)
 
 root_router = APIRouter()
 root_router.include_router(health.router)

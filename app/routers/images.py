@@ -53,6 +53,8 @@ async def job_out(ctx: Container, job: Job) -> ImageOut:
         )
         for output in job.outputs
     ]
+    # What a text-to-image job was asked for (other kinds keep their options to themselves).
+    asked = job.options if job.kind == JobKind.generation.value else {}
     return ImageOut(
         id=job.id,
         kind=job.kind,
@@ -68,6 +70,9 @@ async def job_out(ctx: Container, job: Job) -> ImageOut:
         description=job.description,
         created_at=job.created_at,
         finished_at=job.finished_at,
+        prompt=asked.get("prompt"),
+        enhanced_prompt=asked.get("enhanced_prompt"),
+        model_id=asked.get("model_id"),
     )
 
 
@@ -239,6 +244,7 @@ class GalleryKind(StrEnum):
     remove_background = JobKind.remove_background.value
     vectorize = JobKind.vectorize.value
     generate = JobKind.generate.value
+    generation = JobKind.generation.value
     upload = images.UPLOAD_KIND
 
 

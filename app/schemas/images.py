@@ -58,6 +58,13 @@ class ImageOut(Schema):
     width: int | None = Field(default=None, description="Uploads only: pixels.")
     height: int | None = Field(default=None, description="Uploads only: pixels.")
     size: int | None = Field(default=None, description="Uploads only: bytes.")
+    prompt: str | None = Field(default=None, description="Generations only: the prompt as sent.")
+    enhanced_prompt: str | None = Field(
+        default=None, description="Generations only: the LLM's rewrite, when one was asked for."
+    )
+    model_id: uuid.UUID | None = Field(
+        default=None, description="Generations only: the personal model used (null: the default one)."
+    )
 
 
 class JobAcceptedOut(Schema):

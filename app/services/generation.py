@@ -19,7 +19,7 @@ from app.services import jobs, webhook_inbox
 from app.services import uploads as uploads_service
 from app.services.auth import rate_limit
 from app.services.engines import engine_for
-from app.services.engines.hairstyle import replicate_client
+from app.services.engines.predictions import replicate_client
 from app.services.webhook_inbox import Outcome
 
 log = structlog.get_logger("app.generation")

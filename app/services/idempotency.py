@@ -96,6 +96,13 @@ async def _find_or_claim(
     return existing, claimed
 
 
+async def answered(session: AsyncSession, user_id: uuid.UUID, key: str) -> bool:
+    """Whether a first request under this key has answered already (a retry will be given that answer):
+    for a request with costly preparations to do before it claims the key, which a retry must skip."""
+    record = await IdempotencyRepository(session).find(user_id, key)
+    return record is not None and record.status_code is not None and record.expires_at > utcnow()
+
+
 async def begin(
     session: AsyncSession, user: User, key: str, request_fingerprint: str, ttl_seconds: int
 ) -> IdempotencyRecord | Replay:

@@ -19,7 +19,12 @@ Errors are RFC 7807 (``application/problem+json``: ``title``/``detail``/``status
 Switches (each applies to one request, in order; ``on="delivery"`` targets the file host instead of the API):
 ``fail_next(status)``, ``answer_malformed_next()``, ``time_out_next()``, ``refuse_connection_next()``,
 ``answer_next(response)``; ``fail_next_prediction(error)`` makes the next created prediction end ``failed``;
-``expire_outputs()`` deletes the served files (their URLs then answer 404).
+``filter_next_outputs(count)`` makes the next one drop ``count`` images as NSFW (all of them: it fails, as
+cog-flux does); ``expire_outputs()`` deletes the served files (their URLs then answer 404).
+
+Flux: the official ``black-forest-labs/flux-schnell`` is known, and :meth:`add_trained_version` adds a
+personal model's version (a LoRA trained on cog-flux), run by ``POST /v1/predictions``; both validate their
+input against the model's schema (unknown inputs refused) and make ``num_outputs`` images.
 
 :meth:`signed_webhook` serializes a prediction once and signs it with Standard Webhooks headers.
 """
@@ -49,6 +54,9 @@ Behaviour = Callable[[httpx.Request], Awaitable[httpx.Response]]
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 SEEDREAM = "bytedance/seedream-4"
 SEEDREAM_VERSION = hashlib.sha256(SEEDREAM.encode()).hexdigest()
+FLUX_SCHNELL = "black-forest-labs/flux-schnell"
+FLUX_ASPECT_RATIOS = {"1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"}
+ALL_NSFW = "All generated images contained NSFW content. Try running it again with a different prompt."
 DEFAULT_TOKEN = "r8_FakeReplicateTestToken0123456789abcdef"
 THROTTLED = "Request was throttled. Your rate limit resets in ~30s."
 EVENTS = {"start", "output", "logs", "completed"}
@@ -151,6 +159,67 @@ def validate_seedream(data: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _validate_flux(
+    data: dict[str, Any], numbers: dict[str, tuple[float, float, bool]]
+) -> list[tuple[str, str]]:
+    """cog-flux's schema: ``prompt`` required, enums, numeric ranges (name: low, high, integer), and
+    nothing else (``additional_property_not_allowed``)."""
+    problems: list[tuple[str, str]] = []
+    prompt = data.get("prompt")
+    if prompt is None:
+        problems.append(("input", "prompt is required"))
+    elif not isinstance(prompt, str):
+        problems.append(("input.prompt", "Invalid type. Expected: string"))
+    enums = {
+        "aspect_ratio": FLUX_ASPECT_RATIOS,
+        "output_format": {"webp", "jpg", "png"},
+        "megapixels": {"1", "0.25"},
+    }
+    for name, allowed in enums.items():
+        if name in data and data[name] not in allowed:
+            problems.append((f"input.{name}", f"{name} must be one of the following: {sorted(allowed)}"))
+    for name, (low, high, integer) in numbers.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        kind_ok = isinstance(value, int) if integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not kind_ok or not low <= value <= high:
+            problems.append((f"input.{name}", f"Must be a number between {low} and {high}"))
+    known = {"prompt", "go_fast", "disable_safety_checker", *enums, *numbers}
+    for name in sorted(set(data) - known):
+        problems.append(("input", f"Additional property {name} is not allowed"))
+    return problems
+
+
+def validate_flux_schnell(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """flux-schnell (providers.md §2): no guidance, no negative prompt."""
+    numbers = {
+        "num_outputs": (1, 4, True),
+        "num_inference_steps": (1, 4, True),
+        "seed": (0, 2**32, True),
+        "output_quality": (0, 100, True),
+    }
+    return _validate_flux(data, numbers)
+
+
+def validate_flux_lora(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """A version trained on cog-flux (HotswapPredictor): guidance as ``guidance_scale``, ``lora_scale``."""
+    numbers = {
+        "num_outputs": (1, 4, True),
+        "num_inference_steps": (1, 50, True),
+        "guidance_scale": (0, 10, False),
+        "lora_scale": (-1, 3, False),
+        "extra_lora_scale": (-1, 3, False),
+        "prompt_strength": (0, 1, False),
+        "seed": (0, 2**32, True),
+        "output_quality": (0, 100, True),
+    }
+    problems = _validate_flux({key: value for key, value in data.items() if key != "model"}, numbers)
+    if data.get("model", "dev") not in {"dev", "schnell"}:
+        problems.append(("input.model", "model must be one of the following: ['dev', 'schnell']"))
+    return problems
+
+
 def output_png(width: int, height: int, seed: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), (seed % 256, (seed * 7) % 256, (seed * 13) % 256)).save(
@@ -176,7 +245,8 @@ class FakeReplicate:
         self.webhook_secret = webhook_secret or generate_secret()
         self.output_size = output_size
         self.models: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
-            SEEDREAM: validate_seedream
+            SEEDREAM: validate_seedream,
+            FLUX_SCHNELL: validate_flux_schnell,
         }
         self.versions: dict[str, str] = {SEEDREAM_VERSION: SEEDREAM}
         self.predictions: dict[str, dict[str, Any]] = {}
@@ -193,6 +263,7 @@ class FakeReplicate:
         """Serve files without ``Content-Length`` (chunked), as a CDN streaming a file may."""
         self._lifecycles: dict[str, list[dict[str, Any]]] = {}
         self._next_prediction_error: list[str] = []
+        self._next_filtered: list[int] = []
         self._scripts: dict[Target, list[Behaviour]] = {"api": [], "delivery": []}
 
         api = re.escape(self.base_url)
@@ -255,6 +326,17 @@ class FakeReplicate:
     def fail_next_prediction(self, error: str = "CUDA out of memory. Tried to allocate 2.00 GiB") -> None:
         """The next created prediction ends ``failed`` with this ``error`` instead of succeeding."""
         self._next_prediction_error.append(error)
+
+    def filter_next_outputs(self, count: int) -> None:
+        """The next created prediction drops ``count`` of its images as NSFW (all: it fails)."""
+        self._next_filtered.append(count)
+
+    def add_trained_version(self, model: str) -> str:
+        """A personal model ``owner/name`` with a version trained on cog-flux; that version's id."""
+        version = hashlib.sha256(f"{model}:{len(self.versions)}".encode()).hexdigest()
+        self.models[model] = validate_flux_lora
+        self.versions[version] = model
+        return version
 
     def expire_outputs(self) -> None:
         """Replicate deletes API predictions' files after an hour: every output URL now answers 404."""
@@ -426,8 +508,15 @@ class FakeReplicate:
         }
         if self._next_prediction_error:
             terminal |= {"status": "failed", "error": self._next_prediction_error.pop(0), "output": None}
+            return [processing, terminal]
+        if data.get("sequential_image_generation") == "auto":
+            count = data.get("max_images", 1)
         else:
-            count = data.get("max_images", 1) if data.get("sequential_image_generation") == "auto" else 1
+            count = data.get("num_outputs", 1)
+        count -= self._next_filtered.pop(0) if self._next_filtered else 0
+        if count <= 0:
+            terminal |= {"status": "failed", "error": ALL_NSFW, "output": None}
+        else:
             urls = []
             for index in range(count):
                 name = f"out-{prediction_id[:8]}-{index}.png"

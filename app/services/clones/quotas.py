@@ -21,8 +21,8 @@ from app.db.base import utcnow
 from app.errors import AppError
 from app.models import CloneModel, CloneModelStatus, Job, JobKind, JobStatus, User
 
-# Image generations counted by the daily quota (clone generations join this set when they land).
-GENERATION_KINDS = frozenset({JobKind.generate.value})
+# Image generations counted by the daily quota: hairstyle try-ons and text to image (one per request).
+GENERATION_KINDS = frozenset({JobKind.generate.value, JobKind.generation.value})
 
 
 class QuotaName(StrEnum):

@@ -8,10 +8,11 @@ from app.models import JobKind
 from app.services.engines.base import Engine, JobOutput, JobWork
 from app.services.engines.hairstyle import Hairstyle
 from app.services.engines.remove_background import RemoveBackground
+from app.services.engines.text_to_image import TextToImage
 from app.services.engines.vectorize import Vectorize
 
 ENGINES: dict[JobKind, Engine] = {
-    engine.kind: engine for engine in (RemoveBackground(), Vectorize(), Hairstyle())
+    engine.kind: engine for engine in (RemoveBackground(), Vectorize(), Hairstyle(), TextToImage())
 }
 
 

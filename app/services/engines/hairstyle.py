@@ -4,20 +4,19 @@ URLs into our storage by the runner."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from datetime import timedelta
 from typing import Any
 
 from app.container import Container
-from app.db.base import utcnow
-from app.errors import ProviderNotConfigured
-from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, Prediction, PredictionClient
-from app.integrations.images.replicate import TERMINAL_STATUSES
+from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError
 from app.models import JobKind, UsageAction
-from app.repositories.images import JobRepository
 from app.services.credits import to_millicredits
 from app.services.engines.base import Engine, JobOutput, JobWork
+from app.services.engines.predictions import (
+    await_prediction,
+    record_prediction,
+    replicate_client,
+    webhook_url,
+)
 
 VIEW_PROMPTS = {
     "front": "front view, facing the camera",
@@ -25,14 +24,6 @@ VIEW_PROMPTS = {
     "right": "right side profile view",
     "back": "view from behind, showing the back of the head",
 }
-
-
-def replicate_client(ctx: Container) -> PredictionClient:
-    if ctx.replicate is None:
-        raise ProviderNotConfigured(
-            "Image generation is not configured on this server (REPLICATE_API_TOKEN)."
-        )
-    return ctx.replicate
 
 
 class Hairstyle(Engine):
@@ -66,11 +57,7 @@ class Hairstyle(Engine):
         settings = ctx.settings
         options = work.options
         image_url = options.get("image_url") or await ctx.storage.url(str(work.input_key), 3600)
-        webhook_url = (
-            f"{settings.public_base_url}/api/v1/webhooks/replicate"
-            if settings.replicate_webhook_secret
-            else None
-        )
+        webhook = webhook_url(settings)
         outputs = []
         for view in options.get("views", ["front"]):
             prompt = (
@@ -80,11 +67,11 @@ class Hairstyle(Engine):
             prediction = await client.create_prediction(
                 settings.replicate_model,
                 {"prompt": prompt, "image_input": [image_url], "max_images": 1, "size": "2K"},
-                webhook_url=webhook_url,
+                webhook_url=webhook,
                 idempotency_key=f"{work.job_id}:{view}",
             )
-            await _record_prediction(ctx, work.job_id, view, prediction.id)
-            done = await _await_prediction(ctx, client, prediction.id)
+            await record_prediction(ctx, work.job_id, view, prediction.id)
+            done = await await_prediction(ctx, client, prediction.id)
             if done.status != "succeeded" or not done.output_urls:
                 raise EngineError(
                     "generation_failed", done.error or f"The prediction ended {done.status}.", retryable=False
@@ -94,44 +81,3 @@ class Hairstyle(Engine):
             )
             outputs.append(JobOutput.image(data, content_type, view))
         return outputs
-
-
-async def _record_prediction(ctx: Container, job_id: uuid.UUID, view: str, prediction_id: str) -> None:
-    async with ctx.database.session_scope() as session:
-        job = await JobRepository(session).get(job_id)
-        if job is not None:
-            # Each view may take the whole prediction timeout: renew the lease so the recovery does not
-            # take this live job for an abandoned one and start it twice.
-            job.lease_until = utcnow() + timedelta(
-                seconds=ctx.settings.job_lease_seconds + ctx.settings.replicate_prediction_timeout_seconds
-            )
-            job.provider_job_id = prediction_id
-            job.options = {
-                **job.options,
-                "predictions": {**job.options.get("predictions", {}), view: prediction_id},
-            }
-
-
-async def _await_prediction(ctx: Container, client: PredictionClient, prediction_id: str) -> Prediction:
-    """Poll until terminal; a verified webhook for this prediction cuts the wait short."""
-    settings = ctx.settings
-    signal = ctx.prediction_signals.setdefault(prediction_id, asyncio.Event())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.replicate_prediction_timeout_seconds
-    try:
-        while True:
-            prediction = await client.get_prediction(prediction_id)
-            if prediction.status in TERMINAL_STATUSES:
-                return prediction
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise EngineError("provider_timeout", "The generation took too long.", retryable=False)
-            try:
-                await asyncio.wait_for(
-                    signal.wait(), timeout=min(settings.replicate_poll_interval_seconds, remaining)
-                )
-            except TimeoutError:
-                continue
-            signal.clear()
-    finally:
-        ctx.prediction_signals.pop(prediction_id, None)

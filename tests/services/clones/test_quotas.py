@@ -1,7 +1,7 @@
 """Plan quotas of AI clones: GET /users/me/quotas (used/total/remaining, when a daily quota resets), the
 settings that define them, and the refusals: 403 plan_required naming the plans that allow more, 429
-quota_exceeded with its reset (no endpoint spends these quotas yet, so refusals are checked on the
-service that those endpoints call)."""
+quota_exceeded with its reset, checked on the service the endpoints call (POST /generations refusing
+past the daily quota is tests/routers/test_generations.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.errors import BadRequest, BadSignature, NotFound
+from app.errors import BadRequest, NotFound
 from app.integrations.images.replicate import WebhookVerificationError, prediction_from_payload
 from app.models import Job, JobKind, Style, User
 from app.repositories.images import StyleRepository
@@ -63,8 +63,7 @@ async def receive_webhook(
     try:
         payload = client.verify_webhook(body, headers)
     except WebhookVerificationError as exc:
-        log.warning("replicate.webhook_rejected", reason=str(exc))
-        raise BadSignature() from exc
+        raise await webhook_inbox.refused(session, "replicate", str(exc)) from exc
     prediction = prediction_from_payload(payload)
 
     async def apply() -> bool:

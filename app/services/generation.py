@@ -25,8 +25,13 @@ from app.services.webhook_inbox import Outcome
 log = structlog.get_logger("app.generation")
 
 
-async def list_styles(session: AsyncSession) -> list[Style]:
-    return await StyleRepository(session).active()
+async def list_styles(session: AsyncSession, category: str | None = None) -> list[Style]:
+    return await StyleRepository(session).active(category)
+
+
+async def style_categories(session: AsyncSession) -> list[tuple[str, int]]:
+    """(category, active styles in it), by name."""
+    return await StyleRepository(session).active_categories()
 
 
 async def submit(

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from app.schemas.base import Schema
 from app.schemas.users import Credits
@@ -189,6 +189,10 @@ class PlanCreateIn(Schema):
 
 
 class PlanUpdateIn(Schema):
+    # The code and the kind cannot change (frontends and past orders name them): sending them is refused
+    # rather than silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     name: str | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
     credits: PlanCredits | None = None

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings

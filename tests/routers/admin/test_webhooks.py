@@ -68,7 +68,9 @@ class CreditingFails:
 
         async def payment_received(*args: Any, **kwargs: Any) -> bool:
             if self.on:
-                raise OperationalError("UPDATE credit_accounts", {}, Exception("server closed the connection"))
+                raise OperationalError(
+                    "UPDATE credit_accounts", {}, Exception("server closed the connection")
+                )
             return await real(*args, **kwargs)
 
         monkeypatch.setattr(orders, "payment_received", payment_received)

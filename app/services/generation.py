@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
@@ -21,8 +20,6 @@ from app.services.auth import rate_limit
 from app.services.engines import engine_for
 from app.services.engines.hairstyle import replicate_client
 from app.services.webhook_inbox import Outcome
-
-log = structlog.get_logger("app.generation")
 
 
 async def list_styles(session: AsyncSession, category: str | None = None) -> list[Style]:

@@ -228,6 +228,13 @@ class Settings(BaseSettings):
     # Days the audit trail is kept (the housekeeping sweep deletes older rows); 0 keeps it forever.
     audit_log_retention_days: int = Field(default=365, ge=0)
 
+    # --- readiness: webhook events that failed ----------------------------------------------------
+    # /readyz answers 503 when at least READYZ_FAILED_WEBHOOK_COUNT stored webhook events have stayed
+    # failed longer than READYZ_FAILED_WEBHOOK_AGE_SECONDS (money that did not arrive: replay them with
+    # POST /api/v1/admin/webhooks/{id}/replay). A count of 0 turns the check off.
+    readyz_failed_webhook_age_seconds: int = Field(default=3600, ge=0)
+    readyz_failed_webhook_count: int = Field(default=1, ge=0)
+
     # --- rate limits ("N/second|minute|hour|day"); storage is REDIS_URL when set, else memory ---------
     rate_limits_enabled: bool = True
     rate_limit_login_per_ip: str = "20/minute"

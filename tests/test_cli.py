@@ -64,7 +64,7 @@ def test_migrate_then_serve_on_the_embedded_defaults(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.1)
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"database": "ok"}
+        assert ready.json()["checks"] == {"database": "ok", "webhooks": "ok"}
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=2).status_code == 200
     finally:
         server.terminate()

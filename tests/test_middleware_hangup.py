@@ -316,7 +316,7 @@ async def test_a_real_failure_after_the_client_left_is_still_a_logged_500(
 def test_the_server_fixture_runs_on_default_settings(server: Server) -> None:
     """What the hang-up test relies on: development settings, console (not JSON) logs, SQLite."""
     ready = httpx.get(f"{server.base_url}/readyz", timeout=10).json()
-    assert ready["checks"] == {"database": "ok"}
+    assert ready["checks"] == {"database": "ok", "webhooks": "ok"}
     log = server.log()
     assert "environment=development" in log
     assert '"event"' not in log

@@ -31,7 +31,7 @@ from app.models.design import DesignSource, DesignSystem, DesignSystemTag, Usage
 from app.models.email import EmailStatus, OutboxEmail
 from app.models.image import TERMINAL_STATUSES, Job, JobKind, JobStatus, Style, Upload, UploadOrigin
 from app.models.user import User, UserRole
-from app.models.webhook_event import WebhookEvent
+from app.models.webhook_event import WebhookEvent, WebhookStatus
 
 __all__ = [
     "MILLICREDITS_PER_CREDIT",
@@ -77,6 +77,7 @@ __all__ = [
     "User",
     "UserRole",
     "WebhookEvent",
+    "WebhookStatus",
 ]
 
 from app.models.audit import AuditAction, AuditLog

@@ -35,6 +35,10 @@ class AuditAction(StrEnum):
     style_created = "style.created"
     style_updated = "style.updated"
     style_deleted = "style.deleted"
+    plan_created = "plan.created"
+    plan_updated = "plan.updated"
+    plan_retired = "plan.retired"
+    webhook_replayed = "webhook.replayed"
 
 
 class AuditLog(UUIDPrimaryKeyMixin, Base):

@@ -101,5 +101,7 @@ class Style(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(String(500))
     prompt: Mapped[str] = mapped_column(Text)
     thumbnail_url: Mapped[str | None] = mapped_column(String(2048))
+    # A tab of the catalogue ("standard", "celebrity"): free slugs an admin chooses, no table of them.
+    category: Mapped[str] = mapped_column(String(32), default="standard")
     is_active: Mapped[bool] = mapped_column(default=True)
     sort_order: Mapped[int] = mapped_column(default=0)

@@ -48,6 +48,31 @@ class PlanRepository(Repository[Plan]):
     async def get_by_code(self, code: str) -> Plan | None:
         return await self.session.scalar(select(Plan).where(Plan.code == code))
 
+    async def list_all(self) -> list[tuple[Plan, list[PlanPrice]]]:
+        """Every plan, retired ones too, in catalogue order."""
+        plans = list(await self.session.scalars(select(Plan).order_by(Plan.sort_order, Plan.code)))
+        prices = await self.prices_for([plan.id for plan in plans])
+        return [(plan, prices.get(plan.id, [])) for plan in plans]
+
+    async def code_taken(self, code: str) -> bool:
+        # Case-insensitive on every database (MariaDB's collation already is).
+        return (
+            await self.session.scalar(select(Plan.id).where(func.lower(Plan.code) == code.lower()))
+            is not None
+        )
+
+    async def replace_prices(self, plan_id: uuid.UUID, prices: dict[str, int]) -> None:
+        """The plan's prices become exactly `prices` (currency -> minor units). Orders keep their own
+        amount and currency, so changing a price never changes a past or open order."""
+        await self.session.execute(delete(PlanPrice).where(PlanPrice.plan_id == plan_id))
+        self.session.add_all(
+            [
+                PlanPrice(plan_id=plan_id, currency=currency, amount=amount)
+                for currency, amount in prices.items()
+            ]
+        )
+        await self.session.flush()
+
     async def set_price(self, plan_id: uuid.UUID, currency: str, amount: int) -> None:
         await self.session.execute(
             update(PlanPrice)

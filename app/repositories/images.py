@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -138,6 +138,17 @@ class JobRepository(Repository[Job]):
 class StyleRepository(Repository[Style]):
     model = Style
 
-    async def active(self) -> list[Style]:
+    async def active(self, category: str | None = None) -> list[Style]:
         statement = select(Style).where(Style.is_active.is_(True)).order_by(Style.sort_order, Style.name)
+        if category is not None:
+            statement = statement.where(Style.category == category)
         return list(await self.session.scalars(statement))
+
+    async def active_categories(self) -> list[tuple[str, int]]:
+        statement = (
+            select(Style.category, func.count())
+            .where(Style.is_active.is_(True))
+            .group_by(Style.category)
+            .order_by(Style.category)
+        )
+        return [(category, int(count)) for category, count in (await self.session.execute(statement)).all()]

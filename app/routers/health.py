@@ -22,17 +22,20 @@ async def healthz() -> HealthStatus:
 @router.get(
     "/readyz",
     response_model=ReadinessStatus,
-    responses={503: {"description": "A dependency (named in `detail` and `checks`) is unreachable."}},
+    responses={
+        503: {
+            "description": "A dependency is unreachable, or failed webhook events pile up (named in "
+            "`detail` and `checks`)."
+        }
+    },
 )
 async def readyz(container: ContainerDep) -> ReadinessStatus:
-    """Every dependency this process needs answers: the database, and Redis when configured."""
+    """Every dependency this process needs answers (the database, and Redis when configured), and no
+    webhook events stayed failed too long (READYZ_FAILED_WEBHOOK_AGE_SECONDS / _COUNT)."""
     timeout = container.settings.db_connect_timeout_seconds + 1
     readiness = await check_readiness(container, timeout_seconds=timeout)
     if readiness.failing:
-        raise ServiceUnavailable(
-            f"Not ready: {', '.join(readiness.failing)} unreachable.",
-            extra={"checks": readiness.checks},
-        )
+        raise ServiceUnavailable(f"Not ready: {readiness.explain()}.", extra={"checks": readiness.checks})
     return ReadinessStatus(status="ok", checks=readiness.checks)
 
 

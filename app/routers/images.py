@@ -25,6 +25,7 @@ from app.schemas.images import (
     JobAcceptedOut,
     JobOutputOut,
     RemovedBackgroundOut,
+    StyleCategoryOut,
     StyleOut,
     UploadOut,
     VectorizedOut,
@@ -301,9 +302,23 @@ async def delete_image(
 
 
 @router.get("/styles", response_model=list[StyleOut])
-async def styles(session: SessionDep) -> list[StyleOut]:
-    """Hairstyles the try-on can apply."""
-    return [StyleOut.model_validate(style) for style in await generation.list_styles(session)]
+async def styles(
+    session: SessionDep,
+    category: Annotated[
+        str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="only this tab's styles")
+    ] = None,
+) -> list[StyleOut]:
+    """Hairstyles the try-on can apply, in catalogue order."""
+    return [StyleOut.model_validate(style) for style in await generation.list_styles(session, category)]
+
+
+@router.get("/styles/categories", response_model=list[StyleCategoryOut])
+async def style_categories(session: SessionDep) -> list[StyleCategoryOut]:
+    """The tabs of the catalogue that have active styles, by name, with how many each has."""
+    return [
+        StyleCategoryOut(name=name, styles=count)
+        for name, count in await generation.style_categories(session)
+    ]
 
 
 @router.post("/image/generate", status_code=202, response_model=GenerateAcceptedOut)

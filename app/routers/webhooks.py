@@ -1,17 +1,18 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.dependencies import ContainerDep, SessionDep
+from app.dependencies import ContainerDep, SessionDep, record_client_ip
 from app.models import Provider
 from app.schemas.webhooks import WebhookAck
 from app.services import clerk as clerk_service
 from app.services import generation
 from app.services.billing import webhooks as payment_webhooks
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+# The caller's address goes on the audit row of a refused delivery.
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[Depends(record_client_ip)])
 
 
 def _ack(container: Container, provider: str, outcome: str) -> WebhookAck:

@@ -111,6 +111,12 @@ class StyleOut(Schema):
     name: str
     description: str | None
     thumbnail_url: str | None
+    category: str
+
+
+class StyleCategoryOut(Schema):
+    name: str
+    styles: int = Field(description="Active styles in it.")
 
 
 View = Literal["front", "left", "right", "back"]

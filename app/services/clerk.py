@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
-from app.errors import BadSignature, ProviderNotConfigured
+from app.errors import ProviderNotConfigured
 from app.integrations.clerk import InvalidWebhookSignature, verify_svix_webhook
-from app.models import User
+from app.models import User, WebhookEvent
 from app.repositories.users import UserRepository
 from app.services import users as users_service
 from app.services import webhook_inbox
@@ -142,14 +142,20 @@ async def receive_webhook(
     try:
         event = verify_svix_webhook(secret.get_secret_value(), body, headers)
     except InvalidWebhookSignature as exc:
-        log.warning("clerk.webhook_rejected", reason=str(exc))
-        raise BadSignature() from exc
+        raise await webhook_inbox.refused(session, PROVIDER, str(exc)) from exc
     event_id = headers.get("svix-id") or headers.get("webhook-id") or ""
     return await handle_webhook(session, ctx, event_id, event)
 
 
 async def handle_webhook(session: AsyncSession, ctx: Container, event_id: str, event: dict[str, Any]) -> bool:
     """Apply one verified delivery; False (and nothing changed) when this `svix-id` was seen before."""
+    event_type = str(event.get("type", ""))
+    apply = _applier(session, ctx, event)
+    outcome = await webhook_inbox.receive(session, PROVIDER, event_id, event_type, event, apply)
+    return outcome != "duplicate"
+
+
+def _applier(session: AsyncSession, ctx: Container, event: dict[str, Any]) -> webhook_inbox.Handler:
     event_type = str(event.get("type", ""))
     raw_data = event.get("data")
     data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
@@ -163,8 +169,12 @@ async def handle_webhook(session: AsyncSession, ctx: Container, event_id: str, e
             return True
         return False
 
-    outcome = await webhook_inbox.receive(session, PROVIDER, event_id, event_type, event, apply)
-    return outcome != "duplicate"
+    return apply
+
+
+async def replayer(session: AsyncSession, ctx: Container, stored: WebhookEvent) -> webhook_inbox.Handler:
+    """The effect of a stored Clerk event (verified when it arrived), as a live delivery applies it."""
+    return _applier(session, ctx, stored.payload)
 
 
 async def _delete(session: AsyncSession, ctx: Container, clerk_id: str) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.errors import BadRequest, BadSignature, NotFound
+from app.errors import BadRequest, NotFound
 from app.integrations.images.replicate import WebhookVerificationError, prediction_from_payload
 from app.models import Job, JobKind, Style, User
 from app.repositories.images import StyleRepository
@@ -22,11 +21,14 @@ from app.services.engines import engine_for
 from app.services.engines.predictions import replicate_client
 from app.services.webhook_inbox import Outcome
 
-log = structlog.get_logger("app.generation")
+
+async def list_styles(session: AsyncSession, category: str | None = None) -> list[Style]:
+    return await StyleRepository(session).active(category)
 
 
-async def list_styles(session: AsyncSession) -> list[Style]:
-    return await StyleRepository(session).active()
+async def style_categories(session: AsyncSession) -> list[tuple[str, int]]:
+    """(category, active styles in it), by name."""
+    return await StyleRepository(session).active_categories()
 
 
 async def submit(
@@ -63,8 +65,7 @@ async def receive_webhook(
     try:
         payload = client.verify_webhook(body, headers)
     except WebhookVerificationError as exc:
-        log.warning("replicate.webhook_rejected", reason=str(exc))
-        raise BadSignature() from exc
+        raise await webhook_inbox.refused(session, "replicate", str(exc)) from exc
     prediction = prediction_from_payload(payload)
 
     async def apply() -> bool:

@@ -18,7 +18,8 @@ from app.container import Container
 from app.db.base import utcnow
 from app.errors import BadRequest, ProviderNotConfigured, ServiceUnavailable
 from app.integrations.google import GoogleIdentity, GoogleOAuthClient, GoogleSignInFailed, GoogleUnavailable
-from app.models import User
+from app.models import AuditAction, User
+from app.services import audit
 from app.services import auth as auth_service
 from app.services import users as users_service
 
@@ -94,12 +95,32 @@ async def complete(
         )
     except GoogleSignInFailed as exc:
         log.info("google.sign_in_refused", reason=str(exc))
-        raise GoogleSignInRefused() from exc
+        await _login_failed(session, None, "google_refused")
+        # The audit row is committed with the 400 (nothing else was changed).
+        raise GoogleSignInRefused(keep_changes=True) from exc
     except GoogleUnavailable as exc:
         raise ServiceUnavailable("Google is not answering; retry shortly.") from exc
     user = await _find_or_create(session, ctx, identity)
     user.last_login_at = utcnow()
+    await audit.record(
+        session,
+        action=AuditAction.login_succeeded,
+        actor_id=user.id,
+        subject_id=user.id,
+        details={"method": "google"},
+    )
     return await auth_service.issue_session(session, ctx, user)
+
+
+async def _login_failed(session: AsyncSession, user: User | None, reason: str) -> None:
+    """A refused Google sign-in, on record like a refused password login (never Google's code or
+    tokens)."""
+    await audit.record(
+        session,
+        action=AuditAction.login_failed,
+        subject_id=user.id if user is not None else None,
+        details={"reason": reason, "method": "google", "known_account": user is not None},
+    )
 
 
 def _read_state_cookie(ctx: Container, cookie: str | None) -> dict[str, Any] | None:
@@ -126,5 +147,7 @@ async def _find_or_create(session: AsyncSession, ctx: Container, identity: Googl
         photo_url=identity.picture,
     )
     if not users_service.is_open(user):
-        raise GoogleSignInRefused("This account is closed.")
+        # A closed account is found as it is, unchanged: the audit row is all this request commits.
+        await _login_failed(session, user, "account_closed")
+        raise GoogleSignInRefused("This account is closed.", keep_changes=True)
     return user

@@ -5,14 +5,18 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
+from app.db.base import utcnow
 from app.db.session import Database
 from app.main import create_app
+from app.models import WebhookEvent, WebhookStatus
 from tests.conftest import make_settings
 from tests.support.http import assert_error, sample
 
@@ -26,7 +30,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz_checks_the_database(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "webhooks": "ok"}}
 
 
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
@@ -66,7 +70,8 @@ async def test_readyz_names_an_unreachable_redis(database_url: str, database: Da
     settings = make_settings(database_url=database_url, redis_url=f"redis://127.0.0.1:{port}/0")
     async with client_for(settings, database) as client:
         body = assert_error(await client.get("/readyz"), 503, "service_unavailable")
-        assert body["checks"] == {"database": "ok", "redis": "unreachable"}
+        assert body["checks"] == {"database": "ok", "redis": "unreachable", "webhooks": "ok"}
+        assert body["detail"] == "Not ready: redis unreachable."
 
 
 @pytest.mark.skipif(not os.environ.get("TEST_REDIS_URL"), reason="needs TEST_REDIS_URL")
@@ -74,7 +79,56 @@ async def test_readyz_checks_redis_when_configured(database_url: str, database: 
     settings = make_settings(database_url=database_url, redis_url=os.environ["TEST_REDIS_URL"])
     async with client_for(settings, database) as client:
         response = await client.get("/readyz")
-        assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+        assert response.json() == {
+            "status": "ok",
+            "checks": {"database": "ok", "redis": "ok", "webhooks": "ok"},
+        }
+
+
+async def _stored_event(session: AsyncSession, status: WebhookStatus, age: timedelta) -> None:
+    """An event as the inbox leaves it (`failed`: its error kept, not handled), received `age` ago."""
+    failed = status == WebhookStatus.failed
+    session.add(
+        WebhookEvent(
+            provider="stripe",
+            event_id=f"evt_{uuid.uuid4().hex}",
+            event_type="checkout.session.completed",
+            payload={"id": "evt"},
+            received_at=utcnow() - age,
+            handled_at=None if failed else utcnow() - age,
+            error="OperationalError: database is locked" if failed else None,
+            status=status.value,
+        )
+    )
+    await session.flush()
+
+
+async def test_readyz_is_503_when_failed_webhook_events_pile_up(
+    database_url: str, database: Database, session: AsyncSession
+) -> None:
+    settings = make_settings(
+        database_url=database_url, readyz_failed_webhook_age_seconds=600, readyz_failed_webhook_count=2
+    )
+    async with client_for(settings, database) as client:
+        await _stored_event(session, WebhookStatus.failed, timedelta(minutes=20))
+        await _stored_event(session, WebhookStatus.failed, timedelta(minutes=1))  # the provider retries
+        await _stored_event(session, WebhookStatus.ignored, timedelta(hours=2))
+        await _stored_event(session, WebhookStatus.processed, timedelta(hours=2))
+        assert (await client.get("/readyz")).json()["checks"]["webhooks"] == "ok"  # 1 < 2
+
+        await _stored_event(session, WebhookStatus.failed, timedelta(hours=3))
+        body = assert_error(await client.get("/readyz"), 503, "service_unavailable")
+        assert body["checks"] == {"database": "ok", "webhooks": "failed_backlog"}
+        assert body["detail"] == (
+            "Not ready: 2 webhook event(s) failed more than 600 s ago"
+            " (GET /api/v1/admin/webhooks?status=failed)."
+        )
+
+    off = make_settings(database_url=database_url, readyz_failed_webhook_count=0)
+    async with client_for(off, database) as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json()["checks"] == {"database": "ok"}
 
 
 @contextlib.asynccontextmanager

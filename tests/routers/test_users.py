@@ -17,7 +17,7 @@ from app.config import Settings
 from app.container import Container
 from app.db.session import Database
 from app.main import create_app
-from app.models import ApiKey, CreditLedgerEntry, OutboxEmail, RefreshToken, User
+from app.models import ApiKey, AuditLog, CreditLedgerEntry, OutboxEmail, RefreshToken, User
 from tests.conftest import make_settings
 from tests.fakes.google import FakeGoogle
 from tests.support.accounts import PASSWORD, SignedIn, register, sign_in, sign_up
@@ -139,6 +139,35 @@ class TestGoogleSignIn:
         assert state_cookie is not None
         client.cookies.set("pf_google_state", state_cookie, path="/api/v1/auth/google")
         assert await self._callback(client, callback) == {"error": "google_sign_in_failed"}
+
+    async def test_sign_ins_are_on_the_audit_trail_without_codes_or_tokens(
+        self, client: httpx.AsyncClient, google: FakeGoogle, session: AsyncSession
+    ) -> None:
+        callback = google.authorize(await self._start(client), email="jane@example.com")
+        state_cookie = client.cookies.get("pf_google_state")
+        fragment = await self._callback(client, callback)
+        assert state_cookie is not None
+        client.cookies.set("pf_google_state", state_cookie, path="/api/v1/auth/google")
+        assert await self._callback(client, callback) == {"error": "google_sign_in_failed"}  # code reused
+
+        session.expunge_all()
+        user = await session.scalar(select(User).where(User.email == "jane@example.com"))
+        assert user is not None
+        rows = list(await session.scalars(select(AuditLog).order_by(AuditLog.created_at)))
+        assert [(row.action, row.actor_id, row.subject_id, row.details) for row in rows] == [
+            ("login.succeeded", user.id, user.id, {"method": "google"}),
+            (
+                "login.failed",
+                None,
+                None,
+                {"reason": "google_refused", "method": "google", "known_account": False},
+            ),
+        ]
+        assert all(row.ip for row in rows)
+        code = parse_qs(urlsplit(callback).query)["code"][0]
+        trail = repr([(row.details, row.request_id) for row in rows])
+        for secret in (code, fragment["access_token"], fragment["refresh_token"], state_cookie):
+            assert secret not in trail
 
     async def test_not_configured_is_503(self, database_url: str, database: Database) -> None:
         settings = make_settings(database_url=database_url)

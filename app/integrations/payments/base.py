@@ -267,6 +267,11 @@ class PaymentGateway(Protocol):
         the whole request's). The event id is what redeliveries are recognised by."""
         ...
 
+    def read_event(self, payload: dict[str, Any]) -> PaymentEvent:
+        """The event of a delivery `verify` accepted earlier, from its stored body (`PaymentEvent.payload`):
+        what an admin's replay of a stored event applies. Never checks a signature (there is none left)."""
+        ...
+
     def verify_client_payment(self, checkout_id: str, payment_id: str, signature: str) -> None:
         """A client's proof that `payment_id` paid `checkout_id` (Razorpay Checkout's handler result);
         providers that confirm payments by webhook only refuse every proof."""

@@ -148,6 +148,9 @@ class DodoGateway:
     async def aclose(self) -> None:
         await self._client.close()
 
+    def read_event(self, payload: dict[str, Any]) -> PaymentEvent:
+        return _event(payload)
+
     def verify(self, body: bytes, headers: Mapping[str, str]) -> tuple[str, PaymentEvent]:
         """Standard Webhooks: webhook-id/-timestamp/-signature on the raw body, 5 minutes either way."""
         if not self._webhook_secret:

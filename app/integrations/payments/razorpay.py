@@ -116,6 +116,9 @@ class RazorpayGateway:
     async def aclose(self) -> None:
         return None
 
+    def read_event(self, payload: dict[str, Any]) -> PaymentEvent:
+        return _event(payload)
+
     def verify(self, body: bytes, headers: Mapping[str, str]) -> tuple[str, PaymentEvent]:
         """X-Razorpay-Signature: HMAC-SHA256 of the raw body with the webhook secret."""
         headers = lower_keys(headers)

@@ -209,6 +209,9 @@ class StripeGateway:
     async def aclose(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
+    def read_event(self, payload: dict[str, Any]) -> PaymentEvent:
+        return _event(payload)
+
     def verify(self, body: bytes, headers: Mapping[str, str]) -> tuple[str, PaymentEvent]:
         """Stripe-Signature over the raw body, no older than 5 minutes; the event id is the body's."""
         if not self._webhook_secret:

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.errors import BadSignature
 from app.integrations.payments.base import (
     CheckoutPaid,
     CheckoutPending,
@@ -33,7 +32,7 @@ from app.integrations.payments.base import (
     TaxDetails,
     Unhandled,
 )
-from app.models import Order, Provider
+from app.models import Order, Provider, WebhookEvent
 from app.repositories.billing import OrderRepository
 from app.services import webhook_inbox
 from app.services.billing import disputes, gateways, invoices, orders, subscriptions
@@ -51,13 +50,25 @@ async def receive(
     try:
         event_id, event = gateway.verify(body, headers)
     except InvalidSignature as exc:
-        log.warning("webhook.rejected", provider=provider.value, reason=str(exc))
-        raise BadSignature() from exc
+        raise await webhook_inbox.refused(session, provider.value, str(exc)) from exc
 
     async def apply_it() -> bool:
         return await apply(session, gateway, provider, event, settings=ctx.settings)
 
     return await webhook_inbox.receive(session, provider.value, event_id, event.type, event.payload, apply_it)
+
+
+async def replayer(session: AsyncSession, ctx: Container, stored: WebhookEvent) -> webhook_inbox.Handler:
+    """The effect of a stored (verified when it arrived) event of a payment provider: read again from
+    its stored body by the provider's gateway, applied by `apply` like a live delivery."""
+    provider = Provider(stored.provider)
+    gateway = gateways.webhook_gateway(ctx, provider)
+    event = gateway.read_event(stored.payload)
+
+    async def apply_it() -> bool:
+        return await apply(session, gateway, provider, event)
+
+    return apply_it
 
 
 async def apply(

@@ -87,5 +87,58 @@ async def test_style_input_is_checked(
         {"name": "n", "prompt": "p", "thumbnail_url": "javascript:alert(1)"},
         {"name": "n" * 101, "prompt": "p"},
         {"name": "n", "prompt": "p", "sort_order": 10**12},
+        {"name": "n", "prompt": "p", "category": "Celebrity"},
+        {"name": "n", "prompt": "p", "category": "c" * 33},
+        {"name": "n", "prompt": "p", "category": None},
     ):
         assert_error(await client.post(URL, headers=headers, json=bad), 422, "validation_error")
+
+
+async def test_styles_have_categories_the_public_catalogue_filters_and_lists(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, container: Container
+) -> None:
+    headers = bearer(container, await make_user(session, settings, role="admin"))
+    seeded = (await client.get("/api/v1/styles")).json()
+    assert {style["category"] for style in seeded} == {"standard"}  # the migration's default
+    celebrity = {
+        "name": "Test celebrity quiff",
+        "prompt": "a tall glossy quiff",
+        "category": "celebrity",
+        "thumbnail_url": "https://cdn.example.com/quiff.webp",
+    }
+    created = await client.post(URL, headers=headers, json=celebrity)
+    assert created.status_code == 201, created.text
+    assert created.json()["category"] == "celebrity"
+    plain = await client.post(URL, headers=headers, json={"name": "Test plain crop", "prompt": "a crop"})
+    assert plain.json()["category"] == "standard"
+    hidden = {**celebrity, "name": "Test retired mullet", "is_active": False}
+    assert (await client.post(URL, headers=headers, json=hidden)).status_code == 201
+
+    listed = (await client.get("/api/v1/styles", params={"category": "celebrity"})).json()
+    assert listed == [
+        {
+            "id": created.json()["id"],
+            "name": "Test celebrity quiff",
+            "description": None,
+            "thumbnail_url": "https://cdn.example.com/quiff.webp",
+            "category": "celebrity",
+        }
+    ]
+    categories = (await client.get("/api/v1/styles/categories")).json()
+    assert categories == [
+        {"name": "celebrity", "styles": 1},
+        {"name": "standard", "styles": len(seeded) + 1},
+    ]
+    assert (await client.get("/api/v1/styles", params={"category": "anime"})).json() == []
+    assert_error(
+        await client.get("/api/v1/styles", params={"category": "Not a slug"}), 422, "validation_error"
+    )
+
+    moved = await client.patch(f"{URL}/{plain.json()['id']}", headers=headers, json={"category": "celebrity"})
+    assert moved.json()["category"] == "celebrity"
+    assert (await client.get("/api/v1/styles/categories")).json() == [
+        {"name": "celebrity", "styles": 2},
+        {"name": "standard", "styles": len(seeded)},
+    ]
+    refused = await client.patch(f"{URL}/{plain.json()['id']}", headers=headers, json={"category": None})
+    assert_error(refused, 422, "validation_error")

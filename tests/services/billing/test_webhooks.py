@@ -12,6 +12,7 @@ Amounts of credits are millicredits; every account starts with the signup bonus 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +56,9 @@ class StubGateway:
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> tuple[str, PaymentEvent]:
         raise AssertionError("the applier verifies nothing")
+
+    def read_event(self, payload: dict[str, Any]) -> PaymentEvent:
+        raise AssertionError("the applier reads no stored event")
 
     def verify_client_payment(self, checkout_id: str, payment_id: str, signature: str) -> None:
         raise InvalidSignature("webhooks only")

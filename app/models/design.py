@@ -24,6 +24,7 @@ class UsageAction(StrEnum):
     vectorize_preview = "vectorize_preview"
     vectorize_full = "vectorize_full"
     generate = "generate"
+    clone_training = "clone_training"
 
 
 class DesignSource(StrEnum):

@@ -12,12 +12,19 @@ from typing import Any
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import ProviderNotConfigured
-from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, Prediction, PredictionClient
+from app.integrations.images.base import (
+    IMAGE_EXTENSIONS,
+    EngineError,
+    Prediction,
+    PredictionClient,
+    ReplicateApi,
+)
 from app.integrations.images.replicate import TERMINAL_STATUSES
 from app.models import JobKind, UsageAction
 from app.repositories.images import JobRepository
 from app.services.credits import to_millicredits
 from app.services.engines.base import Engine, JobOutput, JobWork
+from app.services.engines.replicate_inputs import input_url
 
 VIEW_PROMPTS = {
     "front": "front view, facing the camera",
@@ -27,7 +34,7 @@ VIEW_PROMPTS = {
 }
 
 
-def replicate_client(ctx: Container) -> PredictionClient:
+def replicate_client(ctx: Container) -> ReplicateApi:
     if ctx.replicate is None:
         raise ProviderNotConfigured(
             "Image generation is not configured on this server (REPLICATE_API_TOKEN)."
@@ -65,7 +72,9 @@ class Hairstyle(Engine):
         client = replicate_client(ctx)
         settings = ctx.settings
         options = work.options
-        image_url = options.get("image_url") or await ctx.storage.url(str(work.input_key), 3600)
+        # A client's own image URL is theirs to make reachable; ours goes through the Files API unless
+        # storage gives a public https URL.
+        image_url = options.get("image_url") or await input_url(ctx, client, work)
         webhook_url = (
             f"{settings.public_base_url}/api/v1/webhooks/replicate"
             if settings.replicate_webhook_secret

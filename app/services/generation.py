@@ -71,7 +71,10 @@ async def receive_webhook(
         log.warning("replicate.webhook_rejected", reason=str(exc))
         raise BadSignature() from exc
     training_id = payload.get("id")
-    if isinstance(training_id, str) and await clone_training.is_training(session, training_id):
+    # A training's output is an object (the new version); a prediction's is a URL or a list of them.
+    if isinstance(payload.get("output"), dict) or (
+        isinstance(training_id, str) and await clone_training.is_training(session, training_id)
+    ):
         # One webhook URL for both: a training of a personal model ends that model's training.
         return await clone_training.receive_webhook(session, headers, payload, training_from_payload(payload))
     prediction = prediction_from_payload(payload)

@@ -337,6 +337,7 @@ async def test_refusals_change_nothing(
 ) -> None:
     photo_ids = await add_photos(client, auth, 5)
     await make_clone_model(session, user, [], trigger_word="ZQXPRSN", status="ready")
+    change = dict(change)  # the parameter is shared by every database's run
     photos = change.pop("photos", None)
     if photos == 4:
         photo_ids = photo_ids[:4]

@@ -304,6 +304,32 @@ class Settings(BaseSettings):
     clone_photos_max_per_user: int = Field(default=50, ge=1)
     clone_photo_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     clone_photo_max_side: int = Field(default=2048, ge=256)
+    # Personal model training (POST /models) on Replicate: credits it costs (held at the start, kept
+    # only if it succeeds), how many of the user's photos it takes, and the most bytes they may add up to
+    # (the zip handed to Replicate's Files API).
+    clone_training_cost_credits: Decimal = Field(default=Decimal(5), ge=0, decimal_places=3)
+    clone_training_min_photos: int = Field(default=5, ge=1)
+    clone_training_max_photos: int = Field(default=50, ge=1)
+    clone_training_max_zip_bytes: int = Field(default=100_000_000, ge=1024)
+    # The Replicate account that owns the trained models (empty: training is not configured, 503), the
+    # trainer (owner/name:<64-hex version>), and how a user's destination model is created (one per user,
+    # named <prefix>-<user id>; visibility and hardware SKU of POST /v1/models).
+    clone_replicate_owner: str = ""
+    clone_trainer_version: str = Field(
+        default="ostris/flux-dev-lora-trainer:"
+        "26dce37af90b9d997eeb970d92e47de3064d46c300504ae376c75bef6a9022d2",
+        pattern=r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*:[0-9a-f]{64}$",
+    )
+    clone_model_name_prefix: str = Field(default="pixforge-clone", pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")
+    clone_model_visibility: Literal["private", "public"] = "private"
+    clone_model_hardware: str = Field(default="gpu-t4", min_length=1, max_length=50)
+    # Training steps when the request names none, and the most a request may ask for.
+    clone_training_default_steps: int = Field(default=1000, ge=3, le=6000)
+    clone_training_max_steps: int = Field(default=4000, ge=3, le=6000)
+    # A training the webhook has not ended is polled once it is this old (the webhook may be lost), and
+    # cancelled (failed, credits released) past the timeout.
+    clone_training_poll_after_seconds: float = Field(default=300.0, ge=0)
+    clone_training_timeout_seconds: float = Field(default=4 * 3600.0, gt=0)
     # Prompt enhancement (POST /prompts/enhance, through the LLM above): seconds per attempt, the most
     # tokens of one answer, and the most characters of the enhanced prompt kept (cut past it).
     prompt_enhance_timeout_seconds: float = Field(default=20.0, gt=0, le=120)

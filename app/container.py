@@ -14,7 +14,7 @@ from app.db.session import Database
 from app.integrations.clerk import ClerkSessionVerifier
 from app.integrations.email import EmailSender, build_email_sender
 from app.integrations.google import GoogleOAuthClient
-from app.integrations.images.base import BackgroundRemover, PredictionClient, Vectorizer
+from app.integrations.images.base import BackgroundRemover, ReplicateApi, Vectorizer
 from app.integrations.images.clipdrop import ClipDropRemover
 from app.integrations.images.local_background import LocalBackgroundRemover
 from app.integrations.images.local_vectorizer import LocalVectorizer
@@ -49,7 +49,7 @@ class Container:
     # The engines' providers, chosen by settings; fakes stand in for them in tests.
     background_remover: BackgroundRemover
     vectorizer: Vectorizer
-    replicate: PredictionClient | None
+    replicate: ReplicateApi | None
     # Predictions a job is waiting on, set by Replicate's webhook to end the wait early (this process).
     prediction_signals: dict[str, asyncio.Event] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
@@ -209,7 +209,7 @@ def _background_remover(settings: Settings, http: httpx.AsyncClient) -> Backgrou
     return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency, png_compress_level=1)
 
 
-def _replicate(settings: Settings, http: httpx.AsyncClient) -> PredictionClient | None:
+def _replicate(settings: Settings, http: httpx.AsyncClient) -> ReplicateApi | None:
     token = _secret(settings.replicate_api_token)
     if token is None:
         return None

@@ -16,9 +16,9 @@ from app.models import User
 from tests.factories import bearer, make_user
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.razorpay import FakeRazorpay
-from tests.fakes.replicate import FakeReplicate
 from tests.fakes.stripe import FakeStripe
 from tests.support.databases import TestDatabase, configured_databases, fresh_database, migrate
+from tests.support.replicate import FakeReplicateWithTrainings
 
 DATABASES = configured_databases()
 
@@ -157,8 +157,9 @@ def fake_dodo(outside_http: respx.MockRouter) -> FakeDodo:
 
 
 @pytest.fixture
-def fake_replicate(outside_http: respx.MockRouter) -> FakeReplicate:
-    return FakeReplicate(outside_http)
+def fake_replicate(outside_http: respx.MockRouter) -> FakeReplicateWithTrainings:
+    """Predictions, and the files, models and trainings personal models need."""
+    return FakeReplicateWithTrainings(outside_http)
 
 
 @pytest.fixture

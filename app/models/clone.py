@@ -49,6 +49,13 @@ class CloneModel(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     provider_version: Mapped[str | None] = mapped_column(String(255))
     error_message: Mapped[str | None] = mapped_column(Text)
     logs_url: Mapped[str | None] = mapped_column(String(2048))
+    # Millicredits held for the training (ledger key `clone_model:<id>:reserve`): captured when it
+    # succeeds, released when it fails or is cancelled.
+    credits_reserved: Mapped[int] = mapped_column(default=0)
+    # When its training ended (ready, failed or cancelled).
+    finished_at: Mapped[datetime | None]
+    # Deleted by its owner: hidden from every listing, but still counted by the plan's "models ever".
+    deleted_at: Mapped[datetime | None]
 
 
 class CloneModelPhoto(Base):

@@ -25,6 +25,7 @@ class UsageAction(StrEnum):
     vectorize_full = "vectorize_full"
     generate = "generate"
     generation = "generation"
+    clone_training = "clone_training"
 
 
 class DesignSource(StrEnum):

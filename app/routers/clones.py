@@ -1,15 +1,18 @@
-"""AI clones: photo sets (and, as they land, personal models, generations, prompt enhancement, quotas)."""
+"""AI clones: photo sets, personal models (trainings), prompt enhancement, quotas."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Query, Response, UploadFile
 
 from app.container import Container
 from app.dependencies import ContainerDep, CurrentUser, SessionDep, TextModelDep
 from app.schemas.clones import (
+    CloneModelIn,
+    CloneModelOut,
+    CloneModelPageOut,
     EnhancedOut,
     EnhanceIn,
     PhotoOut,
@@ -18,8 +21,8 @@ from app.schemas.clones import (
     QuotaOut,
     QuotasOut,
 )
-from app.services import images, uploads
-from app.services.clones import photos, prompts, quotas
+from app.services import credits, images, uploads
+from app.services.clones import photos, prompts, quotas, training
 
 router = APIRouter(tags=["clones"])
 
@@ -82,6 +85,74 @@ async def delete_photo(
 ) -> Response:
     """Delete one of your photos (409 while a training uses it)."""
     await photos.delete(session, container, user, photo_id)
+    return Response(status_code=204)
+
+
+def model_out(view: training.ModelView) -> CloneModelOut:
+    model = view.model
+    return CloneModelOut(
+        id=model.id,
+        name=model.name,
+        trigger_word=model.trigger_word,
+        status=model.status,
+        version=model.provider_version,
+        error=model.error_message,
+        logs_url=model.logs_url,
+        credits=credits.to_credits(model.credits_reserved),
+        photo_ids=view.photo_ids,
+        created_at=model.created_at,
+        finished_at=model.finished_at,
+    )
+
+
+@router.post("/models", status_code=202, response_model=CloneModelOut)
+async def create_model(
+    body: CloneModelIn,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    background: BackgroundTasks,
+) -> CloneModelOut:
+    """Train a personal model on some of your photos (at least CLONE_TRAINING_MIN_PHOTOS). Its credits
+    are held now and spent only if the training succeeds; it starts on Replicate right after this answer
+    (`training`), and `GET /models/{id}` shows it end `ready`, `failed` (with the reason) or `canceled`.
+    403 `plan_required` past your plan's models, 409 for a trigger word you used already, 402 without
+    the credits, 503 when training is not configured."""
+    view, base_input = await training.create(
+        session,
+        container,
+        user,
+        name=body.name,
+        trigger_word=body.trigger_word,
+        photo_ids=body.photo_ids,
+        options=body.options.model_dump(exclude_none=True) if body.options else {},
+    )
+    # BackgroundTasks run after the session dependency committed the model and its hold.
+    background.add_task(training.start, container, view.model.id, base_input)
+    return model_out(view)
+
+
+@router.get("/models", response_model=CloneModelPageOut)
+async def list_models(
+    user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> CloneModelPageOut:
+    """Your personal models, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    found = await training.page(session, user, limit, cursor)
+    return CloneModelPageOut(items=[model_out(view) for view in found.items], next_cursor=found.next_cursor)
+
+
+@router.get("/models/{model_id}", response_model=CloneModelOut)
+async def get_model(model_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> CloneModelOut:
+    return model_out(await training.get(session, user, model_id))
+
+
+@router.delete("/models/{model_id}", status_code=204)
+async def delete_model(
+    model_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> Response:
+    """Delete a model: a running training is cancelled (its credits come back) and the trained version
+    is deleted on Replicate where it allows. A trained model still counts toward your plan's models."""
+    await training.delete(session, container, user, model_id)
     return Response(status_code=204)
 
 

@@ -59,6 +59,7 @@ async def dodo_webhook(request: Request, session: SessionDep, container: Contain
 
 @router.post("/replicate", response_model=WebhookAck)
 async def replicate_webhook(request: Request, session: SessionDep, container: ContainerDep) -> WebhookAck:
-    """Replicate prediction updates (Standard Webhooks signature): wakes the job waiting on it."""
+    """Replicate prediction and training updates (Standard Webhooks signature): wakes the job waiting
+    on a prediction; ends a personal model's training (once, however often it is delivered)."""
     outcome = await generation.receive_webhook(session, container, await request.body(), request.headers)
     return _ack(container, "replicate", outcome)

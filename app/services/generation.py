@@ -11,12 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.errors import BadRequest, NotFound
-from app.integrations.images.replicate import WebhookVerificationError, prediction_from_payload
+from app.integrations.images.replicate import (
+    WebhookVerificationError,
+    prediction_from_payload,
+    training_from_payload,
+)
 from app.models import Job, JobKind, Style, User
 from app.repositories.images import StyleRepository
 from app.services import jobs, webhook_inbox
 from app.services import uploads as uploads_service
 from app.services.auth import rate_limit
+from app.services.clones import training as clone_training
 from app.services.engines import engine_for
 from app.services.engines.predictions import replicate_client
 from app.services.webhook_inbox import Outcome
@@ -66,6 +71,13 @@ async def receive_webhook(
         payload = client.verify_webhook(body, headers)
     except WebhookVerificationError as exc:
         raise await webhook_inbox.refused(session, "replicate", str(exc)) from exc
+    training_id = payload.get("id")
+    # A training's output is an object (the new version); a prediction's is a URL or a list of them.
+    if isinstance(payload.get("output"), dict) or (
+        isinstance(training_id, str) and await clone_training.is_training(session, training_id)
+    ):
+        # One webhook URL for both: a training of a personal model ends that model's training.
+        return await clone_training.receive_webhook(session, headers, payload, training_from_payload(payload))
     prediction = prediction_from_payload(payload)
 
     async def apply() -> bool:

@@ -100,6 +100,78 @@ class PredictionClient(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ProviderFile:
+    """A file uploaded to Replicate's Files API: pass `url` as a model input (Replicate resolves it
+    server-side; it is an API resource, never a link for a browser)."""
+
+    id: str
+    url: str
+    size: int
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class FileClient(Protocol):
+    """Inputs handed to a hosted model without a public URL of ours (Replicate's Files API)."""
+
+    async def upload_file(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ProviderFile: ...
+
+
+@dataclass(frozen=True)
+class Training:
+    """A Replicate training (fine-tuning run) as we use it."""
+
+    id: str
+    status: Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
+    # On success: the trained version, "owner/name:<64-hex>", and its weights' URL.
+    version: str | None = None
+    weights: str | None = None
+    error: str | None = None
+    # The page showing the training's logs (urls.web), when Replicate gives one.
+    logs_url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingClient(Protocol):
+    """Fine-tuning on Replicate: destination models, trainings started/polled/cancelled, versions."""
+
+    async def get_model(self, owner: str, name: str) -> dict[str, Any] | None:
+        """The model, or None when it does not exist."""
+        ...
+
+    async def create_model(
+        self, owner: str, name: str, *, visibility: str, hardware: str, description: str | None = None
+    ) -> dict[str, Any]:
+        """Create it; raises EngineError `provider_conflict` when the name is taken."""
+        ...
+
+    async def create_training(
+        self,
+        trainer: str,
+        *,
+        destination: str,
+        input: dict[str, Any],
+        webhook_url: str | None = None,
+    ) -> Training: ...
+
+    async def get_training(self, id: str) -> Training: ...
+
+    async def cancel_training(self, id: str) -> Training: ...
+
+    async def delete_model_version(self, model: str, version_id: str) -> None: ...
+
+
+class ReplicateApi(PredictionClient, FileClient, TrainingClient, Protocol):
+    """Everything the engines and the clone trainings use of Replicate."""
+
+
 # --- shared by the engines and by upload validation -----------------------------------------------
 
 # The image types the product handles, by MIME type, with the file extension we store them under.

@@ -66,7 +66,7 @@ async def replayer(session: AsyncSession, ctx: Container, stored: WebhookEvent) 
     event = gateway.read_event(stored.payload)
 
     async def apply_it() -> bool:
-        return await apply(session, gateway, provider, event)
+        return await apply(session, gateway, provider, event, settings=ctx.settings)
 
     return apply_it
 

@@ -17,6 +17,7 @@ from app.services.engines.predictions import (
     replicate_client,
     webhook_url,
 )
+from app.services.engines.replicate_inputs import input_url
 
 VIEW_PROMPTS = {
     "front": "front view, facing the camera",
@@ -56,7 +57,9 @@ class Hairstyle(Engine):
         client = replicate_client(ctx)
         settings = ctx.settings
         options = work.options
-        image_url = options.get("image_url") or await ctx.storage.url(str(work.input_key), 3600)
+        # A client's own image URL is theirs to make reachable; ours goes through the Files API unless
+        # storage gives a public https URL.
+        image_url = options.get("image_url") or await input_url(ctx, client, work)
         webhook = webhook_url(settings)
         outputs = []
         for view in options.get("views", ["front"]):

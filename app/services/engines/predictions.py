@@ -12,12 +12,12 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import ProviderNotConfigured
-from app.integrations.images.base import EngineError, Prediction, PredictionClient
+from app.integrations.images.base import EngineError, Prediction, PredictionClient, ReplicateApi
 from app.integrations.images.replicate import TERMINAL_STATUSES
 from app.repositories.images import JobRepository
 
 
-def replicate_client(ctx: Container) -> PredictionClient:
+def replicate_client(ctx: Container) -> ReplicateApi:
     if ctx.replicate is None:
         raise ProviderNotConfigured(
             "Image generation is not configured on this server (REPLICATE_API_TOKEN)."

@@ -24,7 +24,9 @@ def upgrade() -> None:
         batch_op.create_index("ix_orders_created_at_status", ["created_at", "status"], unique=False)
         batch_op.create_index("ix_orders_paid_at", ["paid_at"], unique=False)
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index("ix_jobs_created_at_kind_status", ["created_at", "kind", "status"], unique=False)
+        batch_op.create_index(
+            "ix_jobs_created_at_kind_status", ["created_at", "kind", "status"], unique=False
+        )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index("ix_users_created_at", ["created_at"], unique=False)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -70,7 +70,6 @@ async def analytics_summary(
     buckets: list[BucketOut] = [
         BucketOut.model_validate({"start": start, **_figures(figures)})
         for start, figures in result.buckets.items()
-        if isinstance(start, date)
     ]
     return AnalyticsSummaryOut(
         period_start=period.since,

@@ -50,6 +50,7 @@ bench: install-dev
 	$(BIN)/python -m bench.credits
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.design
+	$(BIN)/python -m bench.analytics
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

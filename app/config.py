@@ -235,6 +235,14 @@ class Settings(BaseSettings):
     readyz_failed_webhook_age_seconds: int = Field(default=3600, ge=0)
     readyz_failed_webhook_count: int = Field(default=1, ge=0)
 
+    # --- analytics and reports (admin) -----------------------------------------------------------
+    # The most buckets one analytics summary may hold (400: a year and a bit of days).
+    analytics_max_buckets: int = Field(default=400, ge=1, le=10_000)
+    # The longest period one report may cover; CSV, JSON lines and XLSX stream whatever it holds.
+    reports_max_range_days: int = Field(default=3660, ge=1)
+    # A PDF is a document to read, not an export: it lists at most this many rows (totals cover all).
+    reports_pdf_max_rows: int = Field(default=2000, ge=1, le=100_000)
+
     # --- rate limits ("N/second|minute|hour|day"); storage is REDIS_URL when set, else memory ---------
     rate_limits_enabled: bool = True
     rate_limit_login_per_ip: str = "20/minute"

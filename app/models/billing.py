@@ -69,6 +69,9 @@ class Order(UUIDPrimaryKeyMixin, TimestampMixin, Base):
         UniqueConstraint("provider", "provider_order_id"),
         UniqueConstraint("provider", "provider_payment_id"),
         Index("ix_orders_user_id_created_at", "user_id", "created_at"),
+        # Analytics and the sales report select a period's orders by creation and by payment.
+        Index("ix_orders_created_at_status", "created_at", "status"),
+        Index("ix_orders_paid_at", "paid_at"),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))

@@ -66,6 +66,8 @@ class Job(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_status_lease_until", "status", "lease_until"),
+        # Analytics count a period's jobs by kind and status, and the usage report lists them.
+        Index("ix_jobs_created_at_kind_status", "created_at", "kind", "status"),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, String
+from sqlalchemy import BigInteger, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TimestampMixin, UUIDPrimaryKeyMixin
@@ -18,6 +18,8 @@ class User(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     """One person, however they sign in (password, Google, Clerk or an API key)."""
 
     __tablename__ = "users"
+    # New users per period (analytics, the users report).
+    __table_args__ = (Index("ix_users_created_at", "created_at"),)
 
     # Stored normalized (trimmed, lower-case) so uniqueness is case-insensitive on every backend.
     email: Mapped[str | None] = mapped_column(String(320), unique=True)

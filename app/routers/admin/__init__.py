@@ -7,10 +7,10 @@ anonymous callers (401) and to non-admins (403) without having to ask for it
 from fastapi import APIRouter, Depends
 
 from app.dependencies import get_admin, record_client_ip
-from app.routers.admin import audit, credits, plans, styles, users, webhooks
+from app.routers.admin import analytics, audit, credits, plans, reports, styles, users, webhooks
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[Depends(get_admin), Depends(record_client_ip)]
 )
-for module in (audit, credits, plans, styles, users, webhooks):
+for module in (analytics, audit, credits, plans, reports, styles, users, webhooks):
     router.include_router(module.router)

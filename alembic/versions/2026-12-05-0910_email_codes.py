@@ -1,7 +1,7 @@
 """emailed 6-digit sign-in and sign-up codes
 
-Revision ID: 0012_email_codes
-Revises: 0011_clones
+Revision ID: 0013_email_codes
+Revises: 0012_tax_invoices
 Create Date: 2026-12-05 09:10:00.000000
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import app.db.base
 from alembic import op
 
-revision: str = "0012_email_codes"
-down_revision: str | None = "0011_clones"
+revision: str = "0013_email_codes"
+down_revision: str | None = "0012_tax_invoices"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """webhook events get a status; styles get a category
 
-Revision ID: 0012_operators
-Revises: 0011_clones
+Revision ID: 0014_operators
+Revises: 0013_email_codes
 Create Date: 2026-12-05 09:10:00.000000
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0012_operators"
-down_revision: str | None = "0011_clones"
+revision: str = "0014_operators"
+down_revision: str | None = "0013_email_codes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

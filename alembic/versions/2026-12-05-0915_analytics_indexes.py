@@ -1,7 +1,7 @@
 """analytics and reports: indexes for a period's ledger rows, orders, jobs and new users
 
-Revision ID: 0012_analytics_indexes
-Revises: 0011_clones
+Revision ID: 0016_analytics_indexes
+Revises: 0015_clone_trainings
 Create Date: 2026-12-05 09:15:00.000000
 """
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0012_analytics_indexes"
-down_revision: str | None = "0011_clones"
+revision: str = "0016_analytics_indexes"
+down_revision: str | None = "0015_clone_trainings"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """clone trainings: the credits a training holds, when it ended, and soft deletion
 
-Revision ID: 0012_clone_trainings
-Revises: 0011_clones
+Revision ID: 0015_clone_trainings
+Revises: 0014_operators
 Create Date: 2026-12-05 09:15:00.000000
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import app.db.base
 from alembic import op
 
-revision: str = "0012_clone_trainings"
-down_revision: str | None = "0011_clones"
+revision: str = "0015_clone_trainings"
+down_revision: str | None = "0014_operators"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,4 @@
-"""`pixforge serve`, `migrate`, `sweep`, `create-admin` and `set-role`."""
+"""`pixforge serve`, `migrate`, `sweep`, `create-admin`, `set-role`, `backup` and `restore`."""
 
 from __future__ import annotations
 
@@ -132,6 +132,47 @@ def set_role(email: str, role: str) -> None:
     _with_session(work)
 
 
+def backup(destination: str | None, include_storage: bool | None) -> None:
+    """A backup now, then retention; prints the manifest. Exit status 1 with the reason on failure."""
+    import asyncio
+
+    from app.integrations.database_dumps import DumpError
+    from app.services import backups
+
+    settings = get_settings()
+    store = backups.store_for(settings, destination)
+    storage = settings.backup_include_storage if include_storage is None else include_storage
+    try:
+        manifest = asyncio.run(backups.take(settings, store, include_storage=storage))
+    except (DumpError, backups.BackupRefused) as exc:
+        raise SystemExit(f"backup failed: {exc}") from exc
+    print(f"saved {manifest.name} to {store.description}")  # noqa: T201 - the command's output
+    print(manifest.to_json())  # noqa: T201 - the command's output
+
+
+def restore(source: str, force: bool) -> None:
+    """Restores a backup folder (or `s3:NAME` from the configured bucket) into this instance."""
+    import asyncio
+    import tempfile
+
+    from app.integrations.database_dumps import DumpError
+    from app.services import backups
+
+    settings = get_settings()
+    with tempfile.TemporaryDirectory(prefix="pixforge-restore-") as scratch:
+        if source.startswith("s3:"):
+            name = source.removeprefix("s3:")
+            folder = backups.store_for(settings, "s3").fetch(name, Path(scratch))
+        else:
+            folder = Path(source)
+        try:
+            manifest = asyncio.run(backups.restore(settings, folder, force=force))
+        except (DumpError, backups.BackupRefused) as exc:
+            raise SystemExit(f"restore failed: {exc}") from exc
+    revision = manifest.schema_revision
+    print(f"restored {manifest.name} (schema {revision}); run `pixforge migrate` next")  # noqa: T201
+
+
 def serve(host: str | None, port: int | None, reload: bool, workers: int) -> None:
     import uvicorn
 
@@ -169,6 +210,17 @@ def main(argv: list[str] | None = None) -> None:
     role_parser.add_argument("email")
     role_parser.add_argument("role", choices=["user", "admin"])
 
+    backup_parser = commands.add_parser("backup", help="back up the database (and local storage), then prune")
+    backup_parser.add_argument(
+        "--to", dest="destination", help="a folder, or s3 (default: BACKUP_DESTINATION)"
+    )
+    backup_parser.add_argument(
+        "--storage", action=argparse.BooleanOptionalAction, help="include the local storage tree"
+    )
+    restore_parser = commands.add_parser("restore", help="restore a backup into an empty database")
+    restore_parser.add_argument("path", help="a backup folder, or s3:NAME")
+    restore_parser.add_argument("--force", action="store_true", help="overwrite a database that holds rows")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.host, args.port, args.reload, args.workers)
@@ -180,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         create_admin(args.email, args.password_stdin)
     elif args.command == "set-role":
         set_role(args.email, args.role)
+    elif args.command == "backup":
+        backup(args.destination, args.storage)
+    elif args.command == "restore":
+        restore(args.path, args.force)
 
 
 if __name__ == "__main__":

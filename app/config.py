@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     # Seconds between housekeeping rounds (due emails, expired token rows).
     maintenance_interval_seconds: float = Field(default=30.0, gt=0)
 
+    # --- backups (`pixforge backup` / `restore`) -------------------------------------------------
+    # Where backups go: "dir" (BACKUP_DIR, default `<data_dir>/backups`) or "s3" (the S3 bucket under
+    # BACKUP_S3_PREFIX). The newest BACKUP_KEEP stay. With BACKUP_SCHEDULE_ENABLED the API process takes
+    # one every BACKUP_INTERVAL_HOURS; BACKUP_INCLUDE_STORAGE adds the local storage tree.
+    backup_destination: Literal["dir", "s3"] = "dir"
+    backup_dir: Path | None = None
+    backup_s3_prefix: str = "backups/"
+    backup_keep: int = Field(default=30, ge=1)
+    backup_include_storage: bool = True
+    backup_schedule_enabled: bool = False
+    backup_interval_hours: float = Field(default=24.0, gt=0)
+
     # --- database ----------------------------------------------------------------------------------
     # Empty means the embedded SQLite file `<data_dir>/pixforge.db`.
     database_url: str = ""
@@ -506,6 +518,10 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "storage"
+
+    @property
+    def resolved_backup_dir(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def cookies_secure(self) -> bool:

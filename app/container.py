@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -24,7 +25,7 @@ from app.integrations.payments.dodo import DodoGateway
 from app.integrations.payments.razorpay import RazorpayGateway
 from app.integrations.payments.stripe import StripeGateway
 from app.integrations.rate_limit import RateLimiter
-from app.integrations.storage import LocalStorage, S3Storage, Storage
+from app.integrations.storage import LocalStorage, S3Storage, Storage, s3_client
 from app.integrations.vies import VatNumberChecker, ViesClient
 from app.metrics import Metrics
 from app.security import LocalTokenCodec, PasswordHasher
@@ -172,18 +173,21 @@ def _dodo(settings: Settings) -> DodoGateway | None:
     )
 
 
+def s3_client_for(settings: Settings) -> Any:
+    return s3_client(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=_secret(settings.s3_secret_access_key),
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+        max_attempts=settings.s3_max_attempts,
+    )
+
+
 def _storage(settings: Settings) -> Storage:
     if settings.storage_backend == "s3":
-        return S3Storage(
-            bucket=settings.s3_bucket,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=_secret(settings.s3_secret_access_key),
-            connect_timeout=settings.s3_connect_timeout_seconds,
-            read_timeout=settings.s3_read_timeout_seconds,
-            max_attempts=settings.s3_max_attempts,
-        )
+        return S3Storage(bucket=settings.s3_bucket, client=s3_client_for(settings))
     # Its own key, derived from SECRET_KEY: a download signature can never pass for a token signature.
     signing_key = hmac.new(
         settings.secret_key.get_secret_value().encode(), b"pixforge-files", "sha256"

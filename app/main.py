@@ -23,7 +23,7 @@ from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import api_router, root_router
 from app.schemas.auth import LoginIn
 from app.schemas.images import VectorizeIn
-from app.services import catalogue
+from app.services import backups, catalogue
 from app.tasks import maintenance, recovery
 
 log = structlog.get_logger("app.main")
@@ -55,10 +55,18 @@ def create_app(
         housekeeping = asyncio.create_task(
             maintenance.run_forever(container, settings.maintenance_interval_seconds), name="maintenance"
         )
+        background = [housekeeping]
+        if settings.backup_schedule_enabled:
+            background.append(
+                asyncio.create_task(
+                    backups.run_forever(settings, settings.maintenance_interval_seconds), name="backups"
+                )
+            )
         yield
-        housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await housekeeping
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         text_model = getattr(app.state, "text_model", None)
         if text_model is not None:
             await text_model.aclose()

@@ -107,35 +107,38 @@ class LocalStorage:
         return expires >= time.time() and hmac.compare_digest(expected, signature.encode())
 
 
+def s3_client(
+    *,
+    endpoint_url: str | None,
+    region: str,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    max_attempts: int = 3,
+) -> Any:
+    """A boto3 S3 client with bounded timeouts and retries (storage and backups share it)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=Config(
+            signature_version="s3v4",
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        ),
+    )
+
+
 class S3Storage:
     name = "s3"
 
-    def __init__(
-        self,
-        *,
-        bucket: str,
-        endpoint_url: str | None,
-        region: str,
-        access_key_id: str | None,
-        secret_access_key: str | None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
-        max_attempts: int = 3,
-    ) -> None:
+    def __init__(self, *, bucket: str, client: Any) -> None:
         self.bucket = bucket
-        self._client: Any = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            config=Config(
-                signature_version="s3v4",
-                retries={"max_attempts": max_attempts, "mode": "standard"},
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-            ),
-        )
+        self._client = client
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await self._call(

@@ -25,7 +25,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import Settings
 from app.container import Container
-from app.integrations.storage import LocalStorage, ObjectNotFound, S3Storage, StorageError, check_key
+from app.integrations.storage import (
+    LocalStorage,
+    ObjectNotFound,
+    S3Storage,
+    StorageError,
+    check_key,
+    s3_client,
+)
 from tests.conftest import make_settings
 from tests.fakes.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, PresignedS3Server
 
@@ -90,13 +97,13 @@ def s3_admin(s3_server: PresignedS3Server) -> Any:
 
 
 def make_s3(endpoint_url: str, bucket: str = BUCKET) -> S3Storage:
-    return S3Storage(
-        bucket=bucket,
+    client = s3_client(
         endpoint_url=endpoint_url,
         region=REGION,
         access_key_id=ACCESS_KEY_ID,
         secret_access_key=SECRET_ACCESS_KEY,
     )
+    return S3Storage(bucket=bucket, client=client)
 
 
 @pytest.fixture

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # Seconds between housekeeping rounds (due emails, expired token rows).
     maintenance_interval_seconds: float = Field(default=30.0, gt=0)
 
+    # --- error tracking ------------------------------------------------------------------------------
+    # SENTRY_DSN turns on Sentry (scrubbed: no bodies, cookies, credentials or emails); the share of
+    # errors sent, and of requests traced (0: no performance tracing).
+    sentry_dsn: SecretStr | None = None
+    sentry_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+
     # --- backups (`pixforge backup` / `restore`) -------------------------------------------------
     # Where backups go: "dir" (BACKUP_DIR, default `<data_dir>/backups`) or "s3" (the S3 bucket under
     # BACKUP_S3_PREFIX). The newest BACKUP_KEEP stay. With BACKUP_SCHEDULE_ENABLED the API process takes

@@ -18,6 +18,7 @@ from app.config import Environment, Settings, get_settings
 from app.container import Container
 from app.db.session import Database
 from app.errors import install_error_handlers
+from app.integrations.error_tracking import init_error_tracking
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import api_router, root_router
@@ -39,6 +40,7 @@ def create_app(
     """`database`/`container` given by the caller stay the caller's to close (tests share them)."""
     settings = settings or get_settings()
     configure_logging(settings)
+    init_error_tracking(settings)
     owns_database = database is None
     database = database or Database.from_settings(settings)
     owns_container = container is None

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AppError, InternalError, PayloadTooLarge, database_error_as_app_error, render_app_error
+from app.integrations.error_tracking import report_exception
 from app.metrics import Metrics
 
 access_log = structlog.get_logger("app.access")
@@ -95,6 +96,7 @@ class RequestContextMiddleware:
                     app_error = _as_app_error(exc)
                     if app_error.status_code >= 500 and not isinstance(exc, AppError):
                         error_log.exception("request.unhandled_error", method=scope["method"], path=path)
+                        report_exception(exc)
                     response = render_app_error(app_error, request_id)
                     await response(scope, watching_receive, send_with_headers)
             finally:

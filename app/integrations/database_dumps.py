@@ -63,22 +63,16 @@ async def restore(url: str, file: Path, *, clean: bool) -> None:
     if dialect == "sqlite":
         await asyncio.to_thread(_sqlite_restore, file, _sqlite_path(url))
     elif dialect == "postgresql":
-        parsed = make_url(url)
+        connect, env = _postgres_client(make_url(url))
         flags = ["--clean", "--if-exists"] if clean else []
         await _run(
-            _tool("pg_restore"),
-            [*_postgres_args(parsed), "--no-owner", "--exit-on-error", *flags, str(file)],
-            env=_postgres_env(parsed),
+            _tool("pg_restore"), [*connect, "--no-owner", "--exit-on-error", *flags, str(file)], env=env
         )
     elif dialect == "mariadb":
         parsed = make_url(url)
+        connect, env = _mariadb_client(parsed)
         # The dump drops and recreates each table it holds, so a migrated empty target is fine as is.
-        await _run(
-            _tool("mariadb", "mysql"),
-            [*_mariadb_args(parsed), parsed.database or ""],
-            env=_mariadb_env(parsed),
-            stdin=file,
-        )
+        await _run(_tool("mariadb", "mysql"), [*connect, parsed.database or ""], env=env, stdin=file)
     else:
         raise DumpError(f"no restore method for {dialect}")
 
@@ -153,23 +147,27 @@ def _sqlite_restore(file: Path, target: Path) -> None:
 # --- PostgreSQL -------------------------------------------------------------------------------------
 
 
-def _postgres_args(url: URL) -> list[str]:
-    return [
+def _client(
+    url: URL, *, port: int, user_flag: str, user: str, env_name: str
+) -> tuple[list[str], dict[str, str]]:
+    """The client tool's connection flags, and its environment: the password goes through the
+    environment, never the command line other users can read."""
+    flags = [
         f"--host={url.host or '127.0.0.1'}",
-        f"--port={url.port or 5432}",
-        f"--username={url.username or 'postgres'}",
-        f"--dbname={url.database or 'postgres'}",
+        f"--port={url.port or port}",
+        f"{user_flag}={url.username or user}",
     ]
+    return flags, ({env_name: url.password} if url.password else {})
 
 
-def _postgres_env(url: URL) -> dict[str, str]:
-    # The password goes through the environment, never the command line other users can read.
-    return {"PGPASSWORD": url.password} if url.password else {}
+def _postgres_client(url: URL) -> tuple[list[str], dict[str, str]]:
+    flags, env = _client(url, port=5432, user_flag="--username", user="postgres", env_name="PGPASSWORD")
+    return [*flags, f"--dbname={url.database or 'postgres'}"], env
 
 
 async def _postgres_snapshot(url: str, target: Path) -> Snapshot:
     pg_dump = _tool("pg_dump")
-    parsed = make_url(url)
+    connect, env = _postgres_client(make_url(url))
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
@@ -179,16 +177,8 @@ async def _postgres_snapshot(url: str, target: Path) -> Snapshot:
                 exported = (await connection.execute(text("SELECT pg_export_snapshot()"))).scalar_one()
                 counts = await _counts(connection)
                 revision = await _revision(connection)
-                await _run(
-                    pg_dump,
-                    [
-                        *_postgres_args(parsed),
-                        f"--snapshot={exported}",
-                        "--format=custom",
-                        f"--file={target}",
-                    ],
-                    env=_postgres_env(parsed),
-                )
+                dump = [*connect, f"--snapshot={exported}", "--format=custom", f"--file={target}"]
+                await _run(pg_dump, dump, env=env)
     finally:
         await engine.dispose()
     return Snapshot(target.name, "postgresql", revision, counts, counts_exact=True)
@@ -197,16 +187,8 @@ async def _postgres_snapshot(url: str, target: Path) -> Snapshot:
 # --- MariaDB ----------------------------------------------------------------------------------------
 
 
-def _mariadb_args(url: URL) -> list[str]:
-    return [
-        f"--host={url.host or '127.0.0.1'}",
-        f"--port={url.port or 3306}",
-        f"--user={url.username or 'root'}",
-    ]
-
-
-def _mariadb_env(url: URL) -> dict[str, str]:
-    return {"MYSQL_PWD": url.password} if url.password else {}
+def _mariadb_client(url: URL) -> tuple[list[str], dict[str, str]]:
+    return _client(url, port=3306, user_flag="--user", user="root", env_name="MYSQL_PWD")
 
 
 async def _mariadb_snapshot(url: str, target: Path) -> Snapshot:
@@ -219,10 +201,9 @@ async def _mariadb_snapshot(url: str, target: Path) -> Snapshot:
             revision = await _revision(connection)
     finally:
         await engine.dispose()
+    connect, env = _mariadb_client(parsed)
     await _run(
-        dump,
-        [*_mariadb_args(parsed), "--single-transaction", f"--result-file={target}", parsed.database or ""],
-        env=_mariadb_env(parsed),
+        dump, [*connect, "--single-transaction", f"--result-file={target}", parsed.database or ""], env=env
     )
     return Snapshot(target.name, "mariadb", revision, counts, counts_exact=False)
 

@@ -20,7 +20,9 @@ from app.models import Job, JobKind, Style, User
 from app.repositories.images import StyleRepository
 from app.services import jobs, webhook_inbox
 from app.services import uploads as uploads_service
+from app.services import users as users_service
 from app.services.auth import rate_limit
+from app.services.clones import quotas
 from app.services.clones import training as clone_training
 from app.services.engines import engine_for
 from app.services.engines.predictions import replicate_client
@@ -60,6 +62,9 @@ async def submit(
     options = engine_for(JobKind.generate).options(
         {"style_id": str(style.id), "prompt": style.prompt, "views": views, "image_url": image_url}
     )
+    # Under the account's lock, so two requests cannot both take the day's last generation.
+    await users_service.lock_open(session, user.id)
+    await quotas.require(session, ctx.settings, user, quotas.QuotaName.generations)
     return await jobs.submit(session, ctx, user, JobKind.generate, upload, options)
 
 

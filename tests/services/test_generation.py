@@ -195,3 +195,28 @@ async def test_a_retried_generation_starts_one_job(
     assert len(list(await session.scalars(select(Job)))) == 1
     assert len(fake_replicate.created) == 1
     assert (await client.get("/api/v1/users/credits", headers=auth)).json()["credits"] == BONUS - 1
+
+
+async def test_the_daily_generation_quota_refuses_a_try_on_past_it_and_reserves_nothing(
+    client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
+) -> None:
+    settings.clone_generation_daily_quotas = {"free": 1, "pro": 100}
+    body = {"style_id": await style_id(client), "upload_id": await upload(client, auth), "views": ["front"]}
+    assert (await client.post("/api/v1/image/generate", headers=auth, json=body)).status_code == 202
+    before = (await client.get("/api/v1/users/credits", headers=auth)).json()["credits"]
+
+    refused = await client.post("/api/v1/image/generate", headers=auth, json=body)
+
+    assert_error(refused, 429, "quota_exceeded")
+    assert (await client.get("/api/v1/users/credits", headers=auth)).json()["credits"] == before
+
+
+async def test_a_plan_without_generations_is_told_which_plan_has_them(
+    client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
+) -> None:
+    settings.clone_generation_daily_quotas = {"free": 0, "pro": 100}
+    body = {"style_id": await style_id(client), "upload_id": await upload(client, auth), "views": ["front"]}
+
+    refused = await client.post("/api/v1/image/generate", headers=auth, json=body)
+
+    assert assert_error(refused, 403, "plan_required")["plans"] == ["pro"]

@@ -37,6 +37,28 @@ RESOURCE_ID = re.compile(r"^[A-Za-z0-9_=-]{1,128}$")
 _MAX_DETAIL_CHARS: Final = 300
 
 
+# Replicate's answer by status: our error code, its message ({what}, {status}, {wait}), and whether a
+# retry may help. 5xx and anything else unlisted fall back in `_status_error`.
+_STATUS_ERRORS: dict[int, tuple[str, str, bool]] = {
+    401: (
+        "provider_auth_failed",
+        "Replicate refused the API token ({status}); check REPLICATE_API_TOKEN",
+        False,
+    ),
+    403: (
+        "provider_auth_failed",
+        "Replicate refused the API token ({status}); check REPLICATE_API_TOKEN",
+        False,
+    ),
+    402: ("provider_out_of_credits", "The Replicate account cannot pay for predictions (402)", False),
+    400: ("invalid_input", "Replicate refused the input ({status})", False),
+    422: ("invalid_input", "Replicate refused the input ({status})", False),
+    404: ("provider_not_found", "Replicate has no such resource: {what} (404)", False),
+    409: ("provider_conflict", "Replicate refused {what}: it exists already (409)", False),
+    429: ("provider_rate_limited", "Replicate rate limit reached (429){wait}", True),
+}
+
+
 class ReplicateBase:
     def __init__(
         self,
@@ -133,61 +155,19 @@ class ReplicateBase:
         status = response.status_code
         detail = self._scrub(_problem_detail(response))
         suffix = f": {detail}" if detail else ""
-        if status in (401, 403):
-            return self._fail(
-                "provider_auth_failed",
-                f"Replicate refused the API token ({status}); check REPLICATE_API_TOKEN{suffix}",
-                retryable=False,
-                status_code=status,
-            )
-        if status == 402:
-            return self._fail(
-                "provider_out_of_credits",
-                f"The Replicate account cannot pay for predictions (402){suffix}",
-                retryable=False,
-                status_code=status,
-            )
-        if status in (400, 422):
-            return self._fail(
-                "invalid_input",
-                f"Replicate refused the input ({status}){suffix}",
-                retryable=False,
-                status_code=status,
-            )
-        if status == 404:
-            return self._fail(
-                "provider_not_found",
-                f"Replicate has no such resource: {what} (404){suffix}",
-                retryable=False,
-                status_code=status,
-            )
-        if status == 409:
-            return self._fail(
-                "provider_conflict",
-                f"Replicate refused {what}: it exists already (409){suffix}",
-                retryable=False,
-                status_code=status,
-            )
-        if status == 429:
-            retry_after = retry_after_seconds(response)
-            wait = f"; retry after {retry_after} s" if retry_after is not None else ""
-            return self._fail(
-                "provider_rate_limited",
-                f"Replicate rate limit reached (429){wait}{suffix}",
-                retryable=True,
-                status_code=status,
-            )
-        if status >= 500:
-            return self._fail(
-                "provider_error",
-                f"Replicate failed on {what} ({status}){suffix}",
-                retryable=True,
-                status_code=status,
-            )
+        wait = ""
+        if status == 429 and (retry_after := retry_after_seconds(response)) is not None:
+            wait = f"; retry after {retry_after} s"
+        code, message, retryable = _STATUS_ERRORS.get(
+            status,
+            ("provider_error", "Replicate failed on {what} ({status})", True)
+            if status >= 500
+            else ("provider_error", "Replicate refused {what} ({status})", False),
+        )
         return self._fail(
-            "provider_error",
-            f"Replicate refused {what} ({status}){suffix}",
-            retryable=False,
+            code,
+            message.format(what=what, status=status, wait=wait) + suffix,
+            retryable=retryable,
             status_code=status,
         )
 

@@ -22,6 +22,8 @@ from app.integrations.error_tracking import init_error_tracking
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import api_router, root_router
+from app.routers.compat import compat_router
+from app.routers.compat._hairtryon_session import install_hairtryon_errors
 from app.schemas.auth import LoginIn
 from app.schemas.images import VectorizeIn
 from app.services import backups, catalogue
@@ -91,6 +93,7 @@ def create_app(
     app.state.container = container
 
     install_error_handlers(app)
+    install_hairtryon_errors(app)
     # Added innermost first: CORS wraps the request context so even a last-resort 500 carries the
     # CORS headers a browser needs to read it.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
@@ -111,6 +114,7 @@ def create_app(
 
     app.include_router(root_router)
     app.include_router(api_router)
+    app.include_router(compat_router)
     _document_self_parsed_bodies(app, SELF_PARSED_BODIES)
     return app
 

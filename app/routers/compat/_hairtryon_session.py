@@ -1,0 +1,84 @@
+"""What every Hair Try-On route shares: its prefix, its error shape and the cookie session gate.
+
+The SPA reads `detail.code` of an error (NO_COOKIES_FOUND sends it to the login page, NOT_AUTHENTICATED
+makes it refresh and retry), so its refusals carry an object `detail` next to Pixforge's `error` and
+`request_id`; every other error keeps the native body, whose string `detail` the SPA shows as is."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.dependencies import (
+    SESSION_ACCESS_COOKIE,
+    SESSION_REFRESH_COOKIE,
+    ContainerDep,
+    SessionDep,
+    require_trusted_origin,
+)
+from app.errors import AppError, request_id_of
+from app.models import User
+from app.services import auth as auth_service
+
+HAIRTRYON_PREFIX = "/hairtryon/api/v1"
+
+
+class HairTryOnRefusal(Exception):
+    """A refusal the SPA branches on by `detail.code`."""
+
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+def no_cookies() -> HairTryOnRefusal:
+    return HairTryOnRefusal(400, "NO_COOKIES_FOUND", "You are not signed in.")
+
+
+def not_authenticated() -> HairTryOnRefusal:
+    return HairTryOnRefusal(401, "NOT_AUTHENTICATED", "Your session has expired; refresh it or sign in.")
+
+
+async def _render_refusal(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HairTryOnRefusal)
+    request_id = request_id_of(request)
+    body = {
+        "error": exc.code.lower(),
+        "detail": {"code": exc.code, "message": exc.message},
+        "request_id": request_id,
+    }
+    return JSONResponse(
+        body, status_code=exc.status_code, headers={"X-Request-ID": request_id} if request_id else None
+    )
+
+
+def install_hairtryon_errors(app: FastAPI) -> None:
+    app.add_exception_handler(HairTryOnRefusal, _render_refusal)
+
+
+async def get_hairtryon_user(request: Request, session: SessionDep, container: ContainerDep) -> User:
+    """The signed-in user of a cookie session: no cookies at all is 400 NO_COOKIES_FOUND (the SPA's
+    "anonymous visitor", no toast), a missing or dead access cookie is 401 NOT_AUTHENTICATED (the SPA
+    refreshes and retries). Unsafe methods must come from an allowed Origin instead of a CSRF token."""
+    access = request.cookies.get(SESSION_ACCESS_COOKIE)
+    if not access and not request.cookies.get(SESSION_REFRESH_COOKIE):
+        raise no_cookies()
+    if not access:
+        raise not_authenticated()
+    require_trusted_origin(request, container.settings)
+    try:
+        principal = await auth_service.authenticate(session, container, access)
+    except AppError as exc:
+        if exc.status_code == 401:
+            raise not_authenticated() from exc
+        raise
+    if principal.via != "local":  # an API key or a Clerk token has no business in this cookie
+        raise not_authenticated()
+    return principal.user
+
+
+HairTryOnUser = Annotated[User, Depends(get_hairtryon_user)]

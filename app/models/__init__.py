@@ -26,7 +26,13 @@ from app.models.billing import (
     Subscription,
     TaxInvoice,
 )
-from app.models.credit import MILLICREDITS_PER_CREDIT, CreditAccount, CreditLedgerEntry, LedgerReason
+from app.models.credit import (
+    MILLICREDITS_PER_CREDIT,
+    CreditAccount,
+    CreditLedgerEntry,
+    LedgerReason,
+    SignupBonusClaim,
+)
 from app.models.design import DesignSource, DesignSystem, DesignSystemTag, UsageAction, UsageRecord
 from app.models.email import EmailStatus, OutboxEmail
 from app.models.image import TERMINAL_STATUSES, Job, JobKind, JobStatus, Style, Upload, UploadOrigin
@@ -67,6 +73,7 @@ __all__ = [
     "Provider",
     "RefreshToken",
     "RevokedAccessToken",
+    "SignupBonusClaim",
     "Style",
     "Subscription",
     "TaxInvoice",

@@ -61,3 +61,16 @@ class CreditLedgerEntry(UUIDPrimaryKeyMixin, Base):
     # What the caller asked for, where the movement may take less (a refund stops at a zero balance).
     requested_amount: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class SignupBonusClaim(Base):
+    """An identity (an email address, a Google subject, a Clerk user) that has had its signup bonus,
+    as a keyed hash: it outlives the account's erasure so that deleting and signing up again does not
+    mint a second bonus, yet names no one without the server's secret."""
+
+    __tablename__ = "signup_bonus_claims"
+
+    identity_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # No foreign key on purpose: the claim must outlive its account, however that account goes.
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

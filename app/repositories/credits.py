@@ -6,10 +6,11 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.db.upsert import insert_if_absent
-from app.models import CreditAccount, CreditLedgerEntry
+from app.models import CreditAccount, CreditLedgerEntry, SignupBonusClaim
 from app.repositories.base import Repository
 
 
@@ -95,3 +96,17 @@ class CreditRepository(Repository[CreditAccount]):
             )
         statement = statement.order_by(CreditLedgerEntry.created_at.desc(), CreditLedgerEntry.id.desc())
         return list(await self.session.scalars(statement.limit(limit)))
+
+
+class SignupBonusClaimRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim(self, user_id: uuid.UUID, identity_hashes: list[str]) -> bool:
+        """Records every identity as claimed by `user_id`; True only if none of them had been claimed
+        before (by this or any earlier account). Race-free: the database decides each insert."""
+        fresh = True
+        for identity_hash in identity_hashes:
+            values = {"identity_hash": identity_hash, "user_id": user_id, "created_at": utcnow()}
+            fresh = await insert_if_absent(self.session, SignupBonusClaim, values) and fresh
+        return fresh

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import structlog
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +24,7 @@ from app.repositories.auth_tokens import (
     OneTimeTokenRepository,
     RefreshTokenRepository,
 )
-from app.repositories.credits import CreditRepository
+from app.repositories.credits import CreditRepository, SignupBonusClaimRepository
 from app.repositories.design import DesignSystemRepository
 from app.repositories.outbox import OutboxRepository
 from app.repositories.tax_invoices import BillingProfileRepository
@@ -30,6 +32,8 @@ from app.repositories.users import UserRepository
 from app.services import audit, credits
 from app.services import images as images_service
 from app.services.credits import to_millicredits
+
+log = structlog.get_logger("app.users")
 
 
 class EmailTaken(Conflict):
@@ -61,16 +65,32 @@ async def create_user(session: AsyncSession, settings: Settings, **fields: Any) 
     behind, because the inserts run in a savepoint."""
     async with session.begin_nested():
         user = await UserRepository(session).add(User(**fields))
-    await grant_signup_bonus(session, settings, user.id)
+    await grant_signup_bonus(session, settings, user)
     return user
 
 
-async def grant_signup_bonus(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> None:
+async def grant_signup_bonus(session: AsyncSession, settings: Settings, user: User) -> None:
+    """The bonus lands once per identity, not per account: an address, a Google subject or a Clerk user
+    that had it before (an erased account, say) brings the new account none."""
     bonus = to_millicredits(settings.signup_bonus_credits)
-    await CreditRepository(session).ensure_account(user_id)
-    if bonus > 0:
-        # Keyed by user: however many paths create this account, the bonus lands once.
-        await credits.grant(session, user_id, bonus, LedgerReason.signup_bonus, key=f"signup_bonus:{user_id}")
+    await CreditRepository(session).ensure_account(user.id)
+    if bonus <= 0:
+        return
+    if not await SignupBonusClaimRepository(session).claim(user.id, _identity_hashes(settings, user)):
+        log.info("signup_bonus.identity_already_claimed", user_id=str(user.id))
+        return
+    # Keyed by user: however many paths create this account, the bonus lands once.
+    await credits.grant(session, user.id, bonus, LedgerReason.signup_bonus, key=f"signup_bonus:{user.id}")
+
+
+def _identity_hashes(settings: Settings, user: User) -> list[str]:
+    identities = [
+        f"{kind}:{value}"
+        for kind, value in (("email", user.email), ("google", user.google_sub), ("clerk", user.clerk_id))
+        if value
+    ]
+    key = settings.secret_key.get_secret_value().encode()
+    return [hmac.new(key, identity.encode(), hashlib.sha256).hexdigest() for identity in identities]
 
 
 async def update_profile(session: AsyncSession, user: User, changes: dict[str, Any]) -> User:

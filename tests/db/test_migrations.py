@@ -48,7 +48,8 @@ async def _record_raw_key(url: str, key: str) -> None:
     database = Database(create_engine(url))
     try:
         async with database.session_scope() as session:
-            settings = make_settings(database_url=url)
+            # No bonus: its claim table does not exist yet at 0006.
+            settings = make_settings(database_url=url, signup_bonus_credits=0)
             user = await create_user(session, settings, email="keys@example.com", email_verified_at=utcnow())
             session.add(
                 IdempotencyRecord(

@@ -289,13 +289,9 @@ class Idempotent:
 
         return await self.respond(202, accept, fields)
 
-    async def wait_for_job(
-        self,
-        job: jobs.JobRequest,
-        shape: Callable[[jobs.FinishedJob], Awaitable[Schema]],
-        fields: Mapping[str, Any],
-    ) -> Response:
-        """The job, run while the client waits (see app/tasks/waited.py), answered as `shape` makes it.
+    async def finish_job(self, job: jobs.JobRequest, fields: Mapping[str, Any]) -> waited.Answer:
+        """The job, run while the client waits (see app/tasks/waited.py): for answers that are not
+        JSON (a compat client's bare Base64); JSON answers use `wait_for_job`.
 
         The request's unit of work ends first (what authentication wrote is committed) and gives its
         connection back: the job runs in units of work of its own, and clients queued for an engine
@@ -305,7 +301,16 @@ class Idempotent:
         fingerprint = (
             idempotency.fingerprint_fields(self.request.method, self.request.url.path, fields) if key else ""
         )
-        answer = await waited.wait_for(self.container, self.user.id, job, key, fingerprint)
+        return await waited.wait_for(self.container, self.user.id, job, key, fingerprint)
+
+    async def wait_for_job(
+        self,
+        job: jobs.JobRequest,
+        shape: Callable[[jobs.FinishedJob], Awaitable[Schema]],
+        fields: Mapping[str, Any],
+    ) -> Response:
+        """The job, run while the client waits (`finish_job`), answered as `shape` makes it."""
+        answer = await self.finish_job(job, fields)
         body = await shape(answer.finished)
         # Serialised by pydantic-core in one pass: these answers carry a whole image (megabytes of base64
         # or SVG), which the json module would take twice as long to encode.

@@ -88,8 +88,8 @@ async def request_code(
     - signup: an address without an account gets a code; verifying it creates the account (verified,
       with `name` and `password` if given, or those of the challenge whose token is `resend_of`: a
       resent code keeps what the same client asked for first). An address whose account exists gets
-      a code that signs into it (the mail says so; a given password is ignored unless the account
-      never proved its address, see `_account_for`).
+      a code that signs into it (the mail says so; a given password, or the `resend_of` one, is
+      ignored unless the account never proved its address, see `_account_for`).
     Anything else (a closed account, an unverified one asking to log in) gets a decoy and no mail."""
     if purpose is EmailCodePurpose.login and password is not None:
         user = await auth_service.check_password(session, ctx, email=email, password=password)

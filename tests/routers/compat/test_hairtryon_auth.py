@@ -26,7 +26,7 @@ from app.db.session import Database
 from app.models import EmailCode, OutboxEmail, User
 from tests.conftest import make_settings
 from tests.fakes.google import FakeGoogle
-from tests.support.accounts import PASSWORD, code_in, last_email_to, past_refresh_grace, sign_up
+from tests.support.accounts import PASSWORD, code_in, last_email_to, past_refresh_grace, register, sign_up
 from tests.support.committed import cleanup
 from tests.support.http import assert_error
 
@@ -317,6 +317,28 @@ async def test_login_refusals_lead_the_spa_to_a_resent_signup_code_that_keeps_th
     user = await session.scalar(select(User).where(User.email == email))
     assert user is not None
     assert user.name == "Pat"
+
+
+async def test_a_resent_code_for_an_unverified_account_keeps_this_browsers_password(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Someone registered the address (natively, never verified). The owner signs up in the SPA and
+    asks for the code again: the code proves the address, the sign-up's password (carried by the
+    resend) becomes the account's, and the registrant's stops working."""
+    email = "squatted@example.com"
+    await register(client, email, password="squatters password")
+    await _post(client, "/auth/signup", {"email": email, "name": "Sam", "password": PASSWORD})
+    resent = await _post(client, "/auth/request-signup-token", {"email": email})
+    code = await _code(session, email, "signup")
+
+    verified = await _post(client, "/auth/verify-signup", {"token": resent.json()["token"], "code": code})
+    assert verified.status_code == 200, verified.text
+
+    client.cookies.clear()
+    owner = await _post(client, "/auth/request-login-token", {"email": email, "password": PASSWORD})
+    assert owner.status_code == 200, owner.text
+    squatter = {"email": email, "password": "squatters password"}
+    assert_error(await _post(client, "/auth/request-login-token", squatter), 401, "invalid_credentials")
 
 
 # --- the password reset link ------------------------------------------------------------------------

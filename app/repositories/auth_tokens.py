@@ -8,7 +8,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
 
 from app.db.upsert import insert_if_absent
-from app.models import ApiKey, EmailCode, OneTimeToken, RefreshToken, RevokedAccessToken
+from app.models import ApiKey, EmailCode, EmailCodePurpose, OneTimeToken, RefreshToken, RevokedAccessToken
 from app.repositories.base import Repository
 
 
@@ -164,6 +164,21 @@ class EmailCodeRepository(Repository[EmailCode]):
     async def get_by_token(self, token_hash: str) -> EmailCode | None:
         """The challenge this token names, in whatever state."""
         return await self.session.scalar(select(EmailCode).where(EmailCode.token_hash == token_hash))
+
+    async def has_pending_signup(self, email: str, now: datetime) -> bool:
+        """Whether a real (not decoy) sign-up code for this address is out, unspent and unexpired."""
+        found = await self.session.scalar(
+            select(EmailCode.id)
+            .where(
+                EmailCode.email == email,
+                EmailCode.purpose == EmailCodePurpose.signup.value,
+                EmailCode.used_at.is_(None),
+                EmailCode.expires_at > now,
+                EmailCode.code_hash != "",  # a decoy's, which no code matches
+            )
+            .limit(1)
+        )
+        return found is not None
 
     async def expire_unused(self, email: str, purpose: str, now: datetime) -> None:
         """Only the newest code for an address and purpose works."""

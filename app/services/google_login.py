@@ -45,12 +45,14 @@ def _client(ctx: Container) -> GoogleOAuthClient:
     return ctx.google
 
 
-def start(ctx: Container) -> GoogleStart:
+def start(ctx: Container, *, redirect_uri: str | None = None) -> GoogleStart:
+    """`redirect_uri`: the callback Google sends the browser back to (a compat router has its own);
+    GOOGLE_REDIRECT_URI when not given. The callback must complete with the same one."""
     client = _client(ctx)
     state, verifier, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(48), secrets.token_urlsafe(16)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     url = client.authorization_url(
-        redirect_uri=ctx.settings.resolved_google_redirect_uri,
+        redirect_uri=redirect_uri or ctx.settings.resolved_google_redirect_uri,
         state=state,
         code_challenge=challenge,
         nonce=nonce,
@@ -79,7 +81,9 @@ async def complete(
     state: str | None,
     error: str | None,
     state_cookie: str | None,
+    redirect_uri: str | None = None,
 ) -> auth_service.TokenPair:
+    """`redirect_uri`: the one `start` was given (Google refuses the code for any other)."""
     client = _client(ctx)
     saved = _read_state_cookie(ctx, state_cookie)
     if saved is None or not state or not hmac.compare_digest(str(saved["state"]).encode(), state.encode()):
@@ -90,7 +94,7 @@ async def complete(
         identity = await client.exchange_code(
             code=code,
             code_verifier=str(saved["verifier"]),
-            redirect_uri=ctx.settings.resolved_google_redirect_uri,
+            redirect_uri=redirect_uri or ctx.settings.resolved_google_redirect_uri,
             nonce=str(saved["nonce"]),
         )
     except GoogleSignInFailed as exc:

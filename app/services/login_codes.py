@@ -88,8 +88,8 @@ async def request_code(
     - signup: an address without an account gets a code; verifying it creates the account (verified,
       with `name` and `password` if given, or those of the challenge whose token is `resend_of`: a
       resent code keeps what the same client asked for first). An address whose account exists gets
-      a code that signs into it (the mail says so; a given password is ignored unless the account
-      never proved its address, see `_account_for`).
+      a code that signs into it (the mail says so; a given password, or the `resend_of` one, is
+      ignored unless the account never proved its address, see `_account_for`).
     Anything else (a closed account, an unverified one asking to log in) gets a decoy and no mail."""
     if purpose is EmailCodePurpose.login and password is not None:
         user = await auth_service.check_password(session, ctx, email=email, password=password)
@@ -107,8 +107,15 @@ async def request_code(
             account is not None and users_service.is_open(account) and account.email_verified_at is not None
         )
         return await _issue(session, ctx, address, purpose, account, send=can_sign_in)
+    # Only the holder of the earlier challenge's token made that request: anyone else's pending
+    # sign-up for this address (with a password of their choosing) never carries over.
+    earlier = await _resent(session, resend_of, address, purpose)
+    if earlier is not None:
+        name = name if name is not None else earlier.name
+        password_hash = password_hash if password_hash is not None else earlier.password_hash
     if account is not None:
-        # A password only matters to an account that never proved its address (see `_account_for`).
+        # A password only matters to an account that never proved its address (see `_account_for`):
+        # there a resent code keeps the one its first request gave, or verifying it would drop it.
         unproven = account.email_verified_at is None
         return await _issue(
             session,
@@ -119,16 +126,36 @@ async def request_code(
             send=users_service.is_open(account),
             password_hash=password_hash if unproven else None,
         )
-    if resend_of is not None:
-        # Only the holder of the earlier challenge's token made that request: anyone else's pending
-        # sign-up for this address (with a password of their choosing) never carries over.
-        earlier = await EmailCodeRepository(session).get_by_token(sha256_hex(resend_of))
-        if earlier is not None and earlier.email == address and earlier.purpose == purpose.value:
-            name = name if name is not None else earlier.name
-            password_hash = password_hash if password_hash is not None else earlier.password_hash
     return await _issue(
         session, ctx, address, purpose, None, send=True, name=name, password_hash=password_hash
     )
+
+
+async def _resent(
+    session: AsyncSession, resend_of: str | None, address: str, purpose: EmailCodePurpose
+) -> EmailCode | None:
+    """The sign-up challenge a "send it again" names, if it was for the same address."""
+    if resend_of is None or purpose is not EmailCodePurpose.signup:
+        return None
+    earlier = await EmailCodeRepository(session).get_by_token(sha256_hex(resend_of))
+    if earlier is None or earlier.email != address or earlier.purpose != purpose.value:
+        return None
+    return earlier
+
+
+async def address_status(session: AsyncSession, email: str) -> bool | None:
+    """Whether the address's open account proved it (True/False); False too while a sign-up code for
+    it is out and no account exists yet; None when there is neither. This tells who has an account:
+    only a client built around asking (the Hair Try-On login form) uses it."""
+    try:
+        address = normalize_email(email)
+    except ValueError:
+        return None
+    account = await UserRepository(session).get_by_email(address)
+    if account is not None:
+        return account.email_verified_at is not None if users_service.is_open(account) else None
+    pending = await EmailCodeRepository(session).has_pending_signup(address, utcnow())
+    return False if pending else None
 
 
 async def _issue(

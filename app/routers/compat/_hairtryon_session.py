@@ -16,6 +16,7 @@ from app.dependencies import (
     SESSION_REFRESH_COOKIE,
     ContainerDep,
     SessionDep,
+    clear_session_cookies,
     require_trusted_origin,
 )
 from app.errors import AppError, request_id_of
@@ -28,10 +29,13 @@ HAIRTRYON_PREFIX = "/hairtryon/api/v1"
 class HairTryOnRefusal(Exception):
     """A refusal the SPA branches on by `detail.code`."""
 
-    def __init__(self, status_code: int, code: str, message: str) -> None:
+    def __init__(self, status_code: int, code: str, message: str, *, clear_session: bool = False) -> None:
         self.status_code = status_code
         self.code = code
         self.message = message
+        # A session that can never work again: its cookies go too, so the next visit is anonymous (400
+        # NO_COOKIES_FOUND, no "Session expired" toast) instead of failing the same way each time.
+        self.clear_session = clear_session
         super().__init__(message)
 
 
@@ -45,19 +49,41 @@ def not_authenticated() -> HairTryOnRefusal:
 
 async def _render_refusal(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HairTryOnRefusal)
+    return refusal_response(request, exc)
+
+
+def refusal_response(request: Request, exc: HairTryOnRefusal) -> JSONResponse:
+    """The refusal as an answer, for a route that must return it rather than raise it (raising rolls
+    the request's unit of work back, and some refusals have changes to keep)."""
     request_id = request_id_of(request)
     body = {
         "error": exc.code.lower(),
         "detail": {"code": exc.code, "message": exc.message},
         "request_id": request_id,
     }
-    return JSONResponse(
+    response = JSONResponse(
         body, status_code=exc.status_code, headers={"X-Request-ID": request_id} if request_id else None
     )
+    if exc.clear_session:
+        clear_session_cookies(response, request.app.state.settings)
+    return response
 
 
 def install_hairtryon_errors(app: FastAPI) -> None:
     app.add_exception_handler(HairTryOnRefusal, _render_refusal)
+
+
+def session_ended() -> HairTryOnRefusal:
+    return HairTryOnRefusal(
+        401, "NOT_AUTHENTICATED", "Your session has ended; sign in again.", clear_session=True
+    )
+
+
+async def require_hairtryon_origin(request: Request, container: ContainerDep) -> None:
+    """Every unsafe Hair Try-On call names an allowed Origin (the SPA's fetches always do): the cookie
+    writes because a cross-site page can make the browser send the cookies, the sign-in calls because
+    one could otherwise slip its own session into the browser (login CSRF)."""
+    require_trusted_origin(request, container.settings)
 
 
 async def get_hairtryon_user(request: Request, session: SessionDep, container: ContainerDep) -> User:

@@ -163,7 +163,7 @@ async def test_styles_carry_the_tab_they_belong_to(client: httpx.AsyncClient, se
     )
     await session.flush()
 
-    # components/Styles/Styles.tsx:46-48: filtered by `category`, shown by `image_url`; anonymous visitors too.
+    # components/Styles/Styles.tsx:46-48: tabs by `category`, pictures by `image_url`, signed in or not.
     response = await client.get(f"{HT}/image/styles")
 
     assert response.status_code == 200, response.text

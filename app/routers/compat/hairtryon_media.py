@@ -136,12 +136,12 @@ async def presign(
     )
 
 
-def _s3_refusal(exc: AppError, proposed_size: int | None) -> S3UploadRefusal:
+def _s3_refusal(exc: AppError, proposed_size: int | None, max_size: int) -> S3UploadRefusal:
     if isinstance(exc, upload_policy.PolicyRefused):
         return S3UploadRefusal(403, "AccessDenied", exc.detail)
     if isinstance(exc, uploads.ImageTooLarge):
-        extra = {"ProposedSize": proposed_size} if proposed_size is not None else {}
-        return S3UploadRefusal(400, "EntityTooLarge", exc.detail, **extra)
+        sizes = {"ProposedSize": proposed_size} if proposed_size is not None else {}
+        return S3UploadRefusal(400, "EntityTooLarge", exc.detail, **sizes, MaxSizeAllowed=max_size)
     if exc.status_code >= 500:
         return S3UploadRefusal(503, "ServiceUnavailable", exc.detail)
     return S3UploadRefusal(exc.status_code, "InvalidArgument", exc.detail)
@@ -182,7 +182,7 @@ async def upload(request: Request, session: SessionDep, container: ContainerDep)
             data = await file.read(policy.max_bytes + 1)
             await upload_policy.store(session, container, policy, data)
         except AppError as exc:
-            raise _s3_refusal(exc, proposed) from exc
+            raise _s3_refusal(exc, proposed, container.settings.upload_max_bytes) from exc
     return Response(status_code=204)
 
 
@@ -300,10 +300,10 @@ async def history(
         session, user, kind=JobKind.generate.value, favourite=favourite, top_level_only=True
     )
     sides = await images.latest_children(session, user, jobs)
-    style_ids = {_style_id(job) for job in jobs} - {None}
+    style_ids = [style_id for job in jobs if (style_id := _style_id(job)) is not None]
     names = {
         style_id: style.name
-        for style_id, style in (await generation.styles_by_id(session, [s for s in style_ids if s])).items()
+        for style_id, style in (await generation.styles_by_id(session, style_ids)).items()
     }
     return UserImagesOut(
         images=[await _history_item(container, job, sides.get(job.id), names) for job in jobs],

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.models import Job, JobKind, JobStatus, Order, Style, Upload, User
-from app.services import upload_policy
+from app.services import images, upload_policy
 from tests.conftest import make_settings
 from tests.factories import make_user
 from tests.fakes.dodo import FakeDodo
@@ -426,3 +426,30 @@ async def test_anonymous_visitors_are_told_to_sign_in_and_side_views_need_a_fini
     assert_error(early, 409, "image_not_finished")
     assert await session.scalar(select(func.count()).select_from(Job)) == 1
     assert await balance(client) == 10
+
+
+async def test_side_views_outlive_their_deleted_try_on_and_an_erased_account_leaves_neither(
+    client: httpx.AsyncClient, session: AsyncSession, user: User, auth: dict[str, str], container: Container
+) -> None:
+    await add_finished_try_ons(session, user, 1)
+    parent = await session.scalar(select(Job).where(Job.user_id == user.id))
+    assert parent is not None
+    child = Job(
+        user_id=user.id,
+        kind=JobKind.generate.value,
+        status=JobStatus.completed.value,
+        parent_job_id=parent.id,
+        input_key=parent.outputs[0]["key"],
+    )
+    other_child = Job(user_id=user.id, kind=JobKind.generate.value, parent_job_id=None)
+    session.add_all([child, other_child])
+    await session.flush()
+    other_child.parent_job_id = child.id  # a chain, to erase in whatever order
+    await session.flush()
+
+    assert (await client.delete(f"/api/v1/images/{parent.id}", headers=auth)).status_code == 204
+
+    session.expunge_all()
+    assert (await session.get_one(Job, child.id)).parent_job_id is None  # listed on its own now
+    await images.delete_user_files(session, container, user.id)
+    assert await session.scalar(select(func.count()).select_from(Job).where(Job.user_id == user.id)) == 0

@@ -74,6 +74,11 @@ class Job(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.pending.value)
     input_upload_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("uploads.id", ondelete="SET NULL"))
+    # Side views made later from this job's parent's front output (a child job, charged like any view);
+    # the gallery nests children under their parent. A deleted parent leaves them standing on their own.
+    parent_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
     input_key: Mapped[str | None] = mapped_column(String(512))
     # [{"key", "content_type", "view"?}] once completed.
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -139,12 +139,14 @@ class OrderRepository(Repository[Order]):
         )
         return result.rowcount == 1
 
-    async def list_for_user(self, user_id: uuid.UUID, limit: int) -> list[Order]:
+    async def list_for_user(
+        self, user_id: uuid.UUID, limit: int, status: OrderStatus | None = None
+    ) -> list[Order]:
+        statement = select(Order).where(Order.user_id == user_id)
+        if status is not None:
+            statement = statement.where(Order.status == status.value)
         result = await self.session.scalars(
-            select(Order)
-            .where(Order.user_id == user_id)
-            .order_by(Order.created_at.desc(), Order.id.desc())
-            .limit(limit)
+            statement.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
         )
         return list(result)
 

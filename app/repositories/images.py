@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -106,7 +106,26 @@ class JobRepository(Repository[Job]):
         kind: str | None,
         status: str | None,
         favourite: bool | None,
+        top_level: bool = False,
     ) -> list[Job]:
+        """`top_level`: without child jobs (side views made later), which their parent presents."""
+        statement = self._of_user(user_id, kind, status, favourite, top_level)
+        if before is not None:
+            statement = statement.where(_before(Job.created_at, Job.id, before))
+        statement = statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        return list(await self.session.scalars(statement))
+
+    async def count_for_user(
+        self, user_id: uuid.UUID, kind: str | None, favourite: bool | None, top_level: bool
+    ) -> int:
+        """How many jobs `page_for_user` pages through with the same filters."""
+        statement = self._of_user(user_id, kind, None, favourite, top_level)
+        return int(await self.session.scalar(select(func.count()).select_from(statement.subquery())) or 0)
+
+    @staticmethod
+    def _of_user(
+        user_id: uuid.UUID, kind: str | None, status: str | None, favourite: bool | None, top_level: bool
+    ) -> Select[Job]:
         statement = select(Job).where(Job.user_id == user_id)
         if kind is not None:
             statement = statement.where(Job.kind == kind)
@@ -114,9 +133,19 @@ class JobRepository(Repository[Job]):
             statement = statement.where(Job.status == status)
         if favourite is not None:
             statement = statement.where(Job.is_favourite.is_(favourite))
-        if before is not None:
-            statement = statement.where(_before(Job.created_at, Job.id, before))
-        statement = statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        if top_level:
+            statement = statement.where(Job.parent_job_id.is_(None))
+        return statement
+
+    async def children_of(self, user_id: uuid.UUID, parent_ids: list[uuid.UUID]) -> list[Job]:
+        """The user's child jobs of these parents, oldest first."""
+        if not parent_ids:
+            return []
+        statement = (
+            select(Job)
+            .where(Job.user_id == user_id, Job.parent_job_id.in_(parent_ids))
+            .order_by(Job.created_at, Job.id)
+        )
         return list(await self.session.scalars(statement))
 
     async def older_than(self, kind: str, moment: datetime, limit: int) -> list[Job]:
@@ -143,6 +172,12 @@ class StyleRepository(Repository[Style]):
         if category is not None:
             statement = statement.where(Style.category == category)
         return list(await self.session.scalars(statement))
+
+    async def by_ids(self, style_ids: list[uuid.UUID]) -> list[Style]:
+        """These styles, active or not (a job keeps the name of a style retired since)."""
+        if not style_ids:
+            return []
+        return list(await self.session.scalars(select(Style).where(Style.id.in_(style_ids))))
 
     async def active_categories(self) -> list[tuple[str, int]]:
         statement = (

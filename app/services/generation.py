@@ -10,14 +10,15 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, Conflict, NotFound
 from app.integrations.images.replicate import (
     WebhookVerificationError,
     prediction_from_payload,
     training_from_payload,
 )
-from app.models import Job, JobKind, Style, User
+from app.models import Job, JobKind, JobStatus, Style, User
 from app.repositories.images import StyleRepository
+from app.services import images as images_service
 from app.services import jobs, webhook_inbox
 from app.services import uploads as uploads_service
 from app.services import users as users_service
@@ -66,6 +67,47 @@ async def submit(
     await users_service.lock_open(session, user.id)
     await quotas.require(session, ctx.settings, user, quotas.QuotaName.generations)
     return await jobs.submit(session, ctx, user, JobKind.generate, upload, options)
+
+
+# The views a finished try-on's side views add, in the order the Hair Try-On SPA shows them.
+SIDE_VIEWS = ("right", "left", "back")
+
+
+class NoFrontView(Conflict):
+    code = "image_not_finished"
+    default_detail = "Side views are made from a finished try-on's front view; this image has none yet."
+
+
+async def styles_by_id(session: AsyncSession, style_ids: list[uuid.UUID]) -> dict[uuid.UUID, Style]:
+    """These styles by id, retired ones included (a job keeps its style's name)."""
+    return {style.id: style for style in await StyleRepository(session).by_ids(style_ids)}
+
+
+async def submit_side_views(session: AsyncSession, ctx: Container, user: User, parent_id: uuid.UUID) -> Job:
+    """The right, left and back views of a finished try-on, made from its front OUTPUT (so they show the
+    new hairstyle, as the original Hair Try-On server did), as a child job of it charged like any view.
+    Another user's id is 404; an unfinished try-on, or one without a front view, is 409."""
+    replicate_client(ctx)
+    parent = await images_service.get_job(session, user, parent_id)
+    front = next((output for output in parent.outputs if output.get("view") == "front"), None)
+    if parent.kind != JobKind.generate.value or parent.parent_job_id is not None:
+        raise NoFrontView("Side views are made from a hairstyle try-on's front view.")
+    if parent.status != JobStatus.completed.value or front is None:
+        raise NoFrontView()
+    await rate_limit(ctx, ctx.settings.rate_limit_generate_per_user, "generate", "user", str(user.id))
+    options = engine_for(JobKind.generate).options(
+        {
+            "style_id": parent.options.get("style_id"),
+            "prompt": parent.options.get("prompt", ""),
+            "views": list(SIDE_VIEWS),
+            "image_url": None,
+        }
+    )
+    await users_service.lock_open(session, user.id)
+    await quotas.require(session, ctx.settings, user, quotas.QuotaName.generations)
+    return await jobs.submit(
+        session, ctx, user, JobKind.generate, None, options, input_key=front["key"], parent_job_id=parent.id
+    )
 
 
 async def receive_webhook(

@@ -78,20 +78,40 @@ async def gallery(
     kind: str | None,
     status: str | None,
     favourite: bool | None,
+    top_level_only: bool = False,
 ) -> GalleryPage:
     """Jobs and direct uploads in one newest-first list. Both tables are read past the same keyset
-    cursor and merged; an upload counts as COMPLETED (it is there, ready to use)."""
+    cursor and merged; an upload counts as COMPLETED (it is there, ready to use). `top_level_only`:
+    without child jobs (side views made later), for clients that show them under their parent
+    (`latest_children`)."""
     before = decode_cursor(cursor) if cursor else None
     items: list[GalleryItem] = []
     if kind != UPLOAD_KIND:
         items += await JobRepository(session).page_for_user(
-            user.id, limit + 1, before, kind, status, favourite
+            user.id, limit + 1, before, kind, status, favourite, top_level_only
         )
     if kind in (None, UPLOAD_KIND) and status in (None, JobStatus.completed.value):
         items += await UploadRepository(session).page_for_user(user.id, limit + 1, before, favourite)
     items.sort(key=lambda item: (item.created_at, item.id), reverse=True)
     last = items[limit - 1] if len(items) > limit else None
     return GalleryPage(items[:limit], encode_cursor(last.created_at, last.id) if last else None)
+
+
+async def count_jobs(
+    session: AsyncSession, user: User, *, kind: str | None, favourite: bool | None, top_level_only: bool
+) -> int:
+    """How many jobs the gallery holds with these filters (all pages)."""
+    return await JobRepository(session).count_for_user(user.id, kind, favourite, top_level_only)
+
+
+async def latest_children(session: AsyncSession, user: User, parents: list[Job]) -> dict[uuid.UUID, Job]:
+    """Each parent's latest completed child job (its side views), for those that have one."""
+    children = await JobRepository(session).children_of(user.id, [parent.id for parent in parents])
+    latest: dict[uuid.UUID, Job] = {}
+    for child in children:  # oldest first: a later one replaces an earlier one
+        if child.parent_job_id is not None and child.status == JobStatus.completed.value:
+            latest[child.parent_job_id] = child
+    return latest
 
 
 async def status_changes(

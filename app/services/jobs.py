@@ -116,10 +116,14 @@ async def submit(
     options: dict[str, Any],
     *,
     claimed: bool = False,
+    input_key: str | None = None,
+    parent_job_id: uuid.UUID | None = None,
 ) -> Job:
     """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing; 404 if the
     account was erased meanwhile: the user's row is locked first, as erasure does). `options` are the
     job's, as its engine's `options` made them.
+    `input_key`: a stored image that is no upload (another job's output) as the input, when `upload` is
+    None; `parent_job_id`: the job this one adds to (side views of a finished try-on).
     `claimed`: the caller waits for it and runs it right after commit, so it is created PROCESSING under
     a lease (as `claim` would leave it) instead of PENDING, saving a transaction; if the runner dies,
     the recovery fails it (releasing its credits) instead of running it for nobody."""
@@ -143,7 +147,8 @@ async def submit(
             user_id=user.id,
             kind=kind.value,
             input_upload_id=upload.id if upload is not None else None,
-            input_key=upload.storage_key if upload is not None else None,
+            input_key=upload.storage_key if upload is not None else input_key,
+            parent_job_id=parent_job_id,
             options=options,
             credits_reserved=cost,
             reservation_key=f"job:{job_id}:reserve" if cost else None,

@@ -22,6 +22,7 @@ from app.container import Container
 from app.errors import (
     AppError,
     BadRequest,
+    Conflict,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -66,6 +67,11 @@ class StorageUnavailable(ServiceUnavailable):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "30"})
+
+
+class UploadTaken(Conflict):
+    code = "upload_exists"
+    default_detail = "This upload has been made already; ask for a new one."
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,12 @@ async def store(
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
     max_side: int | None = None,
     origin: UploadOrigin = UploadOrigin.direct,
+    upload_id: uuid.UUID | None = None,
 ) -> StoredUpload:
-    """Validate, normalise and store the image; returns its row and the stored (clean) bytes."""
+    """Validate, normalise and store the image; returns its row and the stored (clean) bytes.
+
+    `upload_id`: the id promised before the bytes arrived (an upload policy, services/upload_policy.py);
+    an id that holds an upload already is 409 `upload_exists` and stores nothing."""
     settings = ctx.settings
     clean = await asyncio.to_thread(
         clean_image,
@@ -192,7 +202,10 @@ async def store(
     )
     # Serialised with the account's erasure: stored before it (and erased with the rest) or refused.
     await users_service.lock_open(session, user.id)
-    upload_id = uuid.uuid4()
+    if upload_id is None:
+        upload_id = uuid.uuid4()
+    elif await UploadRepository(session).get(upload_id) is not None:
+        raise UploadTaken()
     key = f"users/{user.id}/uploads/{upload_id}.{IMAGE_EXTENSIONS[clean.content_type]}"
     try:
         await ctx.storage.put(key, clean.data, clean.content_type)

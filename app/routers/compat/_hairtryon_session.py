@@ -7,9 +7,10 @@ makes it refresh and retry), so its refusals carry an object `detail` next to Pi
 from __future__ import annotations
 
 from typing import Annotated
+from xml.etree import ElementTree
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.dependencies import (
     SESSION_ACCESS_COOKIE,
@@ -69,8 +70,37 @@ def refusal_response(request: Request, exc: HairTryOnRefusal) -> JSONResponse:
     return response
 
 
+class S3UploadRefusal(Exception):
+    """A refused upload to the SPA's presigned POST, told the way S3 tells it (the SPA parses the XML's
+    `Code` and `Message`, and `ProposedSize`/`MaxSizeAllowed` of an EntityTooLarge)."""
+
+    def __init__(self, status_code: int, code: str, message: str, **extra: int) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.extra = extra
+        super().__init__(message)
+
+
+async def _render_s3_refusal(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, S3UploadRefusal)
+    request_id = request_id_of(request)
+    error = ElementTree.Element("Error")
+    for name, value in (("Code", exc.code), ("Message", exc.message), *exc.extra.items()):
+        ElementTree.SubElement(error, name).text = str(value)
+    ElementTree.SubElement(error, "RequestId").text = request_id or ""
+    body = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(error)
+    return Response(
+        body,
+        status_code=exc.status_code,
+        media_type="application/xml",
+        headers={"X-Request-ID": request_id} if request_id else None,
+    )
+
+
 def install_hairtryon_errors(app: FastAPI) -> None:
     app.add_exception_handler(HairTryOnRefusal, _render_refusal)
+    app.add_exception_handler(S3UploadRefusal, _render_s3_refusal)
 
 
 def session_ended() -> HairTryOnRefusal:

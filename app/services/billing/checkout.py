@@ -82,17 +82,29 @@ async def create_checkout(
     custom_credits: int | None,
     currency: str,
     idempotency_key: str,
+    return_url: str | None = None,
 ) -> Order:
     """A hosted checkout: Stripe sells plans; Dodo sells plans mapped to a Dodo product, or a custom
-    number of credits (a pay-what-you-want product priced per credit)."""
+    number of credits (a pay-what-you-want product priced per credit). `return_url`: where the provider
+    sends the customer after paying, for this checkout only (a client with its own payment page);
+    otherwise CHECKOUT_SUCCESS_URL."""
     if provider is Provider.stripe:
         gateway = gateways.gateway(ctx, provider)
         if plan_ref is None:
             raise PlanNotAvailable("Stripe checkout needs a plan_id.")
-        return await _stripe_checkout(session, ctx, gateway, user, plan_ref, currency, idempotency_key)
+        return await _stripe_checkout(
+            session, ctx, gateway, user, plan_ref, currency, idempotency_key, return_url=return_url
+        )
     if provider is Provider.dodo:
         return await _dodo_checkout(
-            session, ctx, user, plan_ref, custom_credits, currency=currency, idempotency_key=idempotency_key
+            session,
+            ctx,
+            user,
+            plan_ref,
+            custom_credits,
+            currency=currency,
+            idempotency_key=idempotency_key,
+            return_url=return_url,
         )
     raise PlanNotAvailable("Razorpay uses orders/create-order, not a hosted checkout.")
 
@@ -116,6 +128,7 @@ async def _stripe_checkout(
     idempotency_key: str,
     *,
     subscription: bool = False,
+    return_url: str | None = None,
 ) -> Order:
     priced = await get_active_plan(session, plan_ref)
     if subscription and priced.plan.kind != PlanKind.subscription:
@@ -131,6 +144,7 @@ async def _stripe_checkout(
         product_name=priced.plan.name,
         idempotency_key=idempotency_key,
         recurring_interval=recurring,
+        return_url=return_url,
     )
     return order
 
@@ -144,6 +158,7 @@ async def _dodo_checkout(
     *,
     currency: str,
     idempotency_key: str,
+    return_url: str | None = None,
 ) -> Order:
     settings = ctx.settings
     gateway = gateways.gateway(ctx, Provider.dodo)
@@ -169,6 +184,7 @@ async def _dodo_checkout(
         idempotency_key=idempotency_key,
         product_id=product_id,
         product_priced=plan_ref is not None,
+        return_url=return_url,
     )
     return order
 
@@ -227,6 +243,7 @@ async def _open(
     recurring_interval: str | None = None,
     product_id: str | None = None,
     product_priced: bool = False,
+    return_url: str | None = None,
 ) -> None:
     """The provider's checkout of the order; its id (and page) are kept on the order."""
     request = CheckoutRequest(
@@ -238,7 +255,7 @@ async def _open(
         currency=order.currency,
         customer_email=user.email,
         metadata={"order_id": str(order.id), "user_id": str(user.id), "plan_id": str(order.plan_id or "")},
-        success_url=settings.resolved_checkout_success_url,
+        success_url=return_url or settings.resolved_checkout_success_url,
         cancel_url=settings.resolved_checkout_cancel_url,
         recurring_interval=recurring_interval,
         product_id=product_id,

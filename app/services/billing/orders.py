@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.base import utcnow
+from app.errors import NotFound
 from app.integrations.payments.base import OrderRef
 from app.models import AdjustmentKind, LedgerReason, Order, OrderStatus, PlanKind, Provider, User
 from app.models.audit import AuditAction
@@ -28,8 +29,20 @@ log = structlog.get_logger("app.billing")
 AMOUNT_MISMATCH = "amount_mismatch"
 
 
-async def list_orders(session: AsyncSession, user: User, limit: int = 100) -> list[Order]:
-    return await OrderRepository(session).list_for_user(user.id, limit)
+async def list_orders(
+    session: AsyncSession, user: User, limit: int = 100, *, status: OrderStatus | None = None
+) -> list[Order]:
+    """The user's orders, newest first; only those in `status` when given."""
+    return await OrderRepository(session).list_for_user(user.id, limit, status)
+
+
+async def get_by_payment_id(session: AsyncSession, user: User, provider: Provider, payment_id: str) -> Order:
+    """The user's order that the provider's payment `payment_id` paid (or failed): known once the
+    provider's webhook named the payment, so 404 before that, as for another user's payment."""
+    order = await OrderRepository(session).get_by_provider_payment_id(provider.value, payment_id)
+    if order is None or order.user_id != user.id:
+        raise NotFound("No such payment.")
+    return order
 
 
 async def find(session: AsyncSession, provider: Provider, ref: OrderRef) -> Order | None:

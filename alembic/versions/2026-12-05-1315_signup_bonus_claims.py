@@ -1,7 +1,7 @@
 """signup bonus claims: one bonus per identity, surviving the account's erasure
 
-Revision ID: 0017_bonus_claims
-Revises: 0016_analytics_indexes
+Revision ID: 0018_bonus_claims
+Revises: 0017_ht_media
 Create Date: 2026-12-05 13:15:00.000000
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import app.db.base
 from alembic import op
 
-revision: str = "0017_bonus_claims"
-down_revision: str | None = "0016_analytics_indexes"
+revision: str = "0018_bonus_claims"
+down_revision: str | None = "0017_ht_media"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

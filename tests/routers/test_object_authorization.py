@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.models import User
-from tests.factories import bearer, make_clone_model, make_order, make_user
+from tests.factories import access_token, bearer, make_clone_model, make_order, make_user
 from tests.support.images import logo_like
 
 _PARAMETER = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
@@ -67,7 +67,7 @@ async def _owned_objects(
     for response in (upload, key, system, photos):
         assert response.status_code == 201, response.text
     photo_id = photos.json()["items"][0]["id"]
-    order = await make_order(session, owner, status="paid")
+    order = await make_order(session, owner, provider="dodo", status="paid", provider_payment_id="pay_owners")
     model = await make_clone_model(session, owner, [uuid.UUID(photo_id)], status="ready")
     file_key = upload.json()["url"].split("/files/", 1)[1].split("?", 1)[0]
     return OwnedObjects(
@@ -80,6 +80,8 @@ async def _owned_objects(
             "model_id": str(model.id),
             # A signed file URL is its own authorisation: the stranger guesses the signature.
             "key": f"{file_key}?expires=4102444800&signature={'0' * 64}",
+            "upload_id": f"{upload.json()['id']}?sig={'0' * 64}",
+            "payment_id": "pay_owners",
         }
     )
 
@@ -117,7 +119,10 @@ async def test_every_id_taking_route_hides_another_users_object_and_changes_noth
     assert before["keys"]
     assert before["photos"]
     assert before["orders"]
-    stranger = bearer(container, await make_user(session, settings))
+    stranger_user = await make_user(session, settings)
+    # Bearer for the native routes, the cookie session and an allowed Origin for the Hair Try-On ones.
+    stranger = {**bearer(container, stranger_user), "Origin": settings.cors_origins[0]}
+    client.cookies.set("access_token", access_token(container, stranger_user))
 
     operations = served_operations(app)
     assert ("DELETE", "/api/v1/images/{image_id}") in operations  # the walk sees nested routers

@@ -157,9 +157,11 @@ async def _end_unrecorded(
     return None
 
 
-async def cancel(ctx: Container, job_id: uuid.UUID) -> None:
-    """End a waited job whose request is going away; if the database refuses, the recovery will."""
+async def cancel(ctx: Container, job_id: uuid.UUID) -> Job | None:
+    """End a waited job whose request is going away; returns the row as it ended (completed if it
+    finished first). If the database refuses, the recovery will end it: None."""
     try:
-        await jobs.fail(ctx, job_id, jobs.CANCELLED, "The request was cancelled.", 1, None)
+        return await jobs.fail(ctx, job_id, jobs.CANCELLED, "The request was cancelled.", 1, None)
     except Exception:
         log.exception("job.cancel_not_recorded", job_id=str(job_id))
+        return None

@@ -6,6 +6,8 @@ processes and the broker; the job's row logic is the same as inline, tested on e
 from __future__ import annotations
 
 import asyncio
+import base64
+import concurrent.futures
 import os
 import signal
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -27,8 +30,9 @@ from app.db.session import Database
 from app.models import Job, JobKind, JobStatus, LedgerReason, User
 from app.services import jobs
 from app.services import users as users_service
-from app.tasks import dispatch, recovery
+from app.tasks import dispatch, recovery, runner
 from tests.conftest import DATABASES, make_settings
+from tests.factories import bearer
 from tests.support.committed import cleanup, committed_movements, committed_user
 from tests.support.databases import TestDatabase
 from tests.support.http import assert_error
@@ -192,3 +196,59 @@ async def test_the_recovery_sends_again_a_job_whose_message_was_lost(
     await recovery.recover_jobs(container)
     assert queue.sent == [str(job.id)]
     assert await jobs.status_of(container, job.id) == JobStatus.pending  # still the worker's to run
+
+
+class _InProcessQueue:
+    """A broker whose worker is this event loop (`runner.run_delivered`, as a worker process runs it),
+    or nobody when `workers` is False."""
+
+    def __init__(self, ctx: Container, *, workers: bool = True) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self.loop = asyncio.get_running_loop()
+        self.runs: list[concurrent.futures.Future[None]] = []
+
+    def ping(self) -> None:
+        return None
+
+    def send(self, job_id: str, delay_seconds: float = 0) -> None:
+        if self.workers:  # called in a thread, as the real broker is
+            run = runner.run_delivered(self.ctx, uuid.UUID(job_id))
+            self.runs.append(asyncio.run_coroutine_threadsafe(run, self.loop))
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("workers", [True, False], ids=["run", "nobody-runs-it"])
+async def test_a_waited_cut_out_is_answered_from_the_queue_or_cancelled_uncharged(
+    committing: tuple[FastAPI, Database], settings: Settings, engine: AsyncEngine, workers: bool
+) -> None:
+    app, database = committing
+    container: Container = app.state.container
+    container.job_queue = _InProcessQueue(container, workers=workers)
+    # Long enough for the local model's first run; nobody runs it otherwise, so the wait ends soon.
+    wait = 60 if workers else 0.3
+    container.settings = container.settings.model_copy(update={"job_wait_timeout_seconds": wait})
+    user = await committed_user(database, settings)
+    before, _ = await committed_movements(engine, user.id)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            response = await client.post(
+                "/api/v1/images/remove-background",
+                headers=bearer(container, user),
+                files={"file": ("a.png", photo_like(32, 32), "image/png")},
+            )
+        balance, captures = await committed_movements(engine, user.id, LedgerReason.job_capture)
+        async with database.session_scope() as session:
+            [job] = (await session.scalars(select(Job).where(Job.user_id == user.id))).all()
+        if workers:
+            assert response.status_code == 200, response.text
+            assert base64.b64decode(response.json()["image_base64"])[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (len(captures), balance) == (1, before - job.credits_reserved)
+        else:
+            assert_error(response, 503, "job_timeout")
+            assert (captures, balance) == ([], before)
+            assert (job.status, job.error_code) == (JobStatus.failed, jobs.CANCELLED)
+    finally:
+        await cleanup(engine, [user.id], [])

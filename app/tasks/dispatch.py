@@ -106,7 +106,7 @@ class QueueDispatcher:
             log.warning("job_queue.left_for_recovery", job_id=str(job_id))
 
 
-def dispatcher_for(ctx: Container) -> InlineDispatcher | QueueDispatcher:
+def dispatcher_for(ctx: Container) -> JobDispatcher:
     """The dispatcher JOB_QUEUE chose (the container's queue: None when inline)."""
     if ctx.job_queue is None:
         return InlineDispatcher(ctx)

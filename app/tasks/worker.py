@@ -15,7 +15,8 @@ import structlog
 from app.config import get_settings
 from app.container import Container
 from app.db.session import Database
-from app.integrations.job_queue import build_job_queue, declare_job_actor
+from app.integrations.dramatiq_queue import declare_job_actor
+from app.integrations.job_queue import build_job_queue
 from app.logging import configure_logging
 from app.tasks import runner
 

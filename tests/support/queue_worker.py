@@ -16,9 +16,11 @@ from pathlib import Path
 
 import redis
 
-from tests.support.gated_engine import GATE_DIR_VARIABLE
 from tests.support.server import PIXFORGE, default_environment
 
+# Where the gated engine (tests/support/gated_engine.py, imported by the workers only) keeps its markers.
+GATE_DIR_VARIABLE = "PIXFORGE_TEST_GATE_DIR"
+GATED_ENGINE_MODULE = "tests.support.gated_engine"
 # DB 14: the rest of the suite uses 15 (rate limits), and flushes it.
 QUEUE_REDIS_URL = os.environ.get("TEST_QUEUE_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -98,7 +100,7 @@ def running_workers(setup: QueueSetup, folder: Path, count: int) -> Iterator[lis
             log_path = folder / f"worker-{index}.log"
             log = stack.enter_context(log_path.open("wb"))
             process = subprocess.Popen(
-                [*PIXFORGE, "worker", "--processes", "1", "--threads", "1", "tests.support.gated_engine"],
+                [*PIXFORGE, "worker", "--processes", "1", "--threads", "1", GATED_ENGINE_MODULE],
                 env=setup.environment(),
                 cwd=folder,  # no .env of the project is read
                 stdout=log,

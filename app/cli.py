@@ -1,4 +1,4 @@
-"""`pixforge serve`, `migrate`, `sweep`, `create-admin`, `set-role`, `backup` and `restore`."""
+"""`pixforge serve`, `worker`, `migrate`, `sweep`, `create-admin`, `set-role`, `backup` and `restore`."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def sweep() -> None:
     from app.logging import configure_logging
     from app.services import images as images_service
     from app.services import sessions_sweep
-    from app.tasks import recovery, runner
+    from app.tasks import dispatch, recovery, runner
 
     settings = get_settings()
     configure_logging(settings)
@@ -59,8 +59,12 @@ def sweep() -> None:
             removed = await images_service.sweep_expired(container)
             async with database.session_scope() as session:
                 swept = await sessions_sweep.sweep_expired(session)
-            for job_id in await recovery.recover(container):
-                await runner.run(container, job_id)
+            rerun = await recovery.recover(container)
+            if container.job_queue is None:
+                for job_id in rerun:
+                    await runner.run(container, job_id)
+            else:  # the workers run them
+                await dispatch.dispatcher_for(container).resume(rerun)
             print({"images": removed, "tokens": swept})  # noqa: T201 - the command's output
         finally:
             await container.aclose()
@@ -190,6 +194,36 @@ def serve(host: str | None, port: int | None, reload: bool, workers: int) -> Non
     )
 
 
+def worker(processes: int, threads: int, modules: list[str]) -> None:
+    """Queue workers (JOB_QUEUE=redis|rabbitmq): Dramatiq's own process manager with
+    app.tasks.worker as the broker module, PROCESSES processes of THREADS threads (jobs at once per
+    process). SIGTERM drains: each process finishes the jobs it runs, gives back those it had fetched
+    but not started, then exits. MODULES are imported in every worker process (plug-in engines)."""
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    settings = get_settings()
+    if settings.job_queue == "inline":
+        raise SystemExit(
+            "pixforge worker needs JOB_QUEUE=redis or JOB_QUEUE=rabbitmq (inline jobs run in the API)"
+        )
+    arguments = [
+        "app.tasks.worker:broker",
+        *modules,
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--queues",
+        settings.job_queue_name,
+        # A draining process may finish a job for up to its lease before it is killed.
+        "--worker-shutdown-timeout",
+        str(settings.job_lease_seconds * 1000),
+    ]
+    parsed = make_argument_parser().parse_args(arguments)  # type: ignore[no-untyped-call]
+    raise SystemExit(dramatiq_main(parsed))  # type: ignore[no-untyped-call]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pixforge", description="Pixforge backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int)
     serve_parser.add_argument("--reload", action="store_true")
     serve_parser.add_argument("--workers", type=int, default=1)
+    worker_parser = commands.add_parser("worker", help="run queued jobs (JOB_QUEUE=redis or rabbitmq)")
+    worker_parser.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    worker_parser.add_argument("--threads", type=int, default=4, help="jobs at once per process (default 4)")
+    worker_parser.add_argument("modules", nargs="*", help="modules to import in each worker process")
     migrate_parser = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
     migrate_parser.add_argument("revision", nargs="?", default="head")
     commands.add_parser("sweep", help="delete images past their retention, expired tokens; recover jobs")
@@ -224,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.host, args.port, args.reload, args.workers)
+    elif args.command == "worker":
+        worker(args.processes, args.threads, args.modules)
     elif args.command == "migrate":
         migrate(args.revision)
     elif args.command == "sweep":

@@ -230,6 +230,20 @@ class Settings(BaseSettings):
     job_retry_base_seconds: float = Field(default=1.0, ge=0)
     # A job PROCESSING longer than this is presumed abandoned and recovered (re-run or failed).
     job_lease_seconds: int = Field(default=600, ge=10)
+    # Where jobs run: "inline" in the API process that accepted them (after its commit), or "redis" /
+    # "rabbitmq": sent (ids only) to Dramatiq workers (`pixforge worker`) through that broker.
+    job_queue: Literal["inline", "redis", "rabbitmq"] = "inline"
+    # The Redis queue's broker; REDIS_URL when unset.
+    job_queue_redis_url: str | None = None
+    rabbitmq_url: str | None = None
+    job_queue_name: str = Field(default="pixforge-jobs", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Redis only: a worker silent this long is presumed dead and its unacknowledged messages are
+    # delivered again; the check runs on JOB_QUEUE_MAINTENANCE_CHANCE broker calls in a million.
+    job_queue_heartbeat_timeout_seconds: float = Field(default=60.0, ge=1)
+    job_queue_maintenance_chance: int = Field(default=1000, ge=1, le=1_000_000)
+    # A request that waits for a queued job (remove-background without ?async) gives up after this
+    # long: the job is cancelled, uncharged, and the request answered 503.
+    job_wait_timeout_seconds: float = Field(default=120.0, gt=0)
     # Hairstyle generation on Replicate: the model, credits per generated view, polling and limits.
     replicate_model: str = "bytedance/seedream-4"
     generate_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
@@ -482,6 +496,10 @@ class Settings(BaseSettings):
             self.clipdrop_api_key and self.clipdrop_api_key.get_secret_value()
         ):
             raise ValueError("BACKGROUND_REMOVAL_PROVIDER=clipdrop needs CLIPDROP_API_KEY")
+        if self.job_queue == "redis" and not self.resolved_job_queue_redis_url:
+            raise ValueError("JOB_QUEUE=redis needs JOB_QUEUE_REDIS_URL or REDIS_URL")
+        if self.job_queue == "rabbitmq" and not self.rabbitmq_url:
+            raise ValueError("JOB_QUEUE=rabbitmq needs RABBITMQ_URL")
         return self
 
     @model_validator(mode="after")
@@ -544,6 +562,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'pixforge.db').resolve()}"
+
+    @property
+    def resolved_job_queue_redis_url(self) -> str | None:
+        return self.job_queue_redis_url or self.redis_url
 
     @property
     def json_logs(self) -> bool:

@@ -20,6 +20,7 @@ from app.integrations.images.clipdrop import ClipDropRemover
 from app.integrations.images.local_background import LocalBackgroundRemover
 from app.integrations.images.local_vectorizer import LocalVectorizer
 from app.integrations.images.replicate import ReplicateClient
+from app.integrations.job_queue import JobQueue, build_job_queue
 from app.integrations.payments.base import PaymentGateway
 from app.integrations.payments.dodo import DodoGateway
 from app.integrations.payments.razorpay import RazorpayGateway
@@ -56,6 +57,8 @@ class Container:
     metrics: Metrics = field(default_factory=Metrics)
     # Online checks of EU VAT numbers (None: VIES_CHECK_ENABLED is off, format checks only).
     vat_checker: VatNumberChecker | None = None
+    # The broker jobs are sent to (JOB_QUEUE=redis|rabbitmq); None: they run in this process.
+    job_queue: JobQueue | None = None
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:
@@ -85,6 +88,7 @@ class Container:
             ),
             replicate=_replicate(settings, http),
             vat_checker=_vat_checker(settings, http),
+            job_queue=build_job_queue(settings),
         )
 
     async def aclose(self) -> None:
@@ -95,6 +99,8 @@ class Container:
         if self.dodo is not None:
             await self.dodo.aclose()
         await self.vectorizer.aclose()  # its worker processes
+        if self.job_queue is not None:
+            await asyncio.to_thread(self.job_queue.close)
 
 
 def _clerk(settings: Settings, http: httpx.AsyncClient) -> ClerkSessionVerifier | None:

@@ -23,7 +23,7 @@ from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import idempotency, jobs
 from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal, TokenPair
-from app.tasks import runner, waited
+from app.tasks import dispatch, waited
 
 # scope="function": the commit happens before the response is sent and before BackgroundTasks run.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
@@ -280,11 +280,14 @@ class Idempotent:
         shape: Callable[[Job], Schema],
         fields: Mapping[str, Any] | None = None,
     ) -> JSONResponse:
-        """202: the job `submit` made, run once the request has committed."""
+        """202: the job `submit` made, handed to its runner (here, or a queue worker) once the request
+        has committed; 503 with nothing reserved when the job queue cannot take it."""
+        dispatcher = dispatch.dispatcher_for(self.container)
 
         async def accept() -> Schema:
+            await dispatcher.ensure_open()
             job = await submit()
-            runner.run_after_commit(self.background, self.container, job.id)
+            dispatcher.after_commit(self.background, job.id)
             return shape(job)
 
         return await self.respond(202, accept, fields)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.container import Container
 from app.db.base import utcnow
 from app.db.retry import retry_transient
+from app.db.session import SQLITE_READ_ONLY
 from app.errors import AppError, Conflict, DatabaseUnavailable, NotFound, ServiceUnavailable
 from app.integrations.storage import ObjectNotFound, StorageError
 from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
@@ -47,6 +48,7 @@ RETRYABLE_CODES = frozenset(
         "provider_error",
         "storage_unavailable",
         "database_unavailable",
+        "job_queue_unavailable",
     }
 )
 
@@ -118,6 +120,7 @@ async def submit(
     claimed: bool = False,
     input_key: str | None = None,
     parent_job_id: uuid.UUID | None = None,
+    waited: bool = False,
 ) -> Job:
     """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing; 404 if the
     account was erased meanwhile: the user's row is locked first, as erasure does). `options` are the
@@ -126,14 +129,16 @@ async def submit(
     None; `parent_job_id`: the job this one adds to (side views of a finished try-on).
     `claimed`: the caller waits for it and runs it right after commit, so it is created PROCESSING under
     a lease (as `claim` would leave it) instead of PENDING, saving a transaction; if the runner dies,
-    the recovery fails it (releasing its credits) instead of running it for nobody."""
+    the recovery fails it (releasing its credits) instead of running it for nobody.
+    `waited`: the caller waits for it but a queue worker runs it: PENDING, marked WAITED all the same."""
     engine = engine_for(kind)
     await users_service.lock_open(session, user.id)
     job_id = uuid.uuid4()
     cost = engine.cost(ctx, options)
     lease: dict[str, Any] = {}
-    if claimed:
+    if claimed or waited:
         options = {**options, WAITED: True}
+    if claimed:
         now = utcnow()
         lease = {
             "status": JobStatus.processing.value,
@@ -188,7 +193,13 @@ class Submitted:
 
 
 async def submit_request(
-    session: AsyncSession, ctx: Container, user: User, job: JobRequest, *, claimed: bool = False
+    session: AsyncSession,
+    ctx: Container,
+    user: User,
+    job: JobRequest,
+    *,
+    claimed: bool = False,
+    waited: bool = False,
 ) -> Submitted:
     """Store the input (or check the upload named) in the formats the kind's engine takes, and submit."""
     allowed = engine_for(job.kind).input_formats
@@ -205,7 +216,7 @@ async def submit_request(
     else:
         raise uploads_service.EmptyUpload("Send a file or an upload_id.")
     try:
-        made = await submit(session, ctx, user, job.kind, upload, job.options, claimed=claimed)
+        made = await submit(session, ctx, user, job.kind, upload, job.options, claimed=claimed, waited=waited)
     except BaseException:
         if job.data is not None:  # refused (402): the object stored a moment ago must not outlive its row
             await asyncio.shield(images_service.delete_objects(ctx, [upload.storage_key]))
@@ -281,6 +292,24 @@ async def claim(ctx: Container, job_id: uuid.UUID) -> Claimed | None:
         job = await repository.get(job_id)
         assert job is not None
         return Claimed.of(job)
+
+
+async def status_of(ctx: Container, job_id: uuid.UUID) -> str | None:
+    """The job's status now (None: gone), read without taking SQLite's write lock (it is polled)."""
+    async with ctx.database.session_scope() as session:
+        await session.connection(execution_options={SQLITE_READ_ONLY: True})
+        job = await JobRepository(session).get(job_id)
+        return None if job is None else job.status
+
+
+async def lease_left(ctx: Container, job_id: uuid.UUID) -> float | None:
+    """Seconds left on the lease a worker holds on the job (PROCESSING); None when the job has ended,
+    is gone, or is free to claim."""
+    async with ctx.database.session_scope() as session:
+        job = await JobRepository(session).get(job_id)
+    if job is None or job.status != JobStatus.processing.value or job.lease_until is None:
+        return None
+    return max(0.0, (job.lease_until - utcnow()).total_seconds())
 
 
 async def complete(

@@ -14,7 +14,7 @@ from app.models import JobStatus
 from app.repositories.images import JobRepository
 from app.services import images as images_service
 from app.services import jobs
-from app.tasks import runner
+from app.tasks import dispatch
 
 log = structlog.get_logger("app.jobs")
 
@@ -50,5 +50,6 @@ async def recover(ctx: Container, limit: int = 100) -> list[uuid.UUID]:
 
 
 async def recover_jobs(ctx: Container) -> None:
-    """Recover, and run again in this process what may run again."""
-    runner.run_in_background(ctx, await recover(ctx))
+    """Recover, and hand over again what may run again: run in this process (JOB_QUEUE=inline) or sent
+    to the queue once more (its message may have been lost; a duplicate is a no-op for the worker)."""
+    await dispatch.dispatcher_for(ctx).resume(await recover(ctx))

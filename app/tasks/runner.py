@@ -23,6 +23,8 @@ from app.services.engines import JobOutput, engine_for
 
 log = structlog.get_logger("app.jobs")
 _running: set[asyncio.Task[None]] = set()
+# A lease that ran out is claimable at once; this margin keeps a redelivery from arriving a hair early.
+LEASE_MARGIN_SECONDS = 1.0
 
 
 def run_after_commit(background: BackgroundTasks, ctx: Container, job_id: uuid.UUID) -> None:
@@ -48,6 +50,24 @@ async def run(ctx: Container, job_id: uuid.UUID) -> None:
         await execute(ctx, claim)
     except jobs.CompletionNotRecorded:
         return  # logged; the job ended failed (or is the recovery's), nobody waits for an answer here
+
+
+async def run_delivered(ctx: Container, job_id: uuid.UUID) -> None:
+    """Run a job whose id a queue worker received. Its lease decides: a job that ended is left alone (a
+    duplicate message, or the redelivery of a job that completed before its worker died: charged once),
+    a free one is run, and one whose lease another worker still holds is sent again for when that lease
+    runs out, since the holder may be a dead worker whose message this is."""
+    claim = await jobs.claim(ctx, job_id)
+    if claim is None:
+        held = await jobs.lease_left(ctx, job_id)
+        if held is not None and ctx.job_queue is not None:
+            log.info("job.held_elsewhere", job_id=str(job_id), retry_in=round(held, 1))
+            await asyncio.to_thread(ctx.job_queue.send, str(job_id), held + LEASE_MARGIN_SECONDS)
+        return
+    try:
+        await execute(ctx, claim)
+    except jobs.CompletionNotRecorded:
+        return  # logged; the job ended failed (or is the recovery's)
 
 
 async def execute(ctx: Container, claim: jobs.Claimed) -> jobs.FinishedJob | Job:
@@ -157,9 +177,11 @@ async def _end_unrecorded(
     return None
 
 
-async def cancel(ctx: Container, job_id: uuid.UUID) -> None:
-    """End a waited job whose request is going away; if the database refuses, the recovery will."""
+async def cancel(ctx: Container, job_id: uuid.UUID) -> Job | None:
+    """End a waited job whose request is going away; returns the row as it ended (completed if it
+    finished first). If the database refuses, the recovery will end it: None."""
     try:
-        await jobs.fail(ctx, job_id, jobs.CANCELLED, "The request was cancelled.", 1, None)
+        return await jobs.fail(ctx, job_id, jobs.CANCELLED, "The request was cancelled.", 1, None)
     except Exception:
         log.exception("job.cancel_not_recorded", job_id=str(job_id))
+        return None

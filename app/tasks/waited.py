@@ -10,6 +10,7 @@ outage). A request refused before making a job frees its key."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -17,11 +18,18 @@ from dataclasses import dataclass, replace
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.errors import AppError
-from app.models import Job
+from app.errors import AppError, ServiceUnavailable
+from app.models import TERMINAL_STATUSES, Job, JobStatus
 from app.services import idempotency, jobs
 from app.services import users as users_service
 from app.tasks import runner
+from app.tasks.dispatch import JobQueueUnavailable, QueueDispatcher
+
+# A client waiting on a queued job reads its row after 50 ms, then 1.5 times later each time, up to 1 s.
+POLL_FIRST_SECONDS = 0.05
+POLL_MAX_SECONDS = 1.0
+# The failure code of a waited job the broker would not take.
+QUEUE_UNAVAILABLE = JobQueueUnavailable.code
 
 
 @dataclass(frozen=True)
@@ -102,8 +110,10 @@ async def run_now(
     job: jobs.JobRequest,
     on_submitted: Callable[[AsyncSession, Job], Awaitable[None]] | None = None,
 ) -> jobs.FinishedJob:
-    """Submit (committed at once, already claimed), run, and return the finished job. A failed job
-    raises its `job_failure`. `on_submitted` runs in the submitting transaction."""
+    """Submit (committed at once), run here or on a queue worker, and return the finished job. A
+    failed job raises its `job_failure`. `on_submitted` runs in the submitting transaction."""
+    if ctx.job_queue is not None:
+        return await _run_on_queue(ctx, QueueDispatcher(ctx.job_queue), user_id, job, on_submitted)
     async with ctx.database.session_scope() as session:
         user = await users_service.require_user(session, user_id)
         submitted = await jobs.submit_request(session, ctx, user, job, claimed=True)
@@ -120,3 +130,61 @@ async def run_now(
     if isinstance(result, Job):
         raise jobs.job_failure(result)
     return result
+
+
+class JobWaitTimedOut(ServiceUnavailable):
+    code = "job_timeout"
+    default_detail = "No worker finished the job in time, so nothing was charged; retry shortly."
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(headers={"Retry-After": "30"}, extra={"job_id": str(job_id), "credits_charged": 0})
+
+
+async def _run_on_queue(
+    ctx: Container,
+    dispatcher: QueueDispatcher,
+    user_id: uuid.UUID,
+    job: jobs.JobRequest,
+    on_submitted: Callable[[AsyncSession, Job], Awaitable[None]] | None,
+) -> jobs.FinishedJob:
+    """Submit (PENDING, marked WAITED), send it once committed, and wait for a worker to end it, up to
+    JOB_WAIT_TIMEOUT_SECONDS. The request is still open after the commit, so a send the broker refuses
+    is compensated here: the job is failed, its credits released, and the client answered 503. Whatever
+    ends the wait early (timeout, the client gone) cancels the job the same way, uncharged; a worker
+    that finishes it later finds it failed and keeps nothing."""
+    async with ctx.database.session_scope() as session:
+        user = await users_service.require_user(session, user_id)
+        await dispatcher.ensure_open()
+        submitted = await jobs.submit_request(session, ctx, user, job, waited=True)
+        if on_submitted is not None:
+            await on_submitted(session, submitted.job)
+    job_id = submitted.job.id
+    try:
+        await dispatcher.send(job_id)
+    except BaseException:
+        message = "The job could not be queued, so nothing was charged."
+        await asyncio.shield(jobs.fail(ctx, job_id, QUEUE_UNAVAILABLE, message, 0, None))
+        raise
+    try:
+        return await _finished(ctx, user_id, job_id)
+    except BaseException as exc:
+        ended = await asyncio.shield(runner.cancel(ctx, job_id))
+        finished_first = ended is not None and ended.status == JobStatus.completed.value
+        if isinstance(exc, JobWaitTimedOut) and finished_first:  # in the nick of time
+            return await jobs.result_of(ctx, user_id, job_id)
+        raise
+
+
+async def _finished(ctx: Container, user_id: uuid.UUID, job_id: uuid.UUID) -> jobs.FinishedJob:
+    """The job once a worker has ended it, read from its row (polled, less often as time passes): a
+    failed job raises its `job_failure`, one still running at the deadline JobWaitTimedOut."""
+    deadline = time.monotonic() + ctx.settings.job_wait_timeout_seconds
+    interval = POLL_FIRST_SECONDS
+    while True:
+        await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        status = await jobs.status_of(ctx, job_id)
+        if status in TERMINAL_STATUSES or status is None:
+            return await jobs.result_of(ctx, user_id, job_id)
+        if time.monotonic() >= deadline:
+            raise JobWaitTimedOut(job_id)
+        interval = min(interval * 1.5, POLL_MAX_SECONDS)

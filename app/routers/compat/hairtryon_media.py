@@ -37,7 +37,7 @@ from app.schemas.compat.hairtryon_media import (
 )
 from app.services import generation, images, upload_policy, uploads
 from app.services.billing import checkout, orders
-from app.tasks import runner
+from app.tasks import dispatch
 
 router = APIRouter(prefix=HAIRTRYON_PREFIX, tags=["compat: Hair Try-On"])
 
@@ -216,6 +216,8 @@ async def generate(
     upload_id = _upload_named(container, url)
     if upload_id is None and body.image_input_url.scheme != "https":
         raise BadRequest("image_input_url must be an https URL, or a file_url from files/presign.")
+    dispatcher = dispatch.dispatcher_for(container)
+    await dispatcher.ensure_open()  # 503 with nothing reserved when the job queue is down
     job = await generation.submit(
         session,
         container,
@@ -225,7 +227,7 @@ async def generate(
         image_url=None if upload_id is not None else url,
         views=["front"],
     )
-    runner.run_after_commit(background, container, job.id)
+    dispatcher.after_commit(background, job.id)
     return ImageIdOut(image_id=job.id)
 
 
@@ -239,8 +241,10 @@ async def view_generate(
 ) -> ImageIdOut:
     """Right, left and back views of a finished try-on, made from its front view (charged per view).
     Answers the id of the side-view job: its status carries the three view URLs once completed."""
+    dispatcher = dispatch.dispatcher_for(container)
+    await dispatcher.ensure_open()
     job = await generation.submit_side_views(session, container, user, body.image_id)
-    runner.run_after_commit(background, container, job.id)
+    dispatcher.after_commit(background, job.id)
     return ImageIdOut(image_id=job.id)
 
 

@@ -29,7 +29,7 @@ from tests.conftest import make_settings
 from tests.factories import make_user
 from tests.fakes.dodo import FakeDodo
 from tests.fakes.replicate import FakeReplicate
-from tests.support.accounts import PASSWORD, sign_up
+from tests.support.accounts import PASSWORD, code_in, last_email_to
 from tests.support.http import assert_error
 from tests.support.images import photo_like
 from tests.support.payments import DODO_WEBHOOK, send_webhook
@@ -89,13 +89,23 @@ async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def cookie_sign_in(client: httpx.AsyncClient, session: AsyncSession, email: str) -> User:
-    """Sign up, then sign in the way the SPA's session works: the tokens land in the cookie jar."""
-    await sign_up(client, session, email)
-    client.cookies.clear()
-    response = await client.post(
-        "/api/v1/auth/login?cookies=true", json={"email": email, "password": PASSWORD}, headers=ORIGIN
-    )
-    assert response.status_code == 200, response.text
+    """The SPA's own way in: sign up with an emailed code (Signup.tsx, VerifySignup), sign out, then sign
+    in with a password and an emailed code (Login.tsx:73-83, VerifyLogin.tsx); the session cookies land in
+    the jar."""
+
+    async def spa_post(path: str, body: dict[str, str]) -> httpx.Response:
+        response = await client.post(f"{HT}{path}", json=body, headers=ORIGIN)
+        assert response.status_code == 200, response.text
+        return response
+
+    signup = await spa_post("/auth/signup", {"email": email, "name": "Ana", "password": PASSWORD})
+    code = code_in(await last_email_to(session, email, "signup_code"))
+    await spa_post("/auth/verify-signup", {"token": signup.json()["verify_token"], "code": code})
+    await spa_post("/auth/logout", {})
+    assert not client.cookies.get("access_token")
+    login = await spa_post("/auth/request-login-token", {"email": email, "password": PASSWORD})
+    code = code_in(await last_email_to(session, email, "login_code"))
+    await spa_post("/auth/verify-login", {"token": login.json()["token"], "code": code})
     assert {"access_token", "refresh_token"} <= set(client.cookies.keys())
     user = await session.scalar(select(User).where(User.email == email))
     assert user is not None

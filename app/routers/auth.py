@@ -134,18 +134,9 @@ async def register(
     return RegisteredOut(id=str(user.id), email=user.email)
 
 
-async def _verification_limits(container: Container, ip: str, account: str | None = None) -> None:
-    settings = container.settings
-    await auth_service.rate_limit(container, settings.rate_limit_verification_per_ip, "verify", "ip", ip)
-    if account:
-        await auth_service.rate_limit_account(
-            container, settings.rate_limit_verification_per_account, "verify", account
-        )
-
-
 @router.post("/verify", response_model=MessageOut)
 async def verify(body: TokenIn, session: SessionDep, container: ContainerDep, ip: ClientIp) -> MessageOut:
-    await _verification_limits(container, ip)
+    await auth_service.verification_limits(container, ip)
     await auth_service.verify_email(session, body.token)
     return MessageOut(message="Your email address is confirmed; you can sign in.")
 
@@ -155,7 +146,7 @@ async def verify_link(
     session: SessionDep, container: ContainerDep, ip: ClientIp, token: Annotated[str, Query(max_length=512)]
 ) -> RedirectResponse:
     """The link in the email: confirms, then sends the browser to the frontend with the outcome."""
-    await _verification_limits(container, ip)
+    await auth_service.verification_limits(container, ip)
     try:
         await auth_service.verify_email(session, token)
         outcome = "verified"
@@ -170,7 +161,7 @@ async def verify_link(
 async def resend_verification(
     body: EmailIn, session: SessionDep, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
 ) -> MessageOut:
-    await _verification_limits(container, ip, body.email)
+    await auth_service.verification_limits(container, ip, body.email)
     await auth_service.resend_verification(session, container, body.email)
     _send_outbox(background, container)
     return MessageOut(message=_CHECK_INBOX)
@@ -295,11 +286,7 @@ async def forgot_password(
 ) -> MessageOut:
     """The same answer, as fast, whether or not the address has an account: the reset is prepared and
     sent after the answer."""
-    settings = container.settings
-    await auth_service.rate_limit(container, settings.rate_limit_password_forgot_per_ip, "forgot", "ip", ip)
-    await auth_service.rate_limit_account(
-        container, settings.rate_limit_password_forgot_per_account, "forgot", body.email
-    )
+    await auth_service.password_forgot_limits(container, ip, body.email)
     background.add_task(auth_service.send_password_reset, container, body.email)
     return MessageOut(message=_CHECK_INBOX)
 
@@ -308,7 +295,7 @@ async def forgot_password(
 async def reset_password(
     body: PasswordResetIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> MessageOut:
-    await _verification_limits(container, ip)
+    await auth_service.verification_limits(container, ip)
     await auth_service.reset_password(session, container, body.token, body.password)
     return MessageOut(message="Your password is changed and every session is signed out; sign in again.")
 
@@ -319,7 +306,7 @@ async def check_reset_token(
 ) -> ValidityOut:
     """Whether the reset link still works, without spending it (a form asks before it shows). Limited
     per caller address like the reset itself; the 256-bit token cannot be guessed."""
-    await _verification_limits(container, ip)
+    await auth_service.verification_limits(container, ip)
     return ValidityOut(valid=await auth_service.reset_token_is_valid(session, body.token))
 
 
@@ -336,11 +323,7 @@ async def request_code(
 ) -> CodeChallengeOut:
     """Emails a 6-digit code and answers with the challenge token to verify it with. The answer is the
     same whether or not the address has an account (without `password`): it never says who does."""
-    settings = container.settings
-    await auth_service.rate_limit(container, settings.rate_limit_code_request_per_ip, "code", "ip", ip)
-    await auth_service.rate_limit_account(
-        container, settings.rate_limit_code_request_per_account, "code", body.email
-    )
+    await auth_service.code_request_limits(container, ip, body.email)
     challenge = await login_codes.request_code(
         session,
         container,
@@ -365,9 +348,7 @@ async def verify_code(
 ) -> TokenOut | SessionCookiesOut:
     """The code from the email opens a session (a sign-up's account is created, its address verified).
     Each try counts: after LOGIN_CODE_MAX_ATTEMPTS wrong ones the challenge is dead."""
-    await auth_service.rate_limit(
-        container, container.settings.rate_limit_code_verify_per_ip, "code-verify", "ip", ip
-    )
+    await auth_service.code_verify_limits(container, ip)
     pair = await login_codes.verify_code(session, container, token=body.token, code=body.code)
     return _session(pair, response, container, cookies)
 
@@ -378,9 +359,7 @@ async def check_code(
 ) -> ValidityOut:
     """Whether a code may still be entered for this challenge, without trying one: it takes no code,
     so it counts no attempt (and a decoy challenge is as valid as any, so it reveals no account)."""
-    await auth_service.rate_limit(
-        container, container.settings.rate_limit_code_verify_per_ip, "code-verify", "ip", ip
-    )
+    await auth_service.code_verify_limits(container, ip)
     return ValidityOut(valid=await login_codes.challenge_is_live(session, container, body.token))
 
 

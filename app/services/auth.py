@@ -124,6 +124,33 @@ async def rate_limit_account(ctx: Container, limit: str, action: str, email: str
     await rate_limit(ctx, limit, action, "account", account_identity(email))
 
 
+# The limits of each guessable step, shared by the native and the compat routes that offer it.
+
+
+async def verification_limits(ctx: Container, ip: str, account: str | None = None) -> None:
+    """Checking or spending an emailed link's token (verify, reset)."""
+    await rate_limit(ctx, ctx.settings.rate_limit_verification_per_ip, "verify", "ip", ip)
+    if account:
+        await rate_limit_account(ctx, ctx.settings.rate_limit_verification_per_account, "verify", account)
+
+
+async def code_request_limits(ctx: Container, ip: str, email: str) -> None:
+    """Asking for an emailed sign-in or sign-up code."""
+    await rate_limit(ctx, ctx.settings.rate_limit_code_request_per_ip, "code", "ip", ip)
+    await rate_limit_account(ctx, ctx.settings.rate_limit_code_request_per_account, "code", email)
+
+
+async def code_verify_limits(ctx: Container, ip: str) -> None:
+    """Checking or entering an emailed code."""
+    await rate_limit(ctx, ctx.settings.rate_limit_code_verify_per_ip, "code-verify", "ip", ip)
+
+
+async def password_forgot_limits(ctx: Container, ip: str, email: str) -> None:
+    """Asking for a password reset link."""
+    await rate_limit(ctx, ctx.settings.rate_limit_password_forgot_per_ip, "forgot", "ip", ip)
+    await rate_limit_account(ctx, ctx.settings.rate_limit_password_forgot_per_account, "forgot", email)
+
+
 # --- registration and verification -----------------------------------------------------------------
 
 

@@ -102,14 +102,6 @@ def _remember_signup(response: Response, request: Request, container: Container,
     )
 
 
-async def _code_request_limits(container: Container, ip: str, email: str) -> None:
-    settings = container.settings
-    await auth_service.rate_limit(container, settings.rate_limit_code_request_per_ip, "code", "ip", ip)
-    await auth_service.rate_limit_account(
-        container, settings.rate_limit_code_request_per_account, "code", email
-    )
-
-
 # --- #1 the signed-in user -------------------------------------------------------------------------
 
 
@@ -142,7 +134,7 @@ async def signup(
 ) -> SignupOut:
     """Emails the sign-up code; the account is created, verified, when it is entered (verify-signup).
     An address that has an account gets a code that signs into it instead (the email says so)."""
-    await _code_request_limits(container, ip, body.email)
+    await auth_service.code_request_limits(container, ip, body.email)
     challenge = await login_codes.request_code(
         session,
         container,
@@ -185,9 +177,7 @@ async def check_email_status(
     """Whether the address is verified: false while its sign-up code is unused, 404 without an
     account. This tells who has an account, as the original server did; the SPA's login form needs it
     to offer a new sign-up code."""
-    await auth_service.rate_limit(
-        container, container.settings.rate_limit_verification_per_ip, "verify", "ip", ip
-    )
+    await auth_service.verification_limits(container, ip)
     verified = await login_codes.address_status(session, body.email)
     if verified is None:
         raise UserNotFound()
@@ -206,7 +196,7 @@ async def request_signup_token(
 ) -> ChallengeOut:
     """A new sign-up code for an address not verified yet. The name and password of this browser's
     sign-up carry over (its challenge cookie); anyone else's never do."""
-    await _code_request_limits(container, ip, body.email)
+    await auth_service.code_request_limits(container, ip, body.email)
     if await login_codes.address_status(session, body.email):
         raise AlreadyVerified()
     challenge = await login_codes.request_code(
@@ -226,9 +216,7 @@ async def verify_code_token(
     body: TokenIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> ValidityOut:
     """Whether a code may still be entered for this token; counts no attempt."""
-    await auth_service.rate_limit(
-        container, container.settings.rate_limit_code_verify_per_ip, "code-verify", "ip", ip
-    )
+    await auth_service.code_verify_limits(container, ip)
     return ValidityOut(valid=await login_codes.challenge_is_live(session, container, body.token))
 
 
@@ -241,9 +229,7 @@ async def _verify(
     container: Container,
     ip: str,
 ) -> VerifiedOut:
-    await auth_service.rate_limit(
-        container, container.settings.rate_limit_code_verify_per_ip, "code-verify", "ip", ip
-    )
+    await auth_service.code_verify_limits(container, ip)
     pair = await login_codes.verify_code(
         session, container, token=body.token, code=body.code, purpose=purpose
     )
@@ -323,11 +309,7 @@ async def forgot_password(
 ) -> DetailOut:
     """The same answer whether or not the address has an account; the link, to
     `${FRONTEND_URL}/reset-password?token=` (the SPA's page), is prepared and sent after the answer."""
-    settings = container.settings
-    await auth_service.rate_limit(container, settings.rate_limit_password_forgot_per_ip, "forgot", "ip", ip)
-    await auth_service.rate_limit_account(
-        container, settings.rate_limit_password_forgot_per_account, "forgot", body.email
-    )
+    await auth_service.password_forgot_limits(container, ip, body.email)
     background.add_task(auth_service.send_password_reset, container, body.email)
     return DetailOut(detail=_CHECK_INBOX)
 
@@ -337,9 +319,7 @@ async def verify_reset_token(
     body: TokenIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> ValidityOut:
     """Whether the reset link still works, without spending it."""
-    await auth_service.rate_limit(
-        container, container.settings.rate_limit_verification_per_ip, "verify", "ip", ip
-    )
+    await auth_service.verification_limits(container, ip)
     return ValidityOut(valid=await auth_service.reset_token_is_valid(session, body.token))
 
 
@@ -349,9 +329,7 @@ async def reset_password(
 ) -> DetailOut:
     """`new_password` and `confirm_password` must match (422 otherwise); the link works once, and every
     session of the account ends."""
-    await auth_service.rate_limit(
-        container, container.settings.rate_limit_verification_per_ip, "verify", "ip", ip
-    )
+    await auth_service.verification_limits(container, ip)
     await auth_service.reset_password(session, container, body.token, body.new_password)
     return DetailOut(detail="Your password has been reset; sign in with the new one.")
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from functools import cache
 
 import httpx
+import httpx._transports.default
 import pytest
 import respx
 from fastapi import FastAPI
@@ -21,6 +24,58 @@ from tests.support.databases import TestDatabase, configured_databases, fresh_da
 from tests.support.replicate import FakeReplicateWithTrainings
 
 DATABASES = configured_databases()
+# Where a test marked `any_database` runs: SQLite when the run has it (the cheapest), else the first.
+ANY_DATABASE = next((database for database in DATABASES if database.id == "sqlite"), None) or next(
+    iter(DATABASES), None
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`any_database` tests run on one database only (ANY_DATABASE): their copies on the others are
+    deselected, so they cost nothing, not even a skip."""
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
+    for item in items:
+        if item.get_closest_marker("any_database") is None:
+            kept.append(item)
+            continue
+        if item.get_closest_marker("postgres_only") is not None:
+            raise pytest.UsageError(f"{item.nodeid}: any_database and postgres_only contradict each other")
+        callspec = getattr(item, "callspec", None)
+        database = None if callspec is None else callspec.params.get("test_database")
+        if database is None or database == ANY_DATABASE:
+            kept.append(item)
+        else:
+            deselected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+_create_ssl_context = httpx._transports.default.create_ssl_context
+
+
+@cache
+def _default_ssl_context() -> ssl.SSLContext:
+    return _create_ssl_context()
+
+
+def _shared_default_ssl_context(
+    verify: ssl.SSLContext | str | bool = True, cert: object = None, trust_env: bool = True
+) -> ssl.SSLContext:
+    if verify is True and cert is None and trust_env:
+        return _default_ssl_context()
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_ssl_context_for_every_http_client() -> Iterator[None]:
+    """Every container builds an httpx client, and httpx loads certifi's CA bundle into a new SSL context
+    for each (~50 ms of CPU, the biggest cost of a short test). The default context is the same every
+    time and is never modified, so the suite's clients share one; any other `verify` gets its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx._transports.default, "create_ssl_context", _shared_default_ssl_context)
+        yield
 
 
 @pytest.fixture(scope="session", params=DATABASES, ids=[database.id for database in DATABASES])

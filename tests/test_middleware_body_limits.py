@@ -19,6 +19,9 @@ from tests.conftest import make_settings
 from tests.support.accounts import sign_up
 from tests.support.server import Server, running_server
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 LIMIT = 64 * 1024
 CHUNK = 16 * 1024
 BOUNDARY = "pfboundary"

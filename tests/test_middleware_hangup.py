@@ -31,6 +31,9 @@ from app.middleware import RequestContextMiddleware
 from tests.support.accounts import sign_up
 from tests.support.server import Server, running_server
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data; boundary=pfboundary"

@@ -35,6 +35,9 @@ from app.schemas.images import VectorizeIn, VectorizeOptionsIn
 from tests.conftest import make_settings
 from tests.factories import bearer, make_user
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 ERROR_KEYS = frozenset({"error", "detail", "request_id"})
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"

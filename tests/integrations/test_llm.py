@@ -19,6 +19,9 @@ from tests.fakes.llm import FAKES, FakeLLM
 from tests.support.design import GENERATE, PALETTES, USAGE, app_client, balance, wcag_ratio
 from tests.support.http import assert_error
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 BONUS = 10.0
 GOOD_PALETTE = {
     "name": "Harbour Calm",

@@ -36,6 +36,9 @@ from app.integrations.storage import (
 from tests.conftest import make_settings
 from tests.fakes.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, PresignedS3Server
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 BUCKET = "pixforge-test"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 

@@ -17,6 +17,9 @@ from tests.conftest import make_settings
 from tests.support.accounts import PASSWORD, SignedIn, code_in, last_email_to, sign_up
 from tests.support.http import assert_error
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 APP = "https://app.example.com"
 FOREIGN = "https://evil.example.net"
 ME = "/api/v1/users/me"

@@ -537,6 +537,7 @@ class TestGalleryQueries:
 ITEM_PATHS = ("{}/images/{}", "{}/image/status/{}", "{}/images/{}/events")
 
 
+@pytest.mark.any_database  # refused before any query reaches the database: one database is enough
 class TestItems:
     @fuzz(20)
     @given(raw=st.one_of(TEXT, UUID_TEXT, st.uuids().map(lambda u: u.hex.upper())))
@@ -801,6 +802,7 @@ class TestPatch:
 # --- uploads ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.any_database  # refused before any query reaches the database: one database is enough
 class TestUploads:
     @fuzz(20)
     @given(
@@ -949,6 +951,7 @@ class TestUploads:
 # --- background removal -------------------------------------------------------------------------------------
 
 
+@pytest.mark.any_database  # refused before any query reaches the database: one database is enough
 class TestRemoveBackground:
     @fuzz(20)
     @given(
@@ -1056,6 +1059,7 @@ def cost_of(mode: Any) -> Decimal:
     return Decimal("0.2") if mode == "preview" else Decimal(1)
 
 
+@pytest.mark.any_database  # refused before any query reaches the database: one database is enough
 class TestVectorize:
     @fuzz(20)
     @given(
@@ -1254,6 +1258,7 @@ IMAGE_URLS = st.sampled_from(
 )
 
 
+@pytest.mark.any_database  # refused before any query reaches the database: one database is enough
 class TestGenerate:
     @fuzz(20)
     @given(
@@ -1425,6 +1430,7 @@ class TestRefusedSpending:
 # --- styles and signed files --------------------------------------------------------------------------------
 
 
+@pytest.mark.any_database
 async def test_styles_ignore_junk_and_need_no_account(client: httpx.AsyncClient) -> None:
     for query in ("", "?limit=abc", "?%ff=%fe", "?" + "a=b&" * 200):
         for headers in ({}, {"Authorization": "Bearer junk"}):
@@ -1433,6 +1439,7 @@ async def test_styles_ignore_junk_and_need_no_account(client: httpx.AsyncClient)
             assert isinstance(response.json(), list)
 
 
+@pytest.mark.any_database  # refused before any query reaches the database: one database is enough
 class TestSignedFiles:
     @fuzz(25)
     @given(key=TEXT, expires=QUERY_VALUES, signature=TEXT)

@@ -16,6 +16,9 @@ from tests.fakes.llm import FAKES, FakeLLM
 from tests.support.design import app_client
 from tests.support.http import assert_error
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 ENHANCE = "/api/v1/prompts/enhance"
 GOOD = {"prompt": "A portrait of tok123 as an astronaut on the moon, soft rim light, 85mm lens."}
 OUTPUT_CAP = 300

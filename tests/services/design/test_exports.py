@@ -31,6 +31,9 @@ from tests.support.design import (
 )
 from tests.support.http import assert_error
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 HAND_MADE: dict[str, Any] = {
     "name": 'Quotes "and" */ </script> ${x}',
     "colors": {"brand": {"DEFAULT": "#0f766e", "50": "#f0fdfa", "foreground": "#ffffff"}},

@@ -14,6 +14,9 @@ from app.services.engines.vectorize import PREVIEW_MAX_SIDE
 from tests.conftest import make_settings
 from tests.support.images import logo_like, photo_like
 
+# Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
+pytestmark = pytest.mark.any_database
+
 BONUS = 10.0
 VECTORIZE = "/api/v1/images/vectorize"
 

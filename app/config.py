@@ -394,7 +394,15 @@ class Settings(BaseSettings):
         default_factory=lambda: dict[str, int | None]({"free": 20, "pro": 100})
     )
 
-    @field_validator("clone_model_quotas", "clone_generation_daily_quotas", mode="before")
+    # The most images one generation may ask for, per plan (same pairs; "unlimited": up to
+    # GENERATION_MAX_OUTPUTS): "pro: larger outputs". Past it the answer is 403 plan_required.
+    clone_generation_max_outputs: Annotated[dict[str, int | None], NoDecode] = Field(
+        default_factory=lambda: dict[str, int | None]({"free": 1, "pro": None})
+    )
+
+    @field_validator(
+        "clone_model_quotas", "clone_generation_daily_quotas", "clone_generation_max_outputs", mode="before"
+    )
     @classmethod
     def _parse_quotas(cls, value: object) -> object:
         if not isinstance(value, str):
@@ -407,7 +415,7 @@ class Settings(BaseSettings):
             quotas[plan.lower()] = None if amount.lower() == "unlimited" else int(amount)
         return quotas
 
-    @field_validator("clone_model_quotas", "clone_generation_daily_quotas")
+    @field_validator("clone_model_quotas", "clone_generation_daily_quotas", "clone_generation_max_outputs")
     @classmethod
     def _free_quota_present(cls, quotas: dict[str, int | None]) -> dict[str, int | None]:
         if "free" not in quotas:

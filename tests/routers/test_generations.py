@@ -52,6 +52,7 @@ def generation_settings(
         "generation_cost_credits": str(PRICE),
         "generation_prompt_max_chars": PROMPT_LIMIT,
         "clone_generation_daily_quotas": "free=3,pro=100,starter=0",
+        "clone_generation_max_outputs": "free=4,pro=unlimited,lite=1",
         **overrides,
     }
     return make_settings(**values)
@@ -329,6 +330,26 @@ async def test_the_daily_quota_counts_generations_and_refuses_past_it(
     )
     assert denied["plans"] == ["free", "pro"]
     assert len(fake_replicate.created) == 3
+
+
+async def test_more_images_than_the_plan_makes_at_once_is_403_naming_the_plans(
+    client: httpx.AsyncClient,
+    fake_replicate: FakeReplicate,
+    session: AsyncSession,
+    settings: Settings,
+    container: Container,
+) -> None:
+    lite = bearer(container, await make_user(session, settings, plan="lite"))
+    denied = assert_error(
+        await client.post(GENERATIONS, headers=lite, json={"prompt": "a cat", "num_outputs": 2}),
+        403,
+        "plan_required",
+    )
+    assert (denied["max"], denied["plans"]) == (1, ["free", "pro"])
+    assert await job_count(session) == 0
+    assert fake_replicate.created == []
+    assert await balance(client, lite) == BONUS
+    assert (await client.post(GENERATIONS, headers=lite, json={"prompt": "a cat"})).status_code == 202
 
 
 @pytest.mark.parametrize("provider", sorted(FAKES))

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
-from app.models import CloneModel, Job, JobStatus, User
+from app.models import CloneModel, CreditLedgerEntry, Job, JobStatus, User
 from tests.conftest import make_settings
 from tests.factories import bearer, make_clone_model, make_user
 from tests.fakes.llm import FAKES
@@ -266,12 +266,6 @@ async def test_more_outputs_than_the_setting_allows_is_422(
         pytest.param(
             lambda fake: fake.filter_next_outputs(2), "generation_failed", ALL_NSFW, id="all-filtered"
         ),
-        pytest.param(
-            lambda fake: fake.filter_next_outputs(1),
-            "generation_incomplete",
-            "1 of the 2",
-            id="some-filtered",
-        ),
     ],
 )
 async def test_a_failed_generation_gives_the_credits_back(
@@ -291,6 +285,29 @@ async def test_a_failed_generation_gives_the_credits_back(
     # A failure gives the day's generation back.
     quotas = {quota["name"]: quota for quota in (await client.get(QUOTAS, headers=auth)).json()["quotas"]}
     assert quotas["generations"]["used"] == 0
+
+
+async def test_images_the_safety_filter_dropped_are_not_charged(
+    client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate, session: AsyncSession
+) -> None:
+    fake_replicate.filter_next_outputs(1)
+    image = await finished(client, auth, {"prompt": "a cat", "num_outputs": 3})
+    assert image["status"] == JobStatus.completed.value, image
+    assert [output["view"] for output in image["outputs"]] == ["image-1", "image-2"]
+    assert image["credits"] == 2 * PRICE
+    assert await balance(client, auth) == BONUS - 2 * PRICE
+    # One reservation of 3 images, settled once: 2 spent, the third's price back in the same row.
+    rows = (
+        await session.execute(
+            select(CreditLedgerEntry.reason, CreditLedgerEntry.amount)
+            .where(CreditLedgerEntry.reason.in_(["job_reserve", "job_capture", "job_release"]))
+            .order_by(CreditLedgerEntry.created_at)
+        )
+    ).all()
+    assert [(reason, amount) for reason, amount in rows] == [
+        ("job_reserve", -3 * int(PRICE * 1000)),
+        ("job_capture", int(PRICE * 1000)),
+    ]
 
 
 async def test_more_than_the_balance_is_402_and_reserves_nothing(

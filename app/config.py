@@ -61,6 +61,28 @@ class Settings(BaseSettings):
     sentry_sample_rate: float = Field(default=1.0, ge=0, le=1)
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
 
+    # --- alerts ------------------------------------------------------------------------------------
+    # ALERT_WEBHOOK_URL (a Slack-compatible incoming webhook) turns alerts on. Each kind is sent at most
+    # once per ALERT_WINDOW_SECONDS across all processes; each delivery attempt waits at most
+    # ALERT_TIMEOUT_SECONDS, ALERT_ATTEMPTS times, ALERT_BACKOFF_SECONDS apart (doubling). A kind fires
+    # when: a webhook event has stayed failed ALERT_WEBHOOK_FAILED_MINUTES; at least
+    # ALERT_JOB_FAILURE_MIN_JOBS jobs ended in the last ALERT_RECENT_MINUTES and at least
+    # ALERT_JOB_FAILURE_RATE of them failed; ALERT_REFUNDS_PER_HOUR refunds or disputes arrived in the
+    # last hour; a provider answered ALERT_PROVIDER_ERRORS 5xx/timeouts in the last ALERT_RECENT_MINUTES
+    # (in one process); readiness has failed for ALERT_READYZ_FAILING_SECONDS. 0 turns a kind off.
+    alert_webhook_url: SecretStr | None = None
+    alert_window_seconds: int = Field(default=3600, ge=1)
+    alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    alert_attempts: int = Field(default=3, ge=1, le=10)
+    alert_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+    alert_webhook_failed_minutes: int = Field(default=15, ge=0)
+    alert_recent_minutes: int = Field(default=15, ge=1)
+    alert_job_failure_rate: float = Field(default=0.5, ge=0, le=1)
+    alert_job_failure_min_jobs: int = Field(default=10, ge=1)
+    alert_refunds_per_hour: int = Field(default=5, ge=0)
+    alert_provider_errors: int = Field(default=5, ge=0)
+    alert_readyz_failing_seconds: int = Field(default=120, ge=0)
+
     # --- backups (`pixforge backup` / `restore`) -------------------------------------------------
     # Where backups go: "dir" (BACKUP_DIR, default `<data_dir>/backups`) or "s3" (the S3 bucket under
     # BACKUP_S3_PREFIX). The newest BACKUP_KEEP stay. With BACKUP_SCHEDULE_ENABLED the API process takes
@@ -386,7 +408,15 @@ class Settings(BaseSettings):
         default_factory=lambda: dict[str, int | None]({"free": 20, "pro": 100})
     )
 
-    @field_validator("clone_model_quotas", "clone_generation_daily_quotas", mode="before")
+    # The most images one generation may ask for, per plan (same pairs; "unlimited": up to
+    # GENERATION_MAX_OUTPUTS): "pro: larger outputs". Past it the answer is 403 plan_required.
+    clone_generation_max_outputs: Annotated[dict[str, int | None], NoDecode] = Field(
+        default_factory=lambda: dict[str, int | None]({"free": 1, "pro": None})
+    )
+
+    @field_validator(
+        "clone_model_quotas", "clone_generation_daily_quotas", "clone_generation_max_outputs", mode="before"
+    )
     @classmethod
     def _parse_quotas(cls, value: object) -> object:
         if not isinstance(value, str):
@@ -399,7 +429,7 @@ class Settings(BaseSettings):
             quotas[plan.lower()] = None if amount.lower() == "unlimited" else int(amount)
         return quotas
 
-    @field_validator("clone_model_quotas", "clone_generation_daily_quotas")
+    @field_validator("clone_model_quotas", "clone_generation_daily_quotas", "clone_generation_max_outputs")
     @classmethod
     def _free_quota_present(cls, quotas: dict[str, int | None]) -> dict[str, int | None]:
         if "free" not in quotas:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -12,6 +14,7 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.db.session import Database
+from app.integrations.alerts import AlertSender, SlackWebhookSender
 from app.integrations.clerk import ClerkSessionVerifier
 from app.integrations.email import EmailSender, build_email_sender
 from app.integrations.google import GoogleOAuthClient
@@ -28,7 +31,7 @@ from app.integrations.payments.stripe import StripeGateway
 from app.integrations.rate_limit import RateLimiter
 from app.integrations.storage import LocalStorage, S3Storage, Storage, s3_client
 from app.integrations.vies import VatNumberChecker, ViesClient
-from app.metrics import Metrics
+from app.metrics import Metrics, ProviderOutages, ReadinessRecord
 from app.security import LocalTokenCodec, PasswordHasher
 
 
@@ -59,6 +62,14 @@ class Container:
     vat_checker: VatNumberChecker | None = None
     # The broker jobs are sent to (JOB_QUEUE=redis|rabbitmq); None: they run in this process.
     job_queue: JobQueue | None = None
+    # Operator alerts (None: ALERT_WEBHOOK_URL is not set), what they read that only this process sees
+    # (providers' 5xx/timeouts, the housekeeping loop's readiness checks), and the delivery in flight.
+    alert_sender: AlertSender | None = None
+    provider_outages: ProviderOutages = field(default_factory=ProviderOutages)
+    readiness_record: ReadinessRecord = field(default_factory=ReadinessRecord)
+    alert_delivery: asyncio.Task[None] | None = None
+    # Kinds claimed in memory while the database could not be reached (app/services/alerts.py).
+    alerts_sent_here: dict[str, datetime] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:
@@ -67,6 +78,7 @@ class Container:
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             headers={"User-Agent": "pixforge/0.1"},
         )
+        outages = ProviderOutages()
         return cls(
             settings=settings,
             database=database,
@@ -81,17 +93,23 @@ class Container:
             razorpay=_razorpay(settings),
             dodo=_dodo(settings),
             storage=_storage(settings),
-            background_remover=_background_remover(settings, http),
+            background_remover=_background_remover(settings, http, outages),
             vectorizer=LocalVectorizer(
                 max_concurrency=settings.local_engine_concurrency,
                 timeout_seconds=settings.vectorize_timeout_seconds,
             ),
-            replicate=_replicate(settings, http),
+            replicate=_replicate(settings, http, outages),
             vat_checker=_vat_checker(settings, http),
             job_queue=build_job_queue(settings),
+            alert_sender=_alert_sender(settings, http),
+            provider_outages=outages,
         )
 
     async def aclose(self) -> None:
+        if self.alert_delivery is not None:
+            self.alert_delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.alert_delivery
         await self.http.aclose()
         await self.rate_limiter.aclose()
         if self.stripe is not None:
@@ -203,7 +221,9 @@ def _storage(settings: Settings) -> Storage:
     )
 
 
-def _background_remover(settings: Settings, http: httpx.AsyncClient) -> BackgroundRemover:
+def _background_remover(
+    settings: Settings, http: httpx.AsyncClient, outages: ProviderOutages
+) -> BackgroundRemover:
     api_key = _secret(settings.clipdrop_api_key)
     wants_clipdrop = settings.background_removal_provider == "clipdrop" or (
         settings.background_removal_provider == "auto" and api_key is not None
@@ -214,12 +234,13 @@ def _background_remover(settings: Settings, http: httpx.AsyncClient) -> Backgrou
             api_key=api_key,
             base_url=settings.clipdrop_base_url,
             timeout_seconds=settings.clipdrop_timeout_seconds,
+            outages=outages,
         )
     # Level 1: the PNG goes straight back to the client; encoding time matters more than bytes.
     return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency, png_compress_level=1)
 
 
-def _replicate(settings: Settings, http: httpx.AsyncClient) -> ReplicateApi | None:
+def _replicate(settings: Settings, http: httpx.AsyncClient, outages: ProviderOutages) -> ReplicateApi | None:
     token = _secret(settings.replicate_api_token)
     if token is None:
         return None
@@ -229,4 +250,18 @@ def _replicate(settings: Settings, http: httpx.AsyncClient) -> ReplicateApi | No
         base_url=settings.replicate_base_url,
         webhook_secret=_secret(settings.replicate_webhook_secret),
         timeout_seconds=settings.replicate_timeout_seconds,
+        outages=outages,
+    )
+
+
+def _alert_sender(settings: Settings, http: httpx.AsyncClient) -> AlertSender | None:
+    url = _secret(settings.alert_webhook_url)
+    if url is None:
+        return None
+    return SlackWebhookSender(
+        http,
+        url=url,
+        timeout_seconds=settings.alert_timeout_seconds,
+        attempts=settings.alert_attempts,
+        backoff_seconds=settings.alert_backoff_seconds,
     )

@@ -5,10 +5,13 @@ its raw path, and an unmatched path is `unmatched`; job errors are our own fixed
 
 from __future__ import annotations
 
+from collections import deque
+from datetime import datetime, timedelta
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "ProviderOutages", "ReadinessRecord"]
 
 # Seconds: API calls are milliseconds, image jobs are seconds, generation is minutes.
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -64,3 +67,46 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ProviderOutages:
+    """When each provider last answered a 5xx, timed out or could not be reached, in this process: what
+    the provider alert counts. In memory on purpose: the failure is seen by the process that called, and
+    writing a row per failed call would load the database exactly when things go wrong. Each process
+    judges its own calls; the alert's claim in the database keeps the message to one per window."""
+
+    def __init__(self, keep: timedelta = timedelta(hours=1), max_per_provider: int = 10_000) -> None:
+        self._keep = keep
+        self._max = max_per_provider
+        self._failures: dict[str, deque[datetime]] = {}
+
+    def record(self, provider: str, at: datetime) -> None:
+        failures = self._failures.setdefault(provider, deque(maxlen=self._max))
+        failures.append(at)
+        while failures and failures[0] < at - self._keep:
+            failures.popleft()
+
+    def counts_since(self, since: datetime) -> dict[str, int]:
+        """Failures per provider at or after `since` (providers without any are left out)."""
+        counts = {
+            provider: sum(1 for at in failures if at >= since)
+            for provider, failures in self._failures.items()
+        }
+        return {provider: count for provider, count in counts.items() if count}
+
+
+class ReadinessRecord:
+    """What the housekeeping loop's readiness checks found, in this process: since when they have
+    failed without a pass in between (None while they pass), and why, for the readiness alert."""
+
+    def __init__(self) -> None:
+        self.failing_since: datetime | None = None
+        self.explanation: str = ""
+
+    def record(self, failing: bool, explanation: str, at: datetime) -> None:
+        if not failing:
+            self.failing_since, self.explanation = None, ""
+            return
+        if self.failing_since is None:
+            self.failing_since = at
+        self.explanation = explanation

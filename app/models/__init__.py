@@ -1,6 +1,7 @@
 """Every table, imported here so Alembic and the mappers see the whole schema."""
 
 from app.db.base import Base
+from app.models.alert import AlertState
 from app.models.auth import (
     ApiKey,
     EmailCode,
@@ -43,6 +44,7 @@ __all__ = [
     "MILLICREDITS_PER_CREDIT",
     "TERMINAL_STATUSES",
     "AdjustmentKind",
+    "AlertState",
     "ApiKey",
     "Base",
     "BillingProfile",

@@ -110,6 +110,16 @@ class CloneModelRepository(Repository[CloneModel]):
         statement = statement.order_by(CloneModel.created_at.desc(), CloneModel.id.desc()).limit(limit)
         return list(await self.session.scalars(statement))
 
+    async def training_for_user(self, user_id: uuid.UUID) -> list[CloneModel]:
+        """The user's models still training, locked by this transaction."""
+        statement = (
+            select(CloneModel)
+            .where(CloneModel.user_id == user_id, CloneModel.status == CloneModelStatus.training.value)
+            .order_by(CloneModel.id)
+            .with_for_update()
+        )
+        return list(await self.session.scalars(statement))
+
     async def training_not_updated_since(self, moment: datetime, limit: int) -> list[CloneModel]:
         """Models still training whose row nobody touched since `moment` (oldest first)."""
         statement = (

@@ -12,6 +12,7 @@ from app.schemas.admin import AuditLogOut, AuditLogPageOut
 from app.schemas.users import AccountExportOut, ApiKeyOut, CreditsOut, LedgerEntryOut, UserOut, UserUpdateIn
 from app.services import audit as audit_service
 from app.services import credits as credits_service
+from app.services import erasure
 from app.services import users as users_service
 
 router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(record_client_ip)])
@@ -44,9 +45,9 @@ async def update_me(body: UserUpdateIn, user: CurrentUser, session: SessionDep) 
 
 @router.delete("/me", status_code=204)
 async def erase_me(user: CurrentUser, session: SessionDep, container: ContainerDep) -> Response:
-    """Erase the account: personal data, credentials and stored images go; ledger and payments stay,
-    anonymous."""
-    await users_service.erase(session, container, user)
+    """Erase the account: running trainings are cancelled (credits released); personal data, credentials
+    and stored images go; ledger and payments stay, anonymous."""
+    await erasure.erase_account(session, container, user)
     return Response(status_code=204)
 
 

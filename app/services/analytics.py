@@ -157,6 +157,8 @@ _CREDIT_RULES: dict[str, tuple[str, int, int]] = {
     LedgerReason.signup_bonus.value: ("granted", 1, 0),
     LedgerReason.job_reserve.value: ("spent", 0, -1),
     LedgerReason.job_release.value: ("spent", -1, 0),
+    # A capture row is 0, or the part of a reservation a partly delivered job gives back.
+    LedgerReason.job_capture.value: ("spent", -1, 0),
     LedgerReason.refund.value: ("refunded", 0, -1),
     LedgerReason.chargeback.value: ("refunded", 0, -1),
 }

@@ -16,8 +16,8 @@ from app.errors import ProviderNotConfigured
 from app.integrations.clerk import InvalidWebhookSignature, verify_svix_webhook
 from app.models import User, WebhookEvent
 from app.repositories.users import UserRepository
+from app.services import erasure, webhook_inbox
 from app.services import users as users_service
-from app.services import webhook_inbox
 
 log = structlog.get_logger("app.clerk")
 PROVIDER = "clerk"
@@ -180,7 +180,7 @@ async def replayer(session: AsyncSession, ctx: Container, stored: WebhookEvent) 
 async def _delete(session: AsyncSession, ctx: Container, clerk_id: str) -> None:
     user = await UserRepository(session).get_by_clerk_id(clerk_id)
     if user is not None:
-        await users_service.erase(session, ctx, user)
+        await erasure.erase_account(session, ctx, user)
     elif not await _was_erased(session, clerk_id):
         # Deleted before its creation reached us: leave only the tombstone, so a late user.created
         # cannot bring it back.

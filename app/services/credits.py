@@ -142,10 +142,16 @@ async def reserve(
     return await _move(session, user_id, -amount, amount, LedgerReason.job_reserve, key, reference)
 
 
-async def capture(session: AsyncSession, reservation_key: str) -> Movement:
-    """The job succeeded: the held credits are spent for good (a zero-amount row closes the hold)."""
+async def capture(session: AsyncSession, reservation_key: str, amount: int | None = None) -> Movement:
+    """The job succeeded: the held credits are spent for good (a zero-amount row closes the hold). With
+    `amount` (0 < amount <= held) only that much is spent and the rest goes back to the balance in the
+    same row (a job that delivered part of what it was paid for)."""
     held = await _reservation(session, reservation_key)
-    return await _settle(session, held, LedgerReason.job_capture, balance_delta=0)
+    reserved = -held.amount
+    if amount is not None and not 0 < amount <= reserved:
+        raise ValueError(f"cannot capture {amount} of a reservation of {reserved}")
+    returned = 0 if amount is None else reserved - amount
+    return await _settle(session, held, LedgerReason.job_capture, balance_delta=returned)
 
 
 async def release(session: AsyncSession, reservation_key: str) -> Movement:

@@ -339,9 +339,13 @@ async def complete(
             job.finished_at = utcnow()
             job.lease_until = None
             job.time_taken_ms = int((time.perf_counter() - started) * 1000)
+            charged = engine_for(job.kind).captured(job.options, job.credits_reserved, outputs)
             if job.reservation_key:
-                await credits.capture(session, job.reservation_key)
-            await _record_usage(session, job, success=True)
+                await credits.capture(session, job.reservation_key, charged or None)
+            # A completed job's credits are what it cost (the image's `credits`, the usage report's
+            # charge): less than reserved when it delivered fewer outputs than were paid for.
+            job.credits_reserved = charged
+            await _record_usage(session, job, success=True, charged=charged)
             balance = await credits.balance_of(session, job.user_id)
             return FinishedJob(job, outputs, balance), True
 
@@ -393,13 +397,14 @@ async def fail(
     return job
 
 
-async def _record_usage(session: AsyncSession, job: Job, *, success: bool) -> None:
-    """The job's usage record, in the transaction that captured (or released) its credits."""
+async def _record_usage(session: AsyncSession, job: Job, *, success: bool, charged: int = 0) -> None:
+    """The job's usage record (`charged`: the millicredits captured), in the transaction that captured
+    (or released) its credits."""
     await usage.record(
         session,
         user_id=job.user_id,
         action=engine_for(job.kind).usage_action(job.options),
-        credits=job.credits_reserved if success else 0,
+        credits=charged if success else 0,
         object_id=job.id,
         success=success,
     )

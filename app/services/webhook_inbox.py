@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -201,6 +201,6 @@ async def replay(
     return replayed
 
 
-async def failed_backlog(session: AsyncSession, older_than: timedelta) -> int:
-    """How many failed events have waited longer than `older_than`."""
-    return await WebhookEventRepository(session).count_failed_since_before(utcnow() - older_than)
+async def failed_backlog(session: AsyncSession, older_than: timedelta, *, now: datetime | None = None) -> int:
+    """How many failed events have waited longer than `older_than` (at `now`, default the present)."""
+    return await WebhookEventRepository(session).count_failed_since_before((now or utcnow()) - older_than)

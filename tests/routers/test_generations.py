@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
-from app.models import CloneModel, Job, JobStatus, User
+from app.models import CloneModel, CreditLedgerEntry, Job, JobStatus, User
 from tests.conftest import make_settings
 from tests.factories import bearer, make_clone_model, make_user
 from tests.fakes.llm import FAKES
@@ -52,6 +52,7 @@ def generation_settings(
         "generation_cost_credits": str(PRICE),
         "generation_prompt_max_chars": PROMPT_LIMIT,
         "clone_generation_daily_quotas": "free=3,pro=100,starter=0",
+        "clone_generation_max_outputs": "free=4,pro=unlimited,lite=1",
         **overrides,
     }
     return make_settings(**values)
@@ -265,12 +266,6 @@ async def test_more_outputs_than_the_setting_allows_is_422(
         pytest.param(
             lambda fake: fake.filter_next_outputs(2), "generation_failed", ALL_NSFW, id="all-filtered"
         ),
-        pytest.param(
-            lambda fake: fake.filter_next_outputs(1),
-            "generation_incomplete",
-            "1 of the 2",
-            id="some-filtered",
-        ),
     ],
 )
 async def test_a_failed_generation_gives_the_credits_back(
@@ -290,6 +285,29 @@ async def test_a_failed_generation_gives_the_credits_back(
     # A failure gives the day's generation back.
     quotas = {quota["name"]: quota for quota in (await client.get(QUOTAS, headers=auth)).json()["quotas"]}
     assert quotas["generations"]["used"] == 0
+
+
+async def test_images_the_safety_filter_dropped_are_not_charged(
+    client: httpx.AsyncClient, auth: dict[str, str], fake_replicate: FakeReplicate, session: AsyncSession
+) -> None:
+    fake_replicate.filter_next_outputs(1)
+    image = await finished(client, auth, {"prompt": "a cat", "num_outputs": 3})
+    assert image["status"] == JobStatus.completed.value, image
+    assert [output["view"] for output in image["outputs"]] == ["image-1", "image-2"]
+    assert image["credits"] == 2 * PRICE
+    assert await balance(client, auth) == BONUS - 2 * PRICE
+    # One reservation of 3 images, settled once: 2 spent, the third's price back in the same row.
+    rows = (
+        await session.execute(
+            select(CreditLedgerEntry.reason, CreditLedgerEntry.amount)
+            .where(CreditLedgerEntry.reason.in_(["job_reserve", "job_capture", "job_release"]))
+            .order_by(CreditLedgerEntry.created_at)
+        )
+    ).all()
+    assert [(reason, amount) for reason, amount in rows] == [
+        ("job_reserve", -3 * int(PRICE * 1000)),
+        ("job_capture", int(PRICE * 1000)),
+    ]
 
 
 async def test_more_than_the_balance_is_402_and_reserves_nothing(
@@ -329,6 +347,26 @@ async def test_the_daily_quota_counts_generations_and_refuses_past_it(
     )
     assert denied["plans"] == ["free", "pro"]
     assert len(fake_replicate.created) == 3
+
+
+async def test_more_images_than_the_plan_makes_at_once_is_403_naming_the_plans(
+    client: httpx.AsyncClient,
+    fake_replicate: FakeReplicate,
+    session: AsyncSession,
+    settings: Settings,
+    container: Container,
+) -> None:
+    lite = bearer(container, await make_user(session, settings, plan="lite"))
+    denied = assert_error(
+        await client.post(GENERATIONS, headers=lite, json={"prompt": "a cat", "num_outputs": 2}),
+        403,
+        "plan_required",
+    )
+    assert (denied["max"], denied["plans"]) == (1, ["free", "pro"])
+    assert await job_count(session) == 0
+    assert fake_replicate.created == []
+    assert await balance(client, lite) == BONUS
+    assert (await client.post(GENERATIONS, headers=lite, json={"prompt": "a cat"})).status_code == 202
 
 
 @pytest.mark.parametrize("provider", sorted(FAKES))

@@ -164,6 +164,26 @@ async def test_reserve_then_capture_spends_the_held_credits(session: AsyncSessio
     assert await state_of(session, user.id) == State(BONUS - 3_000, 0, BONUS - 3_000, 3)
 
 
+async def test_a_partial_capture_spends_part_and_gives_the_rest_back_once(
+    session: AsyncSession, user: User
+) -> None:
+    k = key()
+    await credits.reserve(session, user.id, 3_000, k)
+    captured = await credits.capture(session, k, 2_000)
+    await assert_row(session, captured, f"{k}:settle", 1_000, LedgerReason.job_capture, BONUS - 2_000)
+    assert await state_of(session, user.id) == State(BONUS - 2_000, 0, BONUS - 2_000, 3)
+    # Settled once: a second capture replays it, a release is refused.
+    assert (await credits.capture(session, k, 2_000)).replayed
+    with pytest.raises(credits.IdempotencyKeyConflict):
+        await credits.release(session, k)
+    assert await state_of(session, user.id) == State(BONUS - 2_000, 0, BONUS - 2_000, 3)
+    other = key()
+    await credits.reserve(session, user.id, 1_000, other)
+    for wrong in (0, 1_001):
+        with pytest.raises(ValueError, match="cannot capture"):
+            await credits.capture(session, other, wrong)
+
+
 async def test_reserve_then_release_returns_the_credits(session: AsyncSession, user: User) -> None:
     k = key()
     await credits.reserve(session, user.id, 3_000, k)

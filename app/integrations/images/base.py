@@ -13,6 +13,9 @@ import httpx
 import structlog
 from PIL import Image
 
+from app.db.base import utcnow
+from app.metrics import ProviderOutages
+
 
 class EngineError(Exception):
     """An engine could not produce a result.
@@ -247,13 +250,20 @@ def retry_after_seconds(response: httpx.Response) -> int | None:
     return max(0, round(moment.timestamp() - time.time()))
 
 
+# Failures that are the provider's, not the request's: the call never got an answer.
+_OUTAGE_CODES = frozenset({"provider_timeout", "provider_unreachable"})
+
+
 class ProviderFailures:
     """Builds a provider's EngineErrors: the credential is scrubbed from every message (providers echo
-    it back), and each failure is logged once, as `<provider>.failed`."""
+    it back), and each failure is logged once, as `<provider>.failed`. A failure of the provider itself
+    (5xx, timeout, unreachable) is also recorded in `outages`, which the provider alert counts."""
 
-    def __init__(self, provider: str, secret: str) -> None:
+    def __init__(self, provider: str, secret: str, outages: ProviderOutages | None = None) -> None:
+        self._provider = provider
         self._event = f"{provider}.failed"
         self._secret = secret
+        self._outages = outages
         self._log = structlog.get_logger(f"app.integrations.{provider}")
 
     def scrub(self, text: str) -> str:
@@ -266,4 +276,8 @@ class ProviderFailures:
         self._log.warning(
             self._event, code=code, status_code=status_code, retryable=retryable, reason=message
         )
+        if self._outages is not None and (
+            code in _OUTAGE_CODES or (status_code is not None and status_code >= 500)
+        ):
+            self._outages.record(self._provider, utcnow())
         return EngineError(code, message, retryable=retryable)

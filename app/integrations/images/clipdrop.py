@@ -20,6 +20,7 @@ from app.integrations.images.base import (
     retry_after_seconds,
     sniff_image_type,
 )
+from app.metrics import ProviderOutages
 
 log = structlog.get_logger("app.integrations.clipdrop")
 
@@ -55,12 +56,13 @@ class ClipDropRemover:
         api_key: str,
         base_url: str = CLIPDROP_DEFAULT_BASE_URL,
         timeout_seconds: float = 60.0,
+        outages: ProviderOutages | None = None,
     ) -> None:
         if not api_key.strip():
             raise ValueError("ClipDrop needs an API key")
         self._http = http
         self._api_key = api_key
-        self._fail = ProviderFailures("clipdrop", api_key)
+        self._fail = ProviderFailures("clipdrop", api_key, outages)
         self._scrub = self._fail.scrub
         self.url = f"{base_url.rstrip('/')}{REMOVE_BACKGROUND_PATH}"
         self.timeout_seconds = timeout_seconds

@@ -116,6 +116,7 @@ async def prepare(
     replicate_client(ctx)
     settings = ctx.settings
     prompt, negative = _check_settings(settings, request)
+    quotas.require_outputs(settings, user, request.num_outputs)
     await rate_limit(ctx, settings.rate_limit_generation_per_user, "generation", "user", str(user.id))
     if request.model_id is not None:
         await usable_model(session, user, request.model_id)

@@ -4,7 +4,8 @@ a plan missing from a setting gets its `free` entry, `unlimited` means no bound)
 
 Past a lifetime quota the answer is 403 `plan_required`, naming the plans that allow more; past a daily
 quota, 429 `quota_exceeded` with the moment it resets (and Retry-After); a quota of 0 is a feature the
-plan does not include (403 `plan_required`)."""
+plan does not include (403 `plan_required`). How many images one generation may ask for is a plan
+rule too (CLONE_GENERATION_MAX_OUTPUTS): more than the plan allows is 403 `plan_required`."""
 
 from __future__ import annotations
 
@@ -138,4 +139,20 @@ async def require(
         f"{quota.resets_at.isoformat()}.",
         headers={"Retry-After": str(max(1, wait))},
         extra={"quota": name.value, "plan": user.plan, "resets_at": quota.resets_at.isoformat()},
+    )
+
+
+def require_outputs(settings: Settings, user: User, num_outputs: int) -> None:
+    """Refuse (403 naming the plans that allow it) a generation asking for more images than the user's
+    plan makes at once."""
+    table = settings.clone_generation_max_outputs
+    allowed = table.get(user.plan, table["free"])
+    if allowed is None or num_outputs <= allowed:
+        return
+    better = sorted(plan for plan, most in table.items() if most is None or most >= num_outputs)
+    plans = ", ".join(better) if better else "none"
+    raise PlanRequired(
+        f"Your plan ({user.plan}) makes at most {allowed} image(s) per generation; for {num_outputs}, "
+        f"upgrade to: {plans}.",
+        extra={"quota": "outputs", "plan": user.plan, "max": allowed, "plans": better},
     )

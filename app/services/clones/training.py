@@ -465,6 +465,31 @@ async def delete(session: AsyncSession, ctx: Container, user: User, model_id: uu
     log.info("clone.model_deleted", model_id=str(model_id))
 
 
+async def cancel_for_erasure(session: AsyncSession, ctx: Container, user_id: uuid.UUID) -> int:
+    """Cancel every training of an account being erased and release its credits; how many ended. The
+    erasure never waits on Replicate: a training it cannot cancel now is ended here all the same (its
+    late webhook and the polling then find nothing to change) and logged, to be cancelled by hand."""
+    ended = 0
+    for model in await CloneModelRepository(session).training_for_user(user_id):
+        if model.provider_training_id is None:
+            # Still being started: `start` sees it cancelled and cancels what it started.
+            await _end(session, model, CloneModelStatus.canceled, None)
+            ended += 1
+            continue
+        training = Training(model.provider_training_id, "canceled")
+        if ctx.replicate is not None:
+            try:
+                training = await ctx.replicate.cancel_training(model.provider_training_id)
+            except EngineError as exc:
+                log.warning(
+                    "clone.orphan_not_canceled", training_id=model.provider_training_id, error=str(exc)
+                )
+        if training.status not in TERMINAL_STATUSES:  # asked to cancel; it ends shortly on Replicate
+            training = Training(model.provider_training_id, "canceled")
+        ended += await apply(session, model, training)
+    return ended
+
+
 async def _delete_version(ctx: Container, version: str) -> None:
     """Best effort: Replicate may refuse (a version that ran predictions is kept); the model goes anyway."""
     if ctx.replicate is None:

@@ -69,6 +69,11 @@ class Engine(ABC):
     def cost(self, ctx: Container, options: dict[str, Any]) -> int:
         """Millicredits reserved at submission, captured only if the job completes."""
 
+    def captured(self, options: dict[str, Any], reserved: int, outputs: list[JobOutput]) -> int:
+        """Millicredits of the `reserved` ones a completed job is charged for its `outputs` (all of them,
+        unless the kind charges per output and delivered fewer than it was paid for)."""
+        return reserved
+
     @abstractmethod
     def usage_action(self, options: dict[str, Any]) -> UsageAction:
         """What the user's usage summary calls a run (one record per job, at its end)."""

@@ -38,6 +38,13 @@ class TextToImage(Engine):
     def cost(self, ctx: Container, options: dict[str, Any]) -> int:
         return to_millicredits(ctx.settings.generation_cost_credits) * int(options.get("num_outputs") or 1)
 
+    def captured(self, options: dict[str, Any], reserved: int, outputs: list[JobOutput]) -> int:
+        """Each delivered image's share of the reservation (what was reserved per image, whatever the
+        price setting says now)."""
+        wanted = int(options.get("num_outputs") or 1)
+        delivered = min(len(outputs), wanted)
+        return reserved * delivered // wanted if delivered < wanted else reserved
+
     def usage_action(self, options: dict[str, Any]) -> UsageAction:
         return UsageAction.generation
 
@@ -70,15 +77,8 @@ class TextToImage(Engine):
             raise EngineError(
                 "generation_failed", done.error or f"The prediction ended {done.status}.", retryable=False
             )
-        if len(done.output_urls) < wanted:
-            # The model dropped some (its safety filter does): the reservation is for `wanted` images and
-            # a job is captured whole, so it fails uncharged rather than charge for images not made.
-            raise EngineError(
-                "generation_incomplete",
-                f"The model returned {len(done.output_urls)} of the {wanted} images asked for"
-                " (some were probably filtered as unsafe); nothing was charged.",
-                retryable=False,
-            )
+        # Fewer than asked (the safety filter dropped some): the delivered ones complete the job, and
+        # only they are charged (`captured`); the rest of the reservation goes back.
         outputs = []
         for index, url in enumerate(done.output_urls[:wanted]):
             data, content_type = await client.download(url, settings.replicate_download_max_bytes)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.models import ClonePhoto, CreditLedgerEntry, Upload, User
+from app.models import CloneModel, ClonePhoto, CreditLedgerEntry, Upload, User
 from app.services.clones import training
 from tests.conftest import make_settings
 from tests.factories import bearer, make_clone_model, make_user
@@ -259,6 +259,30 @@ async def test_deleting_a_running_training_cancels_it_and_releases_the_credits(
     assert await deliver(client, fake_replicate, training_id) == "processed"
     assert await balance(client, auth) == BONUS
     assert (await client.delete(f"/api/v1/photos/{body['photo_ids'][0]}", headers=auth)).status_code == 204
+
+
+@pytest.mark.parametrize("replicate_answers", [True, False], ids=["cancelled", "replicate_down"])
+async def test_erasing_the_account_cancels_its_running_training_and_releases_the_credits(
+    replicate_answers: bool,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    fake_replicate: FakeReplicateWithTrainings,
+    session: AsyncSession,
+) -> None:
+    body, training_id = await started(client, auth, fake_replicate)
+    if not replicate_answers:
+        fake_replicate.fail_next(503)
+    assert (await client.delete("/api/v1/users/me", headers=auth)).status_code == 204
+    expected = "canceled" if replicate_answers else "starting"
+    assert fake_replicate.trainings[training_id]["status"] == expected
+    assert await ledger_reasons(session, body["id"]) == ["job_reserve", "job_release"]
+    session.expunge_all()
+    erased = await session.get(CloneModel, uuid.UUID(body["id"]))
+    assert erased is not None
+    assert erased.status == "canceled"
+    # Replicate's late webhook (or the polling) changes nothing: released once.
+    assert await deliver(client, fake_replicate, training_id) == "processed"
+    assert await ledger_reasons(session, body["id"]) == ["job_reserve", "job_release"]
 
 
 async def test_deleting_a_trained_model_deletes_its_version_but_it_still_counts(

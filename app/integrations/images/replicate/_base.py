@@ -13,6 +13,7 @@ import structlog
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from app.integrations.images.base import EngineError, ProviderFailures, retry_after_seconds
+from app.metrics import ProviderOutages
 
 log = structlog.get_logger("app.integrations.replicate")
 
@@ -69,12 +70,13 @@ class ReplicateBase:
         webhook_secret: str | None = None,
         timeout_seconds: float = 30.0,
         delivery_hosts: Collection[str] = DELIVERY_HOSTS,
+        outages: ProviderOutages | None = None,
     ) -> None:
         if not api_token.strip():
             raise ValueError("Replicate needs an API token")
         self._http = http
         self._api_token = api_token
-        self._fail = ProviderFailures("replicate", api_token)
+        self._fail = ProviderFailures("replicate", api_token, outages)
         self._scrub = self._fail.scrub
         self.base_url = base_url.rstrip("/")
         self.timeout_seconds = timeout_seconds

@@ -1,7 +1,7 @@
 """alerts: when each kind of operator alert was last sent, shared by every process
 
-Revision ID: 0017_alerts
-Revises: 0016_analytics_indexes
+Revision ID: 0019_alerts
+Revises: 0018_bonus_claims
 Create Date: 2026-12-05 13:00:00.000000
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import app.db.base
 from alembic import op
 
-revision: str = "0017_alerts"
-down_revision: str | None = "0016_analytics_indexes"
+revision: str = "0019_alerts"
+down_revision: str | None = "0018_bonus_claims"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

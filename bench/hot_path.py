@@ -32,7 +32,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import httpx
 from sqlalchemy import insert
@@ -56,6 +57,22 @@ TIMEOUT_SECONDS = 2.0
 class Server:
     name: str
     base: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server and its worker processes used so far: per request, the figure that other
+        load on the machine does not change (throughput and latency it does)."""
+        return _tree_cpu_seconds(self.pid)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_tree_cpu_seconds(int(child)) for child in children)
 
 
 @contextmanager
@@ -81,7 +98,7 @@ def server(name: str, command: list[str], env: dict[str, str], port: int) -> Ite
                         log.seek(0)
                         raise RuntimeError(log.read().decode(errors="replace") or f"{name} died") from None
                     time.sleep(0.1)
-            yield Server(name, base)
+            yield Server(name, base, process.pid)
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -158,6 +175,8 @@ class Measure:
     non_2xx: int
     timeouts: int
     errors: int
+    requests: int
+    cpu_ms: float = float("nan")  # the server's CPU time per answered request
 
 
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -210,6 +229,7 @@ def drive(url: str, connections: int, seconds: float, headers: list[str], method
             non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
             timeouts=int(errors.group(4)) if errors else 0,
             errors=sum(int(errors.group(n)) for n in (1, 2, 3)) if errors else 0,
+            requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         )
     command = [sys.executable, "-m", "bench.loadgen", url, "--connections", str(connections)]
     command += ["--seconds", str(seconds), "--timeout", str(TIMEOUT_SECONDS), "--method", method]
@@ -226,7 +246,18 @@ def drive(url: str, connections: int, seconds: float, headers: list[str], method
         result["non_2xx"],
         result["timeouts"],
         result["errors"],
+        result["requests"],
     )
+
+
+def measure(
+    target: Server, path: str, connections: int, seconds: float, headers: list[str], method: str, body: str
+) -> Measure:
+    """`drive`, with the server's CPU time per answered request."""
+    before = target.cpu_seconds()
+    result = drive(target.base + path, connections, seconds, headers, method, body)
+    cpu = target.cpu_seconds() - before
+    return replace(result, cpu_ms=cpu * 1000 / result.requests if result.requests else float("nan"))
 
 
 @dataclass(frozen=True)
@@ -248,11 +279,17 @@ SCENARIOS = [
     Scenario("c. GET images?limit=20", "/api/v1/images?limit=20", "/images?limit=20"),
 ]
 
-ROW = "{:<13} {:>5} {:>9} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}"
+ROW = "{:<13} {:>5} {:>9} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>14} {:>12}"
+HEADER = ROW.replace("{:>14} {:>12}", "{{:>14}} {{:>12}}").format(
+    "server", "conns", "req/s", "p50 ms", "p99 ms", "non2xx", "timeouts", "errors", "cpu ms"
+)
 
 
-def row(name: str, level: int, m: Measure, pixforge_rate: float | None) -> str:
-    ratio = f"{pixforge_rate / m.rate:.2f}" if pixforge_rate is not None else ""
+def row(name: str, level: int, m: Measure, pixforge: Measure | None) -> str:
+    """One server at one level; against a floor, Pixforge's ratio by throughput and by CPU per request
+    (the second is what the other load on the machine cannot skew)."""
+    ratio = f"{pixforge.rate / m.rate:.2f}" if pixforge is not None else ""
+    cpu_ratio = f"{m.cpu_ms / pixforge.cpu_ms:.2f}" if pixforge is not None else ""
     return ROW.format(
         name,
         level,
@@ -262,7 +299,9 @@ def row(name: str, level: int, m: Measure, pixforge_rate: float | None) -> str:
         m.non_2xx,
         m.timeouts,
         m.errors,
+        f"{m.cpu_ms:.2f}",
         ratio,
+        cpu_ratio,
     )
 
 
@@ -293,38 +332,29 @@ def main() -> None:
             if args.only and args.only not in scenario.name:
                 continue
             print(f"\n{scenario.name}")
-            print(
-                ROW.format(
-                    "server", "conns", "req/s", "p50 ms", "p99 ms", "non2xx", "timeouts", "errors", "pix/x"
-                )
-            )
+            print(HEADER.format("pix/x (req/s)", "pix/x (cpu)"))
             for level in levels:
                 results: dict[str, Measure] = {}
                 for target in servers[:3]:
                     credential = seeded.api_key if scenario.api_key else access_token(seeded.user_id)
                     path = scenario.pixforge_path if target is pix else scenario.floor_path
                     headers = [f"Authorization: Bearer {credential}"]
-                    results[target.name] = drive(
-                        target.base + path, level, args.seconds, headers, scenario.method, scenario.body
+                    results[target.name] = measure(
+                        target, path, level, args.seconds, headers, scenario.method, scenario.body
                     )
-                pix_rate = results[pix.name].rate
                 print(row(pix.name, level, results[pix.name], None))
                 for target in floors:
-                    print(row(target.name, level, results[target.name], pix_rate))
+                    print(row(target.name, level, results[target.name], results[pix.name]))
         if not args.no_workers and (not args.only or "credits" in args.only):
             multi = servers[3]
             print("\na. GET users/credits (access token): --workers 2 vs 1")
-            print(
-                ROW.format(
-                    "server", "conns", "req/s", "p50 ms", "p99 ms", "non2xx", "timeouts", "errors", "x/1"
-                )
-            )
+            print(HEADER.format("x/1 (req/s)", ""))
             for level in levels:
                 headers = [f"Authorization: Bearer {access_token(seeded.user_id)}"]
-                one = drive(pix.base + SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
-                two = drive(multi.base + SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+                one = measure(pix, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+                two = measure(multi, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
                 print(row(pix.name, level, one, None))
-                print(row(multi.name, level, two, None).rstrip() + f" {two.rate / one.rate:8.2f}")
+                print(row(multi.name, level, two, None).rstrip() + f" {two.rate / one.rate:14.2f}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,11 @@ def server(name: str, command: list[str], env: dict[str, str], port: int) -> Ite
             yield Server(name, base, process.pid)
         finally:
             process.terminate()
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=30)  # a server that was overloaded drains its queue first
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             log.seek(0)
             tail = log.read()[-2000:].decode(errors="replace").strip()
             if tail:
@@ -297,8 +301,8 @@ HEADER = ROW.replace("{:>14} {:>12}", "{{:>14}} {{:>12}}").format(
 def row(name: str, level: int, m: Measure, pixforge: Measure | None) -> str:
     """One server at one level; against a floor, Pixforge's ratio by throughput and by CPU per request
     (the second is what the other load on the machine cannot skew)."""
-    ratio = f"{pixforge.rate / m.rate:.2f}" if pixforge is not None else ""
-    cpu_ratio = f"{m.cpu_ms / pixforge.cpu_ms:.2f}" if pixforge is not None else ""
+    ratio = f"{pixforge.rate / m.rate:.2f}" if pixforge is not None and m.rate else ""
+    cpu_ratio = f"{m.cpu_ms / pixforge.cpu_ms:.2f}" if pixforge is not None and pixforge.cpu_ms else ""
     return ROW.format(
         name,
         level,
@@ -395,7 +399,8 @@ def main() -> None:
                 one = measure(pix, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
                 two = measure(multi, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
                 print(row(pix.name, level, one, None))
-                print(row(multi.name, level, two, None).rstrip() + f" {two.rate / one.rate:14.2f}")
+                gain = f" {two.rate / one.rate:14.2f}" if one.rate else ""
+                print(row(multi.name, level, two, None).rstrip() + gain)
 
 
 if __name__ == "__main__":

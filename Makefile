@@ -51,6 +51,7 @@ bench: install-dev
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.design
 	$(BIN)/python -m bench.analytics
+	$(BIN)/python -m bench.hot_path
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -98,9 +98,14 @@ class Settings(BaseSettings):
     # --- database ----------------------------------------------------------------------------------
     # Empty means the embedded SQLite file `<data_dir>/pixforge.db`.
     database_url: str = ""
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
-    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long a request queues for a pooled connection before it is answered 503: the queue limit that
+    # turns overload into latency, not errors (256 clients on a 30-connection pool wait their turn).
+    db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A round trip before every checkout. Off: a connection the server dropped fails its statement, which
+    # invalidates the whole pool at once, so one request per restart sees the 503 instead of none.
+    db_pool_pre_ping: bool = False
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
     db_echo: bool = False

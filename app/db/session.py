@@ -28,9 +28,10 @@ from app.errors import AppError
 class EngineOptions:
     connect_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 15.0
-    pool_size: int = 10
+    pool_size: int = 20
     max_overflow: int = 10
-    pool_timeout_seconds: float = 5.0
+    pool_timeout_seconds: float = 30.0
+    pool_pre_ping: bool = False
     echo: bool = False
 
     @classmethod
@@ -41,6 +42,7 @@ class EngineOptions:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout_seconds=settings.db_pool_timeout_seconds,
+            pool_pre_ping=settings.db_pool_pre_ping,
             echo=settings.db_echo,
         )
 
@@ -55,7 +57,14 @@ def create_engine(url: str | URL, options: EngineOptions | None = None) -> Async
     url = make_url(url)
     backend = url.get_backend_name()
     # hide_parameters: statement parameters (password hashes, token digests) stay out of logs and errors.
-    kwargs: dict[str, Any] = {"echo": options.echo, "pool_pre_ping": True, "hide_parameters": True}
+    # No pre-ping by default: it is a round trip per checkout, i.e. per request. A connection the server
+    # closed fails its first statement instead; SQLAlchemy then invalidates every pooled connection
+    # opened before, so after a database restart one request per process gets the 503, not all of them.
+    kwargs: dict[str, Any] = {
+        "echo": options.echo,
+        "pool_pre_ping": options.pool_pre_ping,
+        "hide_parameters": True,
+    }
     if backend == "sqlite":
         return _create_sqlite_engine(url, options, kwargs)
     kwargs.update(

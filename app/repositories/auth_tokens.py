@@ -8,7 +8,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
 
 from app.db.upsert import insert_if_absent
-from app.models import ApiKey, EmailCode, EmailCodePurpose, OneTimeToken, RefreshToken, RevokedAccessToken
+from app.models import (
+    ApiKey,
+    EmailCode,
+    EmailCodePurpose,
+    OneTimeToken,
+    RefreshToken,
+    RevokedAccessToken,
+    User,
+)
 from app.repositories.base import Repository
 
 
@@ -62,12 +70,6 @@ class RevokedAccessTokenRepository(Repository[RevokedAccessToken]):
 
     async def revoke(self, jti: str, expires_at: datetime) -> None:
         await insert_if_absent(self.session, RevokedAccessToken, {"jti": jti, "expires_at": expires_at})
-
-    async def is_revoked(self, jti: str) -> bool:
-        return (
-            await self.session.scalar(select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti))
-            is not None
-        )
 
     async def delete_expired(self, now: datetime) -> int:
         return _changed(
@@ -201,8 +203,14 @@ class EmailCodeRepository(Repository[EmailCode]):
 class ApiKeyRepository(Repository[ApiKey]):
     model = ApiKey
 
-    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
-        return await self.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    async def get_with_owner(self, prefix: str) -> tuple[ApiKey, User] | None:
+        """The key and its owner in one round trip: every request with an API key needs both."""
+        row = (
+            await self.session.execute(
+                select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.prefix == prefix)
+            )
+        ).first()
+        return (row[0], row[1]) if row is not None else None
 
     async def list_for_user(self, user_id: uuid.UUID) -> list[ApiKey]:
         result = await self.session.scalars(

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 
-from app.models import User
+from app.models import RevokedAccessToken, User
 from app.repositories.base import Repository
 
 
@@ -17,6 +17,13 @@ class UserRepository(Repository[User]):
         return await self.session.scalar(
             select(User).where(User.id == user_id).with_for_update().execution_options(populate_existing=True)
         )
+
+    async def get_with_token_revocation(self, user_id: uuid.UUID, jti: str) -> tuple[User, bool] | None:
+        """The user and whether the access token `jti` was revoked (at logout), in one round trip: every
+        request with a local access token asks both."""
+        revoked = exists().where(RevokedAccessToken.jti == jti)
+        row = (await self.session.execute(select(User, revoked).where(User.id == user_id))).first()
+        return (row[0], bool(row[1])) if row is not None else None
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.session.scalar(select(User).where(User.email == email))

@@ -458,10 +458,11 @@ async def authenticate(session: AsyncSession, ctx: Container, credential: str) -
 
 async def _authenticate_local(session: AsyncSession, ctx: Container, token: str) -> Principal:
     claims = _decode_local(ctx, token, "access")
-    if await RevokedAccessTokenRepository(session).is_revoked(claims.jti):
+    found = await UserRepository(session).get_with_token_revocation(claims.user_id, claims.jti)
+    if found is None:
         raise InvalidToken()
-    user = await users_service.get_active(session, claims.user_id)
-    if user is None or _revoked_by_user(user, claims):
+    user, token_revoked = found
+    if token_revoked or not users_service.is_open(user) or _revoked_by_user(user, claims):
         raise InvalidToken()
     return Principal(user, "local", claims)
 
@@ -499,17 +500,16 @@ async def _authenticate_clerk(session: AsyncSession, ctx: Container, token: str)
 
 async def _authenticate_api_key(session: AsyncSession, ctx: Container, credential: str) -> Principal:
     prefix, _, _ = credential.removeprefix(API_KEY_PREFIX).partition("_")
-    repository = ApiKeyRepository(session)
-    key = await repository.get_by_prefix(prefix) if prefix else None
+    found = await ApiKeyRepository(session).get_with_owner(prefix) if prefix else None
     # Compared in constant time so response timing does not reveal how much of a guess was right.
     if (
-        key is None
-        or key.revoked_at is not None
-        or not hmac.compare_digest(key.secret_hash, sha256_hex(credential))
+        found is None
+        or found[0].revoked_at is not None
+        or not hmac.compare_digest(found[0].secret_hash, sha256_hex(credential))
     ):
         raise InvalidToken()
-    user = await users_service.get_active(session, key.user_id)
-    if user is None:
+    key, user = found
+    if not users_service.is_open(user):
         raise InvalidToken()
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):

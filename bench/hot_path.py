@@ -1,0 +1,407 @@
+"""Pixforge's hot path against its own stack's floor, in one interleaved run on one PostgreSQL database.
+
+Three servers, one uvicorn process each, on the same throw-away database and the same rows:
+- Pixforge (`pixforge serve`), plus a second one with `--workers 2` for scenario a;
+- the stack floor (bench/floor_stack.py): FastAPI + one SQLAlchemy async Core statement + python-jose +
+  a response model;
+- the bare floor (bench/floor_bare.py): Starlette + raw asyncpg (+ the same python-jose decode).
+Each scenario is driven at each level (8, 64, 256 connections) against the three in turn:
+  a. GET /api/v1/users/credits with a local access token, and with an API key (floors: the balance read);
+  b. POST /api/v1/palettes from a base colour, charged 1 credit (floors: the conditional UPDATE + ledger
+     INSERT in one transaction); the palette engine's CPU time, measured alone in this process, is
+     subtracted from Pixforge's figures in the "pix - engine" row, which the ratios are taken against;
+  c. GET /api/v1/images?limit=20, a gallery page of 30 jobs (floors: the same two keyset queries).
+The load comes from `wrk` when it is installed, else from bench/loadgen.py in a process of its own (which
+shares the 2 cores with the server: the fastest floor is then under-measured, so its ratio is a bound).
+A request slower than 2 s counts as a client timeout. Each row also gives the server's CPU time per answered
+request (from /proc), which other load on the machine does not skew the way it skews req/s and latency,
+and Pixforge's ratio to each floor by both.
+
+    .venv/bin/python -m bench.hot_path [--seconds 8] [--levels 8,64,256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+from sqlalchemy import insert
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+from app.db.base import utcnow
+from app.db.session import Database
+from app.models import Job, LedgerReason
+from app.security import LocalTokenCodec
+from app.services import api_keys as api_keys_service
+from app.services import credits as credits_service
+from app.services import users as users_service
+from bench.common import ROOT, bench_database, free_port
+
+SECRET = "bench-secret-key-of-at-least-32-characters"
+TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    base: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server and its worker processes used so far: per request, the figure that other
+        load on the machine does not change (throughput and latency it does)."""
+        return _tree_cpu_seconds(self.pid)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_tree_cpu_seconds(int(child)) for child in children)
+
+
+@contextmanager
+def server(name: str, command: list[str], env: dict[str, str], port: int) -> Iterator[Server]:
+    """A server process on `port`, up once `/healthz` (Pixforge) or any path answers."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(  # noqa: S603 - our own servers
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(f"{base}/healthz", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(log.read().decode(errors="replace") or f"{name} died") from None
+                    time.sleep(0.1)
+            yield Server(name, base, process.pid)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)  # a server that was overloaded drains its queue first
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.seek(0)
+            tail = log.read()[-2000:].decode(errors="replace").strip()
+            if tail:
+                print(f"--- {name} log (tail) ---\n{tail}", file=sys.stderr)
+
+
+def pixforge(database_url: str, workers: int) -> tuple[str, list[str], dict[str, str], int]:
+    port = free_port()
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    env = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": SECRET,
+        "LOG_LEVEL": "INFO",  # as deployed: the access log is part of the hot path
+        "RATE_LIMITS_ENABLED": "false",
+        "EMAIL_PROVIDER": "console",
+    }
+    name = "pixforge" if workers == 1 else f"pixforge x{workers}"
+    return name, command, env, port
+
+
+def floor(module: str, database_url: str) -> tuple[str, list[str], dict[str, str], int]:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", f"bench.{module}:app", "--port", str(port)]
+    command += ["--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+    url = make_url(database_url)
+    if module == "floor_bare":
+        url = url.set(drivername="postgresql")
+    env = {"FLOOR_DATABASE_URL": url.render_as_string(hide_password=False), "SECRET_KEY": SECRET}
+    return module.replace("floor_", "") + " floor", command, env, port
+
+
+@dataclass(frozen=True)
+class Seeded:
+    user_id: uuid.UUID
+    api_key: str
+
+
+async def seed(database_url: str) -> Seeded:
+    """One verified user with a balance no run can exhaust, an API key and a 30-job gallery."""
+    settings = Settings(database_url=database_url, secret_key=SECRET)  # type: ignore[arg-type]
+    database = Database.from_settings(settings)
+    async with database.session_scope() as session:
+        user = await users_service.create_user(
+            session, settings, email=f"bench-{uuid.uuid4().hex[:8]}@example.com", email_verified_at=utcnow()
+        )
+        await credits_service.grant(
+            session, user.id, 10**12, LedgerReason.admin_adjustment, f"bench:{uuid.uuid4()}"
+        )
+        created = await api_keys_service.create(session, user, "bench")
+        await session.execute(
+            insert(Job),
+            [
+                {"id": uuid.uuid4(), "user_id": user.id, "kind": "vectorize", "status": "COMPLETED"}
+                for _ in range(30)
+            ],
+        )
+    await database.dispose()
+    return Seeded(user.id, created.secret)
+
+
+def access_token(user_id: uuid.UUID) -> str:
+    """A fresh local access token (10 minutes: one per measurement, so a long run never sees one expire)."""
+    return LocalTokenCodec(SECRET, 600, 3600).issue(user_id, "access")[0]
+
+
+@dataclass(frozen=True)
+class Measure:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    timeouts: int
+    errors: int
+    requests: int
+    cpu_ms: float = float("nan")  # the server's CPU time per answered request
+
+
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _WRK_UNITS[unit]
+
+
+def drive(url: str, connections: int, seconds: float, headers: list[str], method: str, body: str) -> Measure:
+    wrk = shutil.which("wrk")
+    if wrk:
+        script = "".join(
+            f'wrk.headers["{h.split(":", 1)[0]}"] = "{h.split(":", 1)[1].strip()}"\n' for h in headers
+        )
+        script += f'wrk.method = "{method}"\n'
+        if body:
+            script += f"wrk.body = {json.dumps(body)}\nwrk.headers['Content-Type'] = 'application/json'\n"
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+            lua.write(script)
+            lua.flush()
+            threads = str(min(2, connections))
+            out = subprocess.run(  # noqa: S603
+                [
+                    wrk,
+                    "-t",
+                    threads,
+                    "-c",
+                    str(connections),
+                    "-d",
+                    f"{seconds}s",
+                    "--latency",
+                    "--timeout",
+                    f"{TIMEOUT_SECONDS}s",
+                    "-s",
+                    lua.name,
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        return Measure(
+            rate=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            p50_ms=_wrk_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+            p99_ms=_wrk_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+            non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+            timeouts=int(errors.group(4)) if errors else 0,
+            errors=sum(int(errors.group(n)) for n in (1, 2, 3)) if errors else 0,
+            requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        )
+    command = [sys.executable, "-m", "bench.loadgen", url, "--connections", str(connections)]
+    command += ["--seconds", str(seconds), "--timeout", str(TIMEOUT_SECONDS), "--method", method]
+    for header in headers:
+        command += ["--header", header]
+    if body:
+        command += ["--body", body]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout  # noqa: S603
+    result = json.loads(out)
+    return Measure(
+        result["rate"],
+        result["p50_ms"],
+        result["p99_ms"],
+        result["non_2xx"],
+        result["timeouts"],
+        result["errors"],
+        result["requests"],
+    )
+
+
+def measure(
+    target: Server, path: str, connections: int, seconds: float, headers: list[str], method: str, body: str
+) -> Measure:
+    """`drive`, with the server's CPU time per answered request."""
+    before = target.cpu_seconds()
+    result = drive(target.base + path, connections, seconds, headers, method, body)
+    cpu = target.cpu_seconds() - before
+    return replace(result, cpu_ms=cpu * 1000 / result.requests if result.requests else float("nan"))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    pixforge_path: str
+    floor_path: str
+    method: str = "GET"
+    body: str = ""
+    api_key: bool = False
+    engine: bool = False  # runs a palette engine whose measured CPU time is subtracted for the ratios
+
+
+SCENARIOS = [
+    Scenario("a. GET users/credits (access token)", "/api/v1/users/credits", "/credits"),
+    Scenario("a. GET users/credits (API key)", "/api/v1/users/credits", "/credits", api_key=True),
+    Scenario(
+        "b. POST palettes (1 credit)",
+        "/api/v1/palettes",
+        "/spend",
+        "POST",
+        '{"base_color": "#3366ff"}',
+        engine=True,
+    ),
+    Scenario("c. GET images?limit=20", "/api/v1/images?limit=20", "/images?limit=20"),
+]
+
+ROW = "{:<13} {:>5} {:>9} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>14} {:>12}"
+HEADER = ROW.replace("{:>14} {:>12}", "{{:>14}} {{:>12}}").format(
+    "server", "conns", "req/s", "p50 ms", "p99 ms", "non2xx", "timeouts", "errors", "cpu ms"
+)
+
+
+def row(name: str, level: int, m: Measure, pixforge: Measure | None) -> str:
+    """One server at one level; against a floor, Pixforge's ratio by throughput and by CPU per request
+    (the second is what the other load on the machine cannot skew)."""
+    ratio = f"{pixforge.rate / m.rate:.2f}" if pixforge is not None and m.rate else ""
+    cpu_ratio = f"{m.cpu_ms / pixforge.cpu_ms:.2f}" if pixforge is not None and pixforge.cpu_ms else ""
+    return ROW.format(
+        name,
+        level,
+        f"{m.rate:,.0f}",
+        f"{m.p50_ms:.1f}",
+        f"{m.p99_ms:.1f}",
+        m.non_2xx,
+        m.timeouts,
+        m.errors,
+        f"{m.cpu_ms:.2f}",
+        ratio,
+        cpu_ratio,
+    )
+
+
+def engine_cpu_ms() -> float:
+    """CPU time of scenario b's own work alone: the palette from the colour and the colour analysis its
+    answer carries (OKLCH and contrast of each of its colours), not request handling."""
+    from app.routers.design import color_out
+    from app.services.design.palettes import from_color
+
+    def palette_work() -> None:
+        palette = from_color("#3366ff", "complementary")
+        for hex_color in [*(palette.roles | palette.semantic).values(), *palette.neutral.values()]:
+            color_out(hex_color)
+
+    palette_work()
+    runs = 20
+    started = time.process_time()
+    for _ in range(runs):
+        palette_work()
+    return (time.process_time() - started) * 1000 / runs
+
+
+def without_engine(m: Measure, engine_ms: float) -> Measure:
+    """Pixforge's figures less the engine's CPU time per request: a CPU-bound server's throughput scales
+    by cpu / (cpu - engine)."""
+    left = max(m.cpu_ms - engine_ms, 0.01)
+    return replace(m, rate=m.rate * m.cpu_ms / left, cpu_ms=left)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--levels", default="8,64,256")
+    parser.add_argument("--only", help="run the scenarios whose name contains this")
+    parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 comparison")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
+    tool = "wrk" if shutil.which("wrk") else "bench/loadgen.py (wrk is not installed)"
+    print(f"hot path bench on PostgreSQL, one process per server, {args.seconds:g} s per level, load: {tool}")
+    with bench_database() as database_url, ExitStack() as stack:
+        seeded = asyncio.run(seed(database_url))
+        engine_ms = engine_cpu_ms()
+        print(f"b's palette engine alone: {engine_ms:.2f} ms CPU per palette (subtracted in 'pix - engine')")
+        specs = [
+            pixforge(database_url, 1),
+            floor("floor_stack", database_url),
+            floor("floor_bare", database_url),
+        ]
+        if not args.no_workers:
+            specs.append(pixforge(database_url, 2))
+        servers = [stack.enter_context(server(*spec)) for spec in specs]
+        pix, *floors = servers[:3]
+        for scenario in SCENARIOS:
+            if args.only and args.only not in scenario.name:
+                continue
+            print(f"\n{scenario.name}")
+            print(HEADER.format("pix/x (req/s)", "pix/x (cpu)"))
+            for level in levels:
+                results: dict[str, Measure] = {}
+                for target in servers[:3]:
+                    credential = seeded.api_key if scenario.api_key else access_token(seeded.user_id)
+                    path = scenario.pixforge_path if target is pix else scenario.floor_path
+                    headers = [f"Authorization: Bearer {credential}"]
+                    results[target.name] = measure(
+                        target, path, level, args.seconds, headers, scenario.method, scenario.body
+                    )
+                reference = results[pix.name]
+                print(row(pix.name, level, reference, None))
+                if scenario.engine:
+                    reference = without_engine(reference, engine_ms)
+                    print(row("pix - engine", level, reference, None))
+                for target in floors:
+                    print(row(target.name, level, results[target.name], reference))
+        if not args.no_workers and (not args.only or "credits" in args.only):
+            multi = servers[3]
+            print("\na. GET users/credits (access token): --workers 2 vs 1")
+            print(HEADER.format("x/1 (req/s)", ""))
+            for level in levels:
+                headers = [f"Authorization: Bearer {access_token(seeded.user_id)}"]
+                one = measure(pix, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+                two = measure(multi, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+                print(row(pix.name, level, one, None))
+                gain = f" {two.rate / one.rate:14.2f}" if one.rate else ""
+                print(row(multi.name, level, two, None).rstrip() + gain)
+
+
+if __name__ == "__main__":
+    main()

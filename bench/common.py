@@ -51,20 +51,19 @@ class RunningServer:
 
 
 @contextmanager
-def api_server(env: dict[str, str]) -> Iterator[RunningServer]:
-    port = free_port()
+def server_process(
+    name: str, command: list[str], env: dict[str, str], port: int, start_seconds: float = 30
+) -> Iterator[RunningServer]:
+    """A server process on `port`, yielded once `/healthz` answers; stopped (killed if it will not drain
+    within 30 s) and its log's tail printed afterwards."""
     # The server's log goes to a file: a pipe nobody reads would fill up and block the server mid-run.
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(  # noqa: S603 - our own console script
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, "LOG_LEVEL": "WARNING", "RATE_LIMITS_ENABLED": "false", **env},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
+        process = subprocess.Popen(  # noqa: S603 - our own servers
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + start_seconds
             while True:
                 try:
                     httpx.get(f"{base}/healthz", timeout=1)
@@ -72,16 +71,29 @@ def api_server(env: dict[str, str]) -> Iterator[RunningServer]:
                 except httpx.TransportError:
                     if process.poll() is not None or time.monotonic() > deadline:
                         log.seek(0)
-                        raise RuntimeError(log.read().decode(errors="replace") or "server died") from None
+                        raise RuntimeError(log.read().decode(errors="replace") or f"{name} died") from None
                     time.sleep(0.1)
             yield RunningServer(base, process.pid)
         finally:
             process.terminate()
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=30)  # a server that was overloaded drains its queue first
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             log.seek(0)
             tail = log.read()[-4000:].decode(errors="replace").strip()
             if tail:
-                print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
+                print(f"--- {name} log (tail) ---\n{tail}", file=sys.stderr)
+
+
+@contextmanager
+def api_server(env: dict[str, str]) -> Iterator[RunningServer]:
+    port = free_port()
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    quiet = {"LOG_LEVEL": "WARNING", "RATE_LIMITS_ENABLED": "false", **env}
+    with server_process("server", command, quiet, port) as running:
+        yield running
 
 
 @dataclass

@@ -38,7 +38,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import httpx
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
@@ -50,7 +49,7 @@ from app.security import LocalTokenCodec
 from app.services import api_keys as api_keys_service
 from app.services import credits as credits_service
 from app.services import users as users_service
-from bench.common import ROOT, bench_database, free_port
+from bench.common import ROOT, bench_database, free_port, server_process
 
 SECRET = "bench-secret-key-of-at-least-32-characters"
 TIMEOUT_SECONDS = 2.0
@@ -80,39 +79,9 @@ def _tree_cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def server(name: str, command: list[str], env: dict[str, str], port: int) -> Iterator[Server]:
-    """A server process on `port`, up once `/healthz` (Pixforge) or any path answers."""
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(  # noqa: S603 - our own servers
-            command,
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{base}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(log.read().decode(errors="replace") or f"{name} died") from None
-                    time.sleep(0.1)
-            yield Server(name, base, process.pid)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)  # a server that was overloaded drains its queue first
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.seek(0)
-            tail = log.read()[-2000:].decode(errors="replace").strip()
-            if tail:
-                print(f"--- {name} log (tail) ---\n{tail}", file=sys.stderr)
+    """A server process on `port`, up once `/healthz` answers."""
+    with server_process(name, command, env, port, start_seconds=60) as running:
+        yield Server(name, running.base, running.pid)
 
 
 def pixforge(database_url: str, workers: int) -> tuple[str, list[str], dict[str, str], int]:

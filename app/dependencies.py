@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import BackgroundTasks, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,7 @@ from app.models import Job, User, UserRole
 from app.schemas.base import Schema
 from app.services import audit as audit_service
 from app.services import auth as auth_service
-from app.services import idempotency, jobs
+from app.services import google_login, idempotency, jobs
 from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal, TokenPair
 from app.tasks import dispatch, waited
 
@@ -150,6 +150,23 @@ def clear_session_cookies(response: Response, settings: Settings) -> None:
             httponly=True,
             samesite="lax",
         )
+
+
+def google_consent_redirect(
+    started: google_login.GoogleStart, cookie: str, path: str, settings: Settings
+) -> RedirectResponse:
+    """To Google's consent screen, with the state cookie its callback (under `path`) checks."""
+    response = RedirectResponse(started.authorization_url, status_code=302)
+    response.set_cookie(
+        cookie,
+        started.state_cookie,
+        max_age=int(google_login.STATE_TTL.total_seconds()),
+        path=path,
+        httponly=True,
+        secure=settings.cookies_secure,
+        samesite="lax",  # sent on Google's top-level redirect back to us
+    )
+    return response
 
 
 def session_refresh_token(request: Request, settings: Settings) -> str | None:

@@ -18,6 +18,7 @@ from app.dependencies import (
     OptionalPrincipalDep,
     SessionDep,
     clear_session_cookies,
+    google_consent_redirect,
     record_client_ip,
     require_csrf,
     session_refresh_token,
@@ -366,17 +367,7 @@ async def check_code(
 @router.get("/google", response_class=RedirectResponse, status_code=302)
 async def google_start(container: ContainerDep) -> RedirectResponse:
     started = google_login.start(container)
-    response = RedirectResponse(started.authorization_url, status_code=302)
-    response.set_cookie(
-        GOOGLE_STATE_COOKIE,
-        started.state_cookie,
-        max_age=int(google_login.STATE_TTL.total_seconds()),
-        httponly=True,
-        secure=container.settings.cookies_secure,
-        samesite="lax",  # sent on Google's top-level redirect back to us
-        path="/api/v1/auth/google",
-    )
-    return response
+    return google_consent_redirect(started, GOOGLE_STATE_COOKIE, "/api/v1/auth/google", container.settings)
 
 
 @router.get("/google/callback", response_class=RedirectResponse, status_code=302)

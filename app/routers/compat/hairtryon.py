@@ -22,6 +22,7 @@ from app.dependencies import (
     OptionalPrincipalDep,
     SessionDep,
     clear_session_cookies,
+    google_consent_redirect,
     record_client_ip,
     set_session_cookies,
 )
@@ -345,17 +346,8 @@ def _google_callback_uri(request: Request, container: Container) -> str:
 async def google_start(request: Request, container: ContainerDep) -> RedirectResponse:
     """To Google's consent screen, which comes back to this router's own callback."""
     started = google_login.start(container, redirect_uri=_google_callback_uri(request, container))
-    response = RedirectResponse(started.authorization_url, status_code=302)
-    response.set_cookie(
-        GOOGLE_STATE_COOKIE,
-        started.state_cookie,
-        max_age=int(google_login.STATE_TTL.total_seconds()),
-        path=f"{_auth_path(request)}/google",
-        httponly=True,
-        secure=container.settings.cookies_secure,
-        samesite="lax",  # sent on Google's top-level redirect back to us
-    )
-    return response
+    path = f"{_auth_path(request)}/google"
+    return google_consent_redirect(started, GOOGLE_STATE_COOKIE, path, container.settings)
 
 
 @router.get("/auth/google/callback", response_class=RedirectResponse, status_code=302)

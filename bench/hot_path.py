@@ -155,12 +155,13 @@ class Measure:
     cpu_ms: float = float("nan")  # the server's CPU time per answered request
 
 
-_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
 def _wrk_ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _WRK_UNITS[unit]
+    # wrk prints "-nan" and the like when no request at all was answered at that level.
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    return float(found.group(1)) * _WRK_UNITS[found.group(2)] if found else float("nan")
 
 
 def drive(url: str, connections: int, seconds: float, headers: list[str], method: str, body: str) -> Measure:
@@ -184,10 +185,10 @@ def drive(url: str, connections: int, seconds: float, headers: list[str], method
                     "-c",
                     str(connections),
                     "-d",
-                    f"{seconds}s",
+                    f"{max(1, round(seconds))}s",  # wrk takes whole time units only
                     "--latency",
                     "--timeout",
-                    f"{TIMEOUT_SECONDS}s",
+                    f"{round(TIMEOUT_SECONDS)}s",
                     "-s",
                     lua.name,
                     url,

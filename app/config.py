@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     frontend_url: str = "http://localhost:5173"
     access_token_ttl_seconds: int = Field(default=600, ge=30)
+    # A credential verified within this many seconds is not looked up again by this process: every
+    # request of a busy client would otherwise read its token's revocation and its account. The bound
+    # of the promise "a token revoked at logout, a banned or erased account, is refused by every process
+    # within one second"; this process forgets at once what it revokes itself. 0 turns it off.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
     refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=300)
     email_verification_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     password_reset_ttl_seconds: int = Field(default=3600, ge=60)

@@ -32,7 +32,7 @@ from app.integrations.rate_limit import RateLimiter
 from app.integrations.storage import LocalStorage, S3Storage, Storage, s3_client
 from app.integrations.vies import VatNumberChecker, ViesClient
 from app.metrics import Metrics, ProviderOutages, ReadinessRecord
-from app.security import LocalTokenCodec, PasswordHasher
+from app.security import CallerCache, LocalTokenCodec, PasswordHasher
 
 
 @dataclass
@@ -42,6 +42,8 @@ class Container:
     http: httpx.AsyncClient
     passwords: PasswordHasher
     tokens: LocalTokenCodec
+    # Credentials verified in the last AUTH_CACHE_SECONDS (app/services/auth.py `identify`).
+    callers: CallerCache
     email: EmailSender
     rate_limiter: RateLimiter
     clerk: ClerkSessionVerifier | None
@@ -85,6 +87,7 @@ class Container:
             http=http,
             passwords=PasswordHasher.from_settings(settings),
             tokens=LocalTokenCodec.from_settings(settings),
+            callers=CallerCache(settings.auth_cache_seconds),
             email=build_email_sender(settings, http),
             rate_limiter=RateLimiter.for_redis_url(settings.redis_url, enabled=settings.rate_limits_enabled),
             clerk=_clerk(settings, http),

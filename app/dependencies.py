@@ -19,6 +19,7 @@ from app.errors import Forbidden
 from app.integrations.llm import TextModel, build_text_model
 from app.models import Job, User, UserRole
 from app.schemas.base import Schema
+from app.security import Caller
 from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import google_login, idempotency, jobs
@@ -177,12 +178,12 @@ def session_refresh_token(request: Request, settings: Settings) -> str | None:
     return token
 
 
-async def get_principal(
+async def get_caller(
     request: Request,
     session: SessionDep,
     container: ContainerDep,
     bearer: Annotated[str | None, Depends(_bearer)],
-) -> Principal:
+) -> Caller:
     """One resolver, two transports: the Authorization header, else an httpOnly access cookie (the
     `pf_access` one guarded by the CSRF token, the `access_token` one by the Origin rule). A bearer
     request never looks at cookies."""
@@ -198,7 +199,15 @@ async def get_principal(
         credential = cookie
     else:
         raise NotAuthenticated()
-    return await auth_service.authenticate(session, container, credential)
+    return await auth_service.identify(session, container, credential)
+
+
+# Who is calling, without its account row: for routes that need no more than the id.
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_principal(caller: CallerDep, session: SessionDep) -> Principal:
+    return await auth_service.principal_of(session, caller)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -212,7 +221,8 @@ async def get_optional_principal(
 ) -> Principal | None:
     """The caller if its credential is still good, else None (logout must work with an expired one)."""
     try:
-        return await get_principal(request, session, container, bearer)
+        caller = await get_caller(request, session, container, bearer)
+        return await auth_service.principal_of(session, caller)
     except (InvalidToken, NotAuthenticated):
         return None
 

@@ -21,7 +21,7 @@ from app.errors import install_error_handlers
 from app.integrations.error_tracking import init_error_tracking
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.routers import api_router, root_router
+from app.routers import API_PREFIX, API_ROUTERS, root_router
 from app.routers.compat import compat_router
 from app.routers.compat._hairtryon_session import install_hairtryon_errors
 from app.schemas.auth import LoginIn
@@ -113,7 +113,8 @@ def create_app(
     )
 
     app.include_router(root_router)
-    app.include_router(api_router)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(compat_router)
     _document_self_parsed_bodies(app, SELF_PARSED_BODIES)
     return app

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 import uuid
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -154,3 +157,64 @@ def new_secret_token() -> str:
 
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a credential proved: whose it is and how it was presented (`via` is "local", "clerk" or
+    "api_key"); `access` holds a local access token's claims (logout needs them)."""
+
+    user_id: uuid.UUID
+    via: str
+    access: LocalTokenClaims | None = None
+
+
+# Every cache of this process, so that a revocation written here reaches the caches of every app
+# instance in it (tests run several).
+_caller_caches: weakref.WeakSet[CallerCache] = weakref.WeakSet()
+
+
+class CallerCache:
+    """Credentials this process verified in the last `ttl_seconds` (a bounded LRU): the hot path's
+    way around two lookups per request. Other processes learn of a revocation when their entry runs
+    out, so `ttl_seconds` bounds how long a revoked credential may still pass there; this process
+    forgets a user's entries as soon as it revokes (see `forget_users`)."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        _caller_caches.add(self)
+
+    def get(self, credential: str) -> Caller | None:
+        entry = self._entries.get(credential)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._entries[credential]
+            return None
+        self._entries.move_to_end(credential)
+        return entry[1]
+
+    def put(self, credential: str, caller: Caller) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        expires = time.monotonic() + self.ttl_seconds
+        if caller.access is not None:
+            expires = min(expires, time.monotonic() + (caller.access.expires_at - utcnow()).total_seconds())
+        self._entries[credential] = (expires, caller)
+        self._entries.move_to_end(credential)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, user_ids: set[uuid.UUID]) -> None:
+        if not user_ids or not self._entries:
+            return
+        for credential in [c for c, (_, caller) in self._entries.items() if caller.user_id in user_ids]:
+            del self._entries[credential]
+
+
+def forget_callers(user_ids: set[uuid.UUID]) -> None:
+    """Drop these users' verified credentials from every cache of this process."""
+    for cache in list(_caller_caches):
+        cache.forget(user_ids)

@@ -4,18 +4,29 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.db.upsert import insert_if_absent
-from app.models import CreditAccount, CreditLedgerEntry, SignupBonusClaim
+from app.models import CreditAccount, CreditLedgerEntry, SignupBonusClaim, User
 from app.repositories.base import Repository
+
+# Built once: the statement every client polls (its balance) skips SQLAlchemy's statement building.
+_PLAN_AND_BALANCE = (
+    select(User.plan, CreditAccount.balance)
+    .outerjoin(CreditAccount, CreditAccount.user_id == User.id)
+    .where(User.id == bindparam("user_id"))
+)
 
 
 class CreditRepository(Repository[CreditAccount]):
     model = CreditAccount
+
+    async def plan_and_balance(self, user_id: uuid.UUID) -> tuple[str, int] | None:
+        row = (await self.session.execute(_PLAN_AND_BALANCE, {"user_id": user_id})).first()
+        return (row[0], row[1] or 0) if row is not None else None
 
     async def get_by_user(self, user_id: uuid.UUID) -> CreditAccount | None:
         return await self.session.scalar(select(CreditAccount).where(CreditAccount.user_id == user_id))

@@ -19,11 +19,25 @@ from app.routers import (
     webhooks,
 )
 
-api_router = APIRouter(prefix="/api/v1")
-for module in (auth, users, api_keys, credits, billing, images, files, webhooks, admin, design, usage):
-    api_router.include_router(module.router)
-api_router.include_router(clones.router)
-api_router.include_router(generations.router)
+API_PREFIX = "/api/v1"
+# Mounted on the application itself, not through one "/api/v1" router: FastAPI matches a request
+# through every level of included routers again on the way down, so one level fewer, and the routers
+# every client calls all the time first (their own credits, the gallery), is the cheapest route lookup.
+API_ROUTERS: tuple[APIRouter, ...] = (
+    users.router,
+    credits.router,
+    images.router,
+    auth.router,
+    api_keys.router,
+    billing.router,
+    files.router,
+    webhooks.router,
+    admin.router,
+    design.router,
+    usage.router,
+    clones.router,
+    generations.router,
+)
 
 root_router = APIRouter()
 root_router.include_router(health.router)

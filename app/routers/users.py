@@ -5,7 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from app.db.base import utcnow
-from app.dependencies import ContainerDep, CurrentUser, PrincipalDep, SessionDep, record_client_ip
+from app.dependencies import (
+    CallerDep,
+    ContainerDep,
+    CurrentUser,
+    PrincipalDep,
+    SessionDep,
+    record_client_ip,
+)
 from app.errors import Forbidden
 from app.models import CreditLedgerEntry, User
 from app.schemas.admin import AuditLogOut, AuditLogPageOut
@@ -14,6 +21,7 @@ from app.services import audit as audit_service
 from app.services import credits as credits_service
 from app.services import erasure
 from app.services import users as users_service
+from app.services.auth import InvalidToken
 
 router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(record_client_ip)])
 
@@ -93,9 +101,12 @@ async def export_me(user: CurrentUser, session: SessionDep) -> AccountExportOut:
 
 
 @router.get("/credits", response_model=CreditsOut)
-async def my_credits(user: CurrentUser, session: SessionDep) -> CreditsOut:
-    balance = await credits_service.balance_of(session, user.id)
-    return CreditsOut(credits=credits_service.to_credits(balance), plan=user.plan)
+async def my_credits(caller: CallerDep, session: SessionDep) -> CreditsOut:
+    standing = await credits_service.plan_and_balance(session, caller.user_id)
+    if standing is None:  # erased by another process since this credential was last verified here
+        raise InvalidToken()
+    plan, balance = standing
+    return CreditsOut(credits=credits_service.to_credits(balance), plan=plan)
 
 
 @router.post("/createupdateuser", response_model=UserOut)

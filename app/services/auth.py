@@ -10,15 +10,17 @@ from datetime import datetime, timedelta
 from html import escape
 
 import structlog
+from sqlalchemy import event, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, UOWTransaction
 
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import AppError, BadRequest, Forbidden, RateLimited, ServiceUnavailable
 from app.integrations.clerk import ClerkUnavailable, InvalidClerkToken
 from app.integrations.rate_limit import RateLimitExceeded
-from app.models import AuditAction, OneTimeToken, OneTimeTokenPurpose, RefreshToken, User
+from app.models import ApiKey, AuditAction, OneTimeToken, OneTimeTokenPurpose, RefreshToken, User
 from app.repositories.auth_tokens import (
     ApiKeyRepository,
     OneTimeTokenRepository,
@@ -28,8 +30,10 @@ from app.repositories.auth_tokens import (
 from app.repositories.users import UserRepository
 from app.security import (
     LOCAL_ISSUER,
+    Caller,
     InvalidLocalToken,
     LocalTokenClaims,
+    forget_callers,
     new_secret_token,
     sha256_hex,
     unverified_issuer,
@@ -371,6 +375,7 @@ async def logout(
 ) -> None:
     if principal is not None and principal.access is not None:
         await RevokedAccessTokenRepository(session).revoke(principal.access.jti, principal.access.expires_at)
+        forget_callers({principal.user.id})
     if refresh_token:
         try:
             claims = ctx.tokens.decode(refresh_token, "refresh")
@@ -443,6 +448,50 @@ async def reset_password(session: AsyncSession, ctx: Container, token: str, new_
 
 
 # --- resolving a credential ------------------------------------------------------------------------
+
+
+async def identify(session: AsyncSession, ctx: Container, credential: str) -> Caller:
+    """Whose credential this is, from this process's cache of the last AUTH_CACHE_SECONDS, else verified
+    in full (`authenticate`, whose account row then stays in `session` for the request)."""
+    cached = ctx.callers.get(credential)
+    if cached is not None:
+        return cached
+    principal = await authenticate(session, ctx, credential)
+    caller = Caller(principal.user.id, principal.via, principal.access)
+    ctx.callers.put(credential, caller)
+    return caller
+
+
+async def principal_of(session: AsyncSession, caller: Caller) -> Principal:
+    """The caller with its account row (already in the session when `identify` just verified it),
+    checked again: an account closed since the credential was cached is refused here at once."""
+    user = await session.get(User, caller.user_id)
+    if user is None or not users_service.is_open(user):
+        raise InvalidToken()
+    if caller.access is not None and _revoked_by_user(user, caller.access):
+        raise InvalidToken()
+    return Principal(user, caller.via, caller.access)
+
+
+# What ends a user's credentials: closing or erasing the account, revoking its sessions, revoking a key.
+_ENDING_USER_FIELDS = ("is_active", "erased_at", "sessions_revoked_at")
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_ended_callers(session: Session, _flush: UOWTransaction) -> None:
+    """Whatever code ends a credential through the ORM, this process stops trusting its cached
+    verification at once (at the flush: a rollback afterwards only costs a lookup)."""
+    ended: set[uuid.UUID] = set()
+    for instance in (*session.dirty, *session.deleted):
+        if isinstance(instance, User):
+            state = inspect(instance)
+            if instance in session.deleted or any(
+                state.attrs[name].history.has_changes() for name in _ENDING_USER_FIELDS
+            ):
+                ended.add(instance.id)
+        elif isinstance(instance, ApiKey):
+            ended.add(instance.user_id)
+    forget_callers(ended)
 
 
 async def authenticate(session: AsyncSession, ctx: Container, credential: str) -> Principal:

@@ -96,6 +96,12 @@ async def movement_exists(session: AsyncSession, key: str) -> bool:
     return await CreditRepository(session).get_entry_by_key(key) is not None
 
 
+async def plan_and_balance(session: AsyncSession, user_id: uuid.UUID) -> tuple[str, int] | None:
+    """The account's plan and balance (millicredits) in one round trip, what clients poll; None when
+    the account is gone."""
+    return await CreditRepository(session).plan_and_balance(user_id)
+
+
 async def balance_of(session: AsyncSession, user_id: uuid.UUID) -> int:
     account = await CreditRepository(session).get_by_user(user_id)
     return account.balance if account else 0

@@ -12,15 +12,18 @@ from typing import Literal
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from pydantic import ValidationError
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.container import Container
+from app.db.base import utcnow
 from app.db.session import Database
-from app.models import CreditAccount, CreditLedgerEntry, User, UserRole
+from app.models import ApiKey, CreditAccount, CreditLedgerEntry, RevokedAccessToken, User, UserRole
 from app.security import LocalTokenCodec
 from app.services.credits import to_millicredits
+from tests.conftest import make_settings
 from tests.factories import access_token, bearer, make_api_key, make_user
 from tests.support.committed import cleanup, committed_user
 from tests.support.design import PALETTES, USER_CREDITS, app_client
@@ -93,6 +96,56 @@ async def test_an_erased_users_credential_is_refused_by_every_process(
     assert (await client.delete("/api/v1/users/me", headers=headers)).status_code == 204
 
     assert_error(await other_process.get(USER_CREDITS, headers=headers), 401, "invalid_token")
+
+
+# What another process's write looks like from here: statements this process's ORM never flushed.
+async def end_elsewhere(
+    session: AsyncSession, how: str, user: User, container: Container, token: str
+) -> None:
+    if how == "logout":
+        claims = container.tokens.decode(token, "access")
+        await session.execute(insert(RevokedAccessToken).values(jti=claims.jti, expires_at=claims.expires_at))
+    elif how == "ban":
+        await session.execute(update(User).where(User.id == user.id).values(is_active=False))
+    else:
+        await session.execute(update(User).where(User.id == user.id).values(erased_at=utcnow()))
+
+
+@pytest.mark.parametrize("how", ["logout", "ban", "erasure"])
+async def test_a_credential_ended_by_another_process_is_refused_once_the_cache_window_is_over(
+    session: AsyncSession, settings: Settings, database: Database, container: Container, user: User, how: str
+) -> None:
+    """This process trusts a credential it verified for AUTH_CACHE_SECONDS at most (1 s by default, the
+    promise); a revocation it did not write itself is seen once that window is over."""
+    window = 0.3
+    token = access_token(container, user)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with app_client(settings.model_copy(update={"auth_cache_seconds": window}), database) as here:
+        assert (await here.get(USER_CREDITS, headers=headers)).status_code == 200
+
+        await end_elsewhere(session, how, user, container, token)
+        await asyncio.sleep(window)
+
+        assert_error(await here.get(USER_CREDITS, headers=headers), 401, "invalid_token")
+
+
+async def test_an_api_key_revoked_by_another_process_is_refused_once_the_cache_window_is_over(
+    session: AsyncSession, settings: Settings, database: Database, user: User
+) -> None:
+    window = 0.3
+    headers = await make_api_key(session, user)
+    async with app_client(settings.model_copy(update={"auth_cache_seconds": window}), database) as here:
+        assert (await here.get(USER_CREDITS, headers=headers)).status_code == 200
+
+        await session.execute(update(ApiKey).where(ApiKey.user_id == user.id).values(revoked_at=utcnow()))
+        await asyncio.sleep(window)
+
+        assert_error(await here.get(USER_CREDITS, headers=headers), 401, "invalid_token")
+
+
+def test_the_cache_window_cannot_be_set_past_one_second() -> None:
+    with pytest.raises(ValidationError):
+        make_settings(auth_cache_seconds=1.5)
 
 
 async def test_concurrent_spends_across_processes_leave_the_balance_exact(

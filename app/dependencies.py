@@ -179,14 +179,13 @@ def session_refresh_token(request: Request, settings: Settings) -> str | None:
 
 
 async def get_caller(
-    request: Request,
-    session: SessionDep,
-    container: ContainerDep,
-    bearer: Annotated[str | None, Depends(_bearer)],
+    request: Request, session: SessionDep, bearer: Annotated[str | None, Depends(_bearer)]
 ) -> Caller:
     """One resolver, two transports: the Authorization header, else an httpOnly access cookie (the
     `pf_access` one guarded by the CSRF token, the `access_token` one by the Origin rule). A bearer
-    request never looks at cookies."""
+    request never looks at cookies. (The container is read off the app rather than asked for: every
+    dependency costs each authenticated request its resolution.)"""
+    container: Container = request.app.state.container
     if bearer:
         credential = bearer
     elif request.headers.get("authorization"):
@@ -214,14 +213,11 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def get_optional_principal(
-    request: Request,
-    session: SessionDep,
-    container: ContainerDep,
-    bearer: Annotated[str | None, Depends(_bearer)],
+    request: Request, session: SessionDep, bearer: Annotated[str | None, Depends(_bearer)]
 ) -> Principal | None:
     """The caller if its credential is still good, else None (logout must work with an expired one)."""
     try:
-        caller = await get_caller(request, session, container, bearer)
+        caller = await get_caller(request, session, bearer)
         return await auth_service.principal_of(session, caller)
     except (InvalidToken, NotAuthenticated):
         return None
@@ -253,9 +249,9 @@ async def client_ip(request: Request) -> str:
 ClientIp = Annotated[str, Depends(client_ip)]
 
 
-async def record_client_ip(ip: ClientIp) -> None:
+async def record_client_ip(request: Request) -> None:
     """The caller's address for the audit rows this request writes (async: the endpoint sees it)."""
-    audit_service.client_ip.set(ip)
+    audit_service.client_ip.set(await client_ip(request))
 
 
 # --- POSTs that spend credits or create payments --------------------------------------------------------

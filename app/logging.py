@@ -64,7 +64,23 @@ def bound_values(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     return event_dict
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written (a test's capture replaces it after start-up)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+# The access log: one line per request, so it skips the standard library's records, handler and
+# formatter and writes straight to stderr with the same processors and renderer (configure_logging).
+access_log: structlog.typing.FilteringBoundLogger = structlog.get_logger("app.access")
+
+
 def configure_logging(settings: Settings) -> None:
+    global access_log
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -90,6 +106,24 @@ def configure_logging(settings: Settings) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
+    access_log = structlog.wrap_logger(
+        structlog.WriteLogger(_CurrentStderr()),  # type: ignore[arg-type]
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_sensitive_values,
+            bound_values,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.log_level)),
+    ).bind(logger="app.access")
+    # The logging HOWTO's "Optimization": no record needs its caller's file and line (a stack walk per
+    # line), its thread, process or multiprocessing name; nothing we render shows them.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -10,16 +10,16 @@ import uuid
 from typing import Any
 
 import structlog
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import logging as app_logging
 from app.errors import AppError, InternalError, PayloadTooLarge, database_error_as_app_error, render_app_error
 from app.integrations.error_tracking import report_exception
 from app.metrics import Metrics
 
-access_log = structlog.get_logger("app.access")
 error_log = structlog.get_logger("app.errors")
 
 _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -43,6 +43,16 @@ class RequestContextMiddleware:
         self.app = app
         self.hsts = hsts
         self.metrics = metrics
+        security = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+        if hsts:
+            security.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+        self._docs_headers = security
+        self._api_headers = [*security, (b"content-security-policy", API_CONTENT_SECURITY_POLICY.encode())]
+
+    def added_headers(self, path: str) -> list[tuple[bytes, bytes]]:
+        """The headers every answer gets unless the route set its own (the docs page loads Swagger UI, so
+        it goes without the API's content security policy)."""
+        return self._docs_headers if path.startswith(_DOCS_PATHS) else self._api_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,14 +81,16 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status_code = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["x-request-id"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                if not path.startswith(_DOCS_PATHS):
-                    headers.setdefault("content-security-policy", API_CONTENT_SECURITY_POLICY)
-                if self.hsts:
-                    headers.setdefault("strict-transport-security", "max-age=63072000; includeSubDomains")
+                # One pass over the answer's headers (not a scan per header added): each request pays it.
+                raw: list[tuple[bytes, bytes]] = [
+                    (name, value)
+                    for name, value in message.get("headers", ())
+                    if name.lower() != b"x-request-id"
+                ]
+                present = {name.lower() for name, _ in raw}
+                raw.append((b"x-request-id", request_id.encode("latin-1")))
+                raw.extend(pair for pair in self.added_headers(path) if pair[0] not in present)
+                message["headers"] = raw
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -104,7 +116,7 @@ class RequestContextMiddleware:
                 # Whatever the app answered after the client left (e.g. FastAPI's 400 for a body it
                 # could not read) reached no one.
                 status = CLIENT_CLOSED_REQUEST if client_left else status_code
-                access_log.info(
+                app_logging.access_log.info(
                     "http.request",
                     method=scope["method"],
                     path=path,
@@ -183,7 +195,12 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = scope.get("state", {}).get("request_id")
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is None and "transfer-encoding" not in headers:
+            # No body at all (most GETs): nothing to count, so no wrapping on the hot path.
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await render_app_error(self._too_large(), request_id)(scope, receive, send)
             return

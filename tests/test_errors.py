@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.support.logs import access_log_entries
 from tests.support.probe_routes import probe_router
 
 
@@ -123,19 +124,18 @@ class TestRequestId:
         assert len(issued) == 32
 
     async def test_access_log_line_has_method_path_status_duration_and_id(
-        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+        self, client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        with caplog.at_level(logging.INFO, logger="app.access"):
-            await client.get("/api/v1/missing", headers={"X-Request-ID": "log-me"})
-        entry = next(record.msg for record in caplog.records if record.name == "app.access")
-        assert isinstance(entry, dict)
-        assert entry["event"] == "http.request"
+        capsys.readouterr()
+        await client.get("/api/v1/missing", headers={"X-Request-ID": "log-me"})
+        [entry] = access_log_entries(capsys.readouterr().err)
         assert (entry["method"], entry["path"], entry["status"], entry["request_id"]) == (
             "GET",
             "/api/v1/missing",
             404,
             "log-me",
         )
+        assert entry["logger"] == "app.access"
         assert entry["duration_ms"] >= 0
 
 

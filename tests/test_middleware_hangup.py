@@ -27,8 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
+from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
+from tests.conftest import make_settings
 from tests.support.accounts import sign_up
+from tests.support.logs import access_log_entries
 from tests.support.server import Server, running_server
 
 # Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
@@ -249,18 +252,20 @@ async def test_a_hang_up_is_499_whichever_way_the_body_is_read(
     client: httpx.AsyncClient,
     session: AsyncSession,
     caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
     body: Body,
     signed_in: bool,
 ) -> None:
     headers = (await sign_up(client, session, "hangup@example.com")).headers if signed_in else {}
     headers["Idempotency-Key"] = "hang-up-1"
     caplog.clear()
+    capsys.readouterr()
     with caplog.at_level(logging.INFO):
         await _hang_up(app, _scope(body.path, body.content_type, headers), body.start)
 
     logged = _logged(caplog)
     assert [entry for level, entry in logged if level >= logging.WARNING] == []
-    access = [entry for _, entry in logged if entry["event"] == "http.request"]
+    access = access_log_entries(capsys.readouterr().err)
     assert [(entry["path"], entry["status"]) for entry in access] == [(body.path, 499)]
     metrics = (await client.get("/metrics")).text
     assert _statuses_counted(metrics, body.path) == {"499"}
@@ -284,7 +289,16 @@ async def _gone() -> Message:
     return {"type": "http.disconnect"}
 
 
-async def test_a_hang_up_while_streaming_the_answer_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+def json_logs() -> None:
+    """The tests' JSON log lines, configured before the test runs (pytest's log capture is attached then)."""
+    configure_logging(make_settings())
+
+
+@pytest.mark.usefixtures("json_logs")
+async def test_a_hang_up_while_streaming_the_answer_is_no_error(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Starlette's StreamingResponse raises ClientDisconnect when the server (ASGI 2.4) cannot write."""
 
     async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
@@ -296,12 +310,14 @@ async def test_a_hang_up_while_streaming_the_answer_is_no_error(caplog: pytest.L
         await _call(streaming, _gone)
     logged = _logged(caplog)
     assert [entry for level, entry in logged if level >= logging.WARNING] == []
-    assert [entry["status"] for _, entry in logged if entry["event"] == "http.request"] == [200]
+    assert [entry["status"] for entry in access_log_entries(capsys.readouterr().err)] == [200]
 
 
+@pytest.mark.usefixtures("json_logs")
 async def test_a_real_failure_after_the_client_left_is_still_a_logged_500(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
+
     async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         raise RuntimeError("a bug of ours")
@@ -313,7 +329,7 @@ async def test_a_real_failure_after_the_client_left_is_still_a_logged_500(
     assert [entry["event"] for level, entry in logged if level >= logging.ERROR] == [
         "request.unhandled_error"
     ]
-    assert [entry["status"] for _, entry in logged if entry["event"] == "http.request"] == [500]
+    assert [entry["status"] for entry in access_log_entries(capsys.readouterr().err)] == [500]
 
 
 def test_the_server_fixture_runs_on_default_settings(server: Server) -> None:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from app.container import Container
-from app.dependencies import ContainerDep, CurrentUser, IdempotentDep, SessionDep
+from app.dependencies import CallerDep, ContainerDep, CurrentUser, IdempotentDep, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind, JobStatus, Upload
 from app.schemas.images import (
@@ -251,7 +251,7 @@ class GalleryKind(StrEnum):
 
 @router.get("/images", response_model=ImagePageOut)
 async def gallery(
-    user: CurrentUser,
+    caller: CallerDep,
     session: SessionDep,
     container: ContainerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -264,7 +264,7 @@ async def gallery(
     job's `input_url`, not items of their own."""
     page = await images.gallery(
         session,
-        user,
+        caller.user_id,
         limit=limit,
         cursor=cursor,
         kind=kind.value if kind else None,

@@ -71,7 +71,7 @@ class GalleryPage:
 
 async def gallery(
     session: AsyncSession,
-    user: User,
+    user_id: uuid.UUID,
     *,
     limit: int,
     cursor: str | None,
@@ -88,10 +88,10 @@ async def gallery(
     items: list[GalleryItem] = []
     if kind != UPLOAD_KIND:
         items += await JobRepository(session).page_for_user(
-            user.id, limit + 1, before, kind, status, favourite, top_level_only
+            user_id, limit + 1, before, kind, status, favourite, top_level_only
         )
     if kind in (None, UPLOAD_KIND) and status in (None, JobStatus.completed.value):
-        items += await UploadRepository(session).page_for_user(user.id, limit + 1, before, favourite)
+        items += await UploadRepository(session).page_for_user(user_id, limit + 1, before, favourite)
     items.sort(key=lambda item: (item.created_at, item.id), reverse=True)
     last = items[limit - 1] if len(items) > limit else None
     return GalleryPage(items[:limit], encode_cursor(last.created_at, last.id) if last else None)

@@ -108,7 +108,13 @@ async def styles(session: SessionDep) -> list[HairTryOnStyleOut]:
 async def recent_uploads(user: HairTryOnUser, session: SessionDep, container: ContainerDep) -> list[str]:
     """The stable links of the user's last five uploads (the SPA offers them as "previous photos")."""
     page = await images.gallery(
-        session, user, limit=RECENT_UPLOADS, cursor=None, kind=images.UPLOAD_KIND, status=None, favourite=None
+        session,
+        user.id,
+        limit=RECENT_UPLOADS,
+        cursor=None,
+        kind=images.UPLOAD_KIND,
+        status=None,
+        favourite=None,
     )
     return [file_url(container, item.id) for item in page.items]
 
@@ -291,7 +297,7 @@ async def history(
     favourite = True if favourites else None
     found = await images.gallery(
         session,
-        user,
+        user.id,
         limit=limit,
         cursor=cursor,
         kind=JobKind.generate.value,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -94,6 +95,30 @@ def api_server(env: dict[str, str]) -> Iterator[RunningServer]:
     quiet = {"LOG_LEVEL": "WARNING", "RATE_LIMITS_ENABLED": "false", **env}
     with server_process("server", command, quiet, port) as running:
         yield running
+
+
+@contextmanager
+def background_load(url: str, headers: list[str], connections: int) -> Iterator[None]:
+    """`connections` keep-alive clients asking `url` over and over until the block ends: wrk when it is
+    installed, else bench.loadgen in a process of its own."""
+    seconds = 3600
+    wrk = shutil.which("wrk")
+    if wrk:
+        command = [wrk, "-t", "2", "-c", str(connections), "-d", f"{seconds}s", url]
+        for header in headers:
+            command += ["-H", header]
+    else:
+        command = [sys.executable, "-m", "bench.loadgen", url, "--connections", str(connections)]
+        command += ["--seconds", str(seconds)]
+        for header in headers:
+            command += ["--header", header]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        time.sleep(1)  # connected and at full rate before the measurement starts
+        yield
+    finally:
+        process.terminate()
+        process.wait()
 
 
 @dataclass

@@ -81,16 +81,17 @@ class Container:
             headers={"User-Agent": "pixforge/0.1"},
         )
         outages = ProviderOutages()
+        callers = CallerCache(settings.auth_cache_seconds)
         return cls(
             settings=settings,
             database=database,
             http=http,
             passwords=PasswordHasher.from_settings(settings),
             tokens=LocalTokenCodec.from_settings(settings),
-            callers=CallerCache(settings.auth_cache_seconds),
+            callers=callers,
             email=build_email_sender(settings, http),
             rate_limiter=RateLimiter.for_redis_url(settings.redis_url, enabled=settings.rate_limits_enabled),
-            clerk=_clerk(settings, http),
+            clerk=_clerk(settings, http, callers),
             google=_google(settings, http),
             stripe=_stripe(settings),
             razorpay=_razorpay(settings),
@@ -124,7 +125,7 @@ class Container:
             await asyncio.to_thread(self.job_queue.close)
 
 
-def _clerk(settings: Settings, http: httpx.AsyncClient) -> ClerkSessionVerifier | None:
+def _clerk(settings: Settings, http: httpx.AsyncClient, callers: CallerCache) -> ClerkSessionVerifier | None:
     if not settings.clerk_issuer:
         return None
     issuer = settings.clerk_issuer.rstrip("/")
@@ -135,6 +136,7 @@ def _clerk(settings: Settings, http: httpx.AsyncClient) -> ClerkSessionVerifier 
         authorized_parties=settings.clerk_authorized_parties,
         clock_skew_seconds=settings.clerk_clock_skew_seconds,
         min_refresh_seconds=settings.clerk_jwks_min_refresh_seconds,
+        on_keys_retired=lambda: callers.forget_via("clerk"),
     )
 
 

@@ -213,6 +213,11 @@ class CallerCache:
         for credential in [c for c, (_, caller) in self._entries.items() if caller.user_id in user_ids]:
             del self._entries[credential]
 
+    def forget_via(self, via: str) -> None:
+        """Drop every entry proved one way (a key the issuer retired voids all its tokens at once)."""
+        for credential in [c for c, (_, caller) in self._entries.items() if caller.via == via]:
+            del self._entries[credential]
+
 
 def forget_callers(user_ids: set[uuid.UUID]) -> None:
     """Drop these users' verified credentials from every cache of this process."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ class ClerkSessionVerifier:
         authorized_parties: list[str],
         clock_skew_seconds: int = 5,
         min_refresh_seconds: float = 30.0,
+        on_keys_retired: Callable[[], None] | None = None,
     ) -> None:
         self._http = http
         self._jwks_url = jwks_url
@@ -59,6 +60,8 @@ class ClerkSessionVerifier:
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
+        # Called when a refresh drops a kid: whatever remembers tokens verified with it must forget them.
+        self._on_keys_retired = on_keys_retired
 
     async def verify(self, token: str) -> ClerkSession:
         try:
@@ -118,12 +121,16 @@ class ClerkSessionVerifier:
             if not self._keys:
                 raise ClerkUnavailable("Clerk's signing keys could not be fetched.") from exc
             return
+        retired = set(self._keys)
         self._keys = {
             key["kid"]: key
             for key in keys
             if isinstance(key, dict) and key.get("kty") == "RSA" and "kid" in key
         }
-        log.info("clerk.jwks_refreshed", kids=sorted(self._keys))
+        retired -= set(self._keys)
+        log.info("clerk.jwks_refreshed", kids=sorted(self._keys), retired=sorted(retired))
+        if retired and self._on_keys_retired is not None:
+            self._on_keys_retired()
 
 
 def verify_svix_webhook(secret: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from app.integrations.images.local_background import LocalBackgroundRemover
 from app.integrations.images.local_vectorizer import LocalVectorizer
 from app.integrations.images.replicate import ReplicateClient
 from app.integrations.job_queue import JobQueue, build_job_queue
+from app.integrations.outbound import public_only_client
 from app.integrations.payments.base import PaymentGateway
 from app.integrations.payments.dodo import DodoGateway
 from app.integrations.payments.razorpay import RazorpayGateway
@@ -40,6 +41,8 @@ class Container:
     settings: Settings
     database: Database
     http: httpx.AsyncClient
+    # For URLs a provider hands us: public addresses only (app/integrations/outbound.py).
+    public_http: httpx.AsyncClient
     passwords: PasswordHasher
     tokens: LocalTokenCodec
     # Credentials verified in the last AUTH_CACHE_SECONDS (app/services/auth.py `identify`).
@@ -82,10 +85,12 @@ class Container:
         )
         outages = ProviderOutages()
         callers = CallerCache(settings.auth_cache_seconds)
+        public_http = public_only_client()
         return cls(
             settings=settings,
             database=database,
             http=http,
+            public_http=public_http,
             passwords=PasswordHasher.from_settings(settings),
             tokens=LocalTokenCodec.from_settings(settings),
             callers=callers,
@@ -102,7 +107,7 @@ class Container:
                 max_concurrency=settings.local_engine_concurrency,
                 timeout_seconds=settings.vectorize_timeout_seconds,
             ),
-            replicate=_replicate(settings, http, outages),
+            replicate=_replicate(settings, http, outages, public_http),
             vat_checker=_vat_checker(settings, http),
             job_queue=build_job_queue(settings),
             alert_sender=_alert_sender(settings, http),
@@ -115,6 +120,7 @@ class Container:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.alert_delivery
         await self.http.aclose()
+        await self.public_http.aclose()
         await self.rate_limiter.aclose()
         if self.stripe is not None:
             await self.stripe.aclose()
@@ -245,7 +251,9 @@ def _background_remover(
     return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency, png_compress_level=1)
 
 
-def _replicate(settings: Settings, http: httpx.AsyncClient, outages: ProviderOutages) -> ReplicateApi | None:
+def _replicate(
+    settings: Settings, http: httpx.AsyncClient, outages: ProviderOutages, public_http: httpx.AsyncClient
+) -> ReplicateApi | None:
     token = _secret(settings.replicate_api_token)
     if token is None:
         return None
@@ -256,6 +264,7 @@ def _replicate(settings: Settings, http: httpx.AsyncClient, outages: ProviderOut
         webhook_secret=_secret(settings.replicate_webhook_secret),
         timeout_seconds=settings.replicate_timeout_seconds,
         outages=outages,
+        download_http=public_http,
     )
 
 

@@ -71,10 +71,14 @@ class ReplicateBase:
         timeout_seconds: float = 30.0,
         delivery_hosts: Collection[str] = DELIVERY_HOSTS,
         outages: ProviderOutages | None = None,
+        download_http: httpx.AsyncClient | None = None,
     ) -> None:
         if not api_token.strip():
             raise ValueError("Replicate needs an API token")
         self._http = http
+        # Output URLs come from Replicate's answers, so they are fetched with a client that reaches
+        # public addresses only (app/integrations/outbound.py); `http` serves the API itself.
+        self._download_http = download_http or http
         self._api_token = api_token
         self._fail = ProviderFailures("replicate", api_token, outages)
         self._scrub = self._fail.scrub

@@ -29,6 +29,7 @@ from app.integrations.images.replicate._base import (
     ReplicateBase,
     log,
 )
+from app.integrations.outbound import ForbiddenDestination
 
 
 class PredictionsApi(ReplicateBase):
@@ -100,7 +101,7 @@ class PredictionsApi(ReplicateBase):
                 retryable=False,
             )
         try:
-            async with self._http.stream(
+            async with self._download_http.stream(
                 "GET", url, timeout=self.timeout_seconds, follow_redirects=False
             ) as response:
                 if response.status_code != 200:
@@ -123,6 +124,10 @@ class PredictionsApi(ReplicateBase):
                     if received > max_bytes:
                         raise self._too_large(received, max_bytes, at_least=True)
                     chunks.append(chunk)
+        except ForbiddenDestination as exc:
+            raise EngineError(
+                "provider_error", f"Refusing to download a Replicate output: {exc}.", retryable=False
+            ) from exc
         except httpx.TimeoutException as exc:
             raise self._fail(
                 "provider_timeout",

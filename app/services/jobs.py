@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -37,6 +37,11 @@ WRITE_RETRIES: dict[str, Any] = {"attempts": 4, "base_delay_seconds": 0.05}
 # whoever waited got an answer (or lost the connection) already, and a result nobody receives must not
 # be charged.
 WAITED = "waited"
+# In a queued waited job's options: when its client stops waiting (JOB_WAIT_TIMEOUT_SECONDS after the
+# submit). Past it a worker neither runs nor charges the job: whoever waited has been answered already,
+# possibly with an outage's 503 that could not cancel the job.
+WAIT_UNTIL = "wait_until"
+WAIT_EXPIRED = "Its request had stopped waiting, so it was not run to the end and nothing was charged."
 # The failure code of a waited job whose request went away (or whose end could not be recorded).
 CANCELLED = "cancelled"
 # Failure codes that may pass if the same job is tried again later.
@@ -138,6 +143,9 @@ async def submit(
     lease: dict[str, Any] = {}
     if claimed or waited:
         options = {**options, WAITED: True}
+    if waited and not claimed:
+        wait_until = utcnow() + timedelta(seconds=ctx.settings.job_wait_timeout_seconds)
+        options[WAIT_UNTIL] = wait_until.isoformat()
     if claimed:
         now = utcnow()
         lease = {
@@ -273,11 +281,22 @@ class Claimed:
     kind: JobKind
     work: JobWork
     waited: bool = False  # a client waits for it on its request (see WAITED)
+    wait_until: datetime | None = None  # when that client stops waiting, if a queue worker runs it
 
     @classmethod
     def of(cls, job: Job, source: bytes | None = None) -> Claimed:
         work = JobWork(job.id, job.user_id, job.input_key, dict(job.options), source)
-        return cls(JobKind(job.kind), work, waited=bool(job.options.get(WAITED)))
+        return cls(JobKind(job.kind), work, waited=bool(job.options.get(WAITED)), wait_until=wait_until(job))
+
+    @property
+    def abandoned(self) -> bool:
+        """Its client stopped waiting: running it now would serve nobody."""
+        return self.wait_until is not None and utcnow() > self.wait_until
+
+
+def wait_until(job: Job) -> datetime | None:
+    value = job.options.get(WAIT_UNTIL)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 async def claim(ctx: Container, job_id: uuid.UUID) -> Claimed | None:
@@ -333,6 +352,12 @@ async def complete(
                 return FinishedJob(job, outputs, await credits.balance_of(session, job.user_id)), False
             if job is None or job.status != JobStatus.processing.value:
                 return job, False
+            deadline = wait_until(job)
+            if deadline is not None and utcnow() > deadline:
+                # Finished after its client stopped waiting (and was answered without it): not charged.
+                log.info("job.wait_expired", job_id=str(job_id))
+                await _end_failed(session, job, CANCELLED, WAIT_EXPIRED, attempts, started)
+                return job, False
             job.status = JobStatus.completed.value
             job.outputs = stored
             job.attempts = max(job.attempts, attempts)
@@ -377,17 +402,7 @@ async def fail(
                 return vanished(job_id), False
             if job.status in TERMINAL_STATUSES:
                 return job, False
-            job.status = JobStatus.failed.value
-            job.error_code = code
-            job.error_message = message[:2000]
-            job.attempts = max(job.attempts, attempts)
-            job.finished_at = utcnow()
-            job.lease_until = None
-            if started is not None:
-                job.time_taken_ms = int((time.perf_counter() - started) * 1000)
-            if job.reservation_key:
-                await credits.release(session, job.reservation_key)
-            await _record_usage(session, job, success=False)
+            await _end_failed(session, job, code, message, attempts, started)
             return job, True
 
     job, recorded = await retry_transient(write, what="job.fail", **WRITE_RETRIES)
@@ -395,6 +410,23 @@ async def fail(
         ctx.metrics.observe_job(job.kind, job.provider, job.status, code, None)
         log.info("job.failed", job_id=str(job_id), code=code)
     return job
+
+
+async def _end_failed(
+    session: AsyncSession, job: Job, code: str, message: str, attempts: int, started: float | None
+) -> None:
+    """Mark the (locked, unended) job failed and release its credits, in the caller's transaction."""
+    job.status = JobStatus.failed.value
+    job.error_code = code
+    job.error_message = message[:2000]
+    job.attempts = max(job.attempts, attempts)
+    job.finished_at = utcnow()
+    job.lease_until = None
+    if started is not None:
+        job.time_taken_ms = int((time.perf_counter() - started) * 1000)
+    if job.reservation_key:
+        await credits.release(session, job.reservation_key)
+    await _record_usage(session, job, success=False)
 
 
 async def _record_usage(session: AsyncSession, job: Job, *, success: bool, charged: int = 0) -> None:

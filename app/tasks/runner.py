@@ -64,6 +64,9 @@ async def run_delivered(ctx: Container, job_id: uuid.UUID) -> None:
             log.info("job.held_elsewhere", job_id=str(job_id), retry_in=round(held, 1))
             await asyncio.to_thread(ctx.job_queue.send, str(job_id), held + LEASE_MARGIN_SECONDS)
         return
+    if claim.abandoned:  # a backlog outlasted its client's wait: nobody would get the result
+        await jobs.fail(ctx, job_id, jobs.CANCELLED, jobs.WAIT_EXPIRED, 0, None)
+        return
     try:
         await execute(ctx, claim)
     except jobs.CompletionNotRecorded:

@@ -14,10 +14,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
+from app.db.base import utcnow
+from app.db.retry import transient_database_error
 from app.errors import AppError, ServiceUnavailable
 from app.models import TERMINAL_STATUSES, Job, JobStatus
 from app.services import idempotency, jobs
@@ -25,6 +29,7 @@ from app.services import users as users_service
 from app.tasks import runner
 from app.tasks.dispatch import JobQueueUnavailable, QueueDispatcher
 
+log = structlog.get_logger("app.tasks.waited")
 # A client waiting on a queued job reads its row after 50 ms, then 1.5 times later each time, up to 1 s.
 POLL_FIRST_SECONDS = 0.05
 POLL_MAX_SECONDS = 1.0
@@ -166,7 +171,7 @@ async def _run_on_queue(
         await asyncio.shield(jobs.fail(ctx, job_id, QUEUE_UNAVAILABLE, message, 0, None))
         raise
     try:
-        return await _finished(ctx, user_id, job_id)
+        return await _finished(ctx, user_id, job_id, jobs.wait_until(submitted.job))
     except BaseException as exc:
         ended = await asyncio.shield(runner.cancel(ctx, job_id))
         finished_first = ended is not None and ended.status == JobStatus.completed.value
@@ -175,16 +180,30 @@ async def _run_on_queue(
         raise
 
 
-async def _finished(ctx: Container, user_id: uuid.UUID, job_id: uuid.UUID) -> jobs.FinishedJob:
+async def _finished(
+    ctx: Container, user_id: uuid.UUID, job_id: uuid.UUID, wait_until: datetime | None
+) -> jobs.FinishedJob:
     """The job once a worker has ended it, read from its row (polled, less often as time passes): a
-    failed job raises its `job_failure`, one still running at the deadline JobWaitTimedOut."""
-    deadline = time.monotonic() + ctx.settings.job_wait_timeout_seconds
+    failed job raises its `job_failure`, one still running at the deadline JobWaitTimedOut. The deadline
+    is the job's own `wait_until`, the instant past which no worker charges it. A database that stops
+    answering does not end the wait before it: a 503 then could not cancel the job, which the worker
+    would finish and charge once the database is back."""
+    timeout = ctx.settings.job_wait_timeout_seconds
+    if wait_until is not None:
+        timeout = (wait_until - utcnow()).total_seconds()
+    deadline = time.monotonic() + timeout
     interval = POLL_FIRST_SECONDS
     while True:
         await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        status = await jobs.status_of(ctx, job_id)
-        if status in TERMINAL_STATUSES or status is None:
-            return await jobs.result_of(ctx, user_id, job_id)
+        interval = min(interval * 1.5, POLL_MAX_SECONDS)
+        try:
+            status = await jobs.status_of(ctx, job_id)
+            if status in TERMINAL_STATUSES or status is None:
+                return await jobs.result_of(ctx, user_id, job_id)
+        except Exception as exc:
+            if not transient_database_error(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning("job.wait_database_error", job_id=str(job_id), error=type(exc).__name__)
+            continue
         if time.monotonic() >= deadline:
             raise JobWaitTimedOut(job_id)
-        interval = min(interval * 1.5, POLL_MAX_SECONDS)

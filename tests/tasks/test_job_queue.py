@@ -27,6 +27,7 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.db.session import Database
+from app.integrations.storage import ObjectNotFound
 from app.models import Job, JobKind, JobStatus, LedgerReason, User
 from app.services import jobs
 from app.services import users as users_service
@@ -250,5 +251,127 @@ async def test_a_waited_cut_out_is_answered_from_the_queue_or_cancelled_uncharge
             assert_error(response, 503, "job_timeout")
             assert (captures, balance) == ([], before)
             assert (job.status, job.error_code) == (JobStatus.failed, jobs.CANCELLED)
+    finally:
+        await cleanup(engine, [user.id], [])
+
+
+async def test_a_waited_cut_out_outlives_a_database_that_stops_answering_its_polls(
+    committing: tuple[FastAPI, Database],
+    settings: Settings,
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 503 on the first poll the database refuses could not cancel the job (the database is down), and
+    the worker would charge it once the database is back: the waiter keeps polling until its deadline."""
+    app, database = committing
+    container: Container = app.state.container
+    container.job_queue = _InProcessQueue(container)
+    container.settings = container.settings.model_copy(update={"job_wait_timeout_seconds": 60})
+    polls = {"refused": 0}
+    status_of = jobs.status_of
+
+    async def refused_three_times(ctx: Container, job_id: uuid.UUID) -> str | None:
+        if polls["refused"] < 3:
+            polls["refused"] += 1
+            raise ConnectionRefusedError("the database is restarting")
+        return await status_of(ctx, job_id)
+
+    monkeypatch.setattr(jobs, "status_of", refused_three_times)
+    user = await committed_user(database, settings)
+    before, _ = await committed_movements(engine, user.id)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            response = await client.post(
+                "/api/v1/images/remove-background",
+                headers=bearer(container, user),
+                files={"file": ("a.png", photo_like(32, 32), "image/png")},
+            )
+        assert response.status_code == 200, response.text
+        balance, captures = await committed_movements(engine, user.id, LedgerReason.job_capture)
+        async with database.session_scope() as session:
+            [job] = (await session.scalars(select(Job).where(Job.user_id == user.id))).all()
+        assert polls["refused"] == 3
+        assert (len(captures), balance) == (1, before - job.credits_reserved)
+    finally:
+        await cleanup(engine, [user.id], [])
+
+
+async def waited_job_past_its_wait(ctx: Container, user: User) -> tuple[Job, int]:
+    """A queued job its client waited for, submitted (committed) with a wait that is over by now; with
+    the owner's balance before it was reserved."""
+    ctx.settings = ctx.settings.model_copy(update={"job_wait_timeout_seconds": 0.2})
+    balance, _ = await committed_movements(ctx.database.engine, user.id)
+    async with ctx.database.session_scope() as session:
+        owner = await users_service.require_user(session, user.id)
+        job = await jobs.submit(session, ctx, owner, JobKind.vectorize, None, VECTORIZE_FULL, waited=True)
+    await asyncio.sleep(0.3)
+    return job, balance
+
+
+async def test_a_waited_job_delivered_after_its_client_stopped_waiting_is_not_run_nor_charged(
+    committing: tuple[FastAPI, Database], settings: Settings, engine: AsyncEngine
+) -> None:
+    app, database = committing
+    container: Container = app.state.container
+    user = await committed_user(database, settings)
+    try:
+        job, before = await waited_job_past_its_wait(container, user)
+
+        await runner.run_delivered(container, job.id)
+
+        async with database.session_scope() as session:
+            ended_job = await session.get(Job, job.id)
+        assert ended_job is not None
+        assert (ended_job.status, ended_job.error_code, ended_job.outputs) == (
+            JobStatus.failed,
+            jobs.CANCELLED,
+            [],
+        )
+        assert ended_job.time_taken_ms is None  # the engine never ran
+        balance, captures = await committed_movements(engine, user.id, LedgerReason.job_capture)
+        assert (captures, balance) == ([], before)
+    finally:
+        await cleanup(engine, [user.id], [])
+
+
+async def test_a_waited_job_finished_after_its_client_stopped_waiting_is_not_charged(
+    committing: tuple[FastAPI, Database], settings: Settings, engine: AsyncEngine
+) -> None:
+    """The worker took it in time, but the result came after the wait: the client was answered without
+    it (a timeout, or an outage's 503 that could not cancel it), so it is released, its files deleted."""
+    app, database = committing
+    container: Container = app.state.container
+    user = await committed_user(database, settings)
+    try:
+        async with database.session_scope() as session:
+            owner = await users_service.require_user(session, user.id)
+            job = await jobs.submit(
+                session, container, owner, JobKind.vectorize, None, VECTORIZE_FULL, waited=True
+            )
+        claim = await jobs.claim(container, job.id)
+        assert claim is not None
+        assert not claim.abandoned
+        before, _ = await committed_movements(engine, user.id)
+        async with database.session_scope() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(
+                    options={**job.options, jobs.WAIT_UNTIL: (utcnow() - timedelta(seconds=1)).isoformat()}
+                )
+            )
+        key = f"users/{user.id}/jobs/{job.id}/late.svg"
+        await container.storage.put(key, b"<svg/>", "image/svg+xml")
+        stored = [{"key": key, "content_type": "image/svg+xml", "view": "main", "size": 6}]
+
+        ended_job = await jobs.complete(container, job.id, [], stored, 1, time.perf_counter())
+
+        assert isinstance(ended_job, Job)
+        assert (ended_job.status, ended_job.error_code) == (JobStatus.failed, jobs.CANCELLED)
+        balance, captures = await committed_movements(engine, user.id, LedgerReason.job_capture)
+        assert captures == []
+        assert balance == before + job.credits_reserved
+        with pytest.raises(ObjectNotFound):
+            await container.storage.get(key)
     finally:
         await cleanup(engine, [user.id], [])

@@ -41,6 +41,8 @@ class QueueSetup:
     gate_dir: Path
     queue_name: str
     lease_seconds: int
+    # More settings of the processes' (NAME, value), e.g. a provider's base URL.
+    extra_environment: tuple[tuple[str, str], ...] = ()
 
     def settings_values(self) -> dict[str, object]:
         return {
@@ -59,6 +61,7 @@ class QueueSetup:
         env = default_environment(self.data_dir)
         env.update({name.upper(): str(value) for name, value in self.settings_values().items()})
         env.update({"ENVIRONMENT": "testing", "LOG_FORMAT": "json", GATE_DIR_VARIABLE: str(self.gate_dir)})
+        env.update(dict(self.extra_environment))
         return env
 
     def open_gate(self) -> None:

@@ -93,6 +93,14 @@ class WorkerProcess:
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until its worker process consumes messages (Dramatiq takes seconds to boot)."""
+        deadline = time.monotonic() + timeout
+        while "ready for action" not in self.log():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"the worker did not boot:\n{self.log()}"
+            time.sleep(0.05)
+
 
 @contextmanager
 def running_workers(setup: QueueSetup, folder: Path, count: int) -> Iterator[list[WorkerProcess]]:

@@ -13,7 +13,7 @@ import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -40,7 +40,7 @@ from tests.support.queue_worker import (
     redis_reachable,
     running_workers,
 )
-from tests.support.server import Server, running_server
+from tests.support.server import Server, free_port, running_server
 from tests.support.tcp_faults import SwitchableHttpServer, http_response, switchable_http_server
 
 _why_not = (
@@ -115,6 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 running_server(folder, env=setup.environment()) as server,
                 running_workers(setup, folder, count=1) as [worker],
             ):
+                worker.wait_ready()
                 yield Stack(postgres, setup, server, worker, clipdrop, folder)
         finally:
             client = redis.Redis.from_url(QUEUE_REDIS_URL)
@@ -143,6 +144,17 @@ async def _credits(ctx: Container, user_id: uuid.UUID) -> tuple[int, int]:
             )
         ).one()
     return int(row.balance), int(row.reserved)
+
+
+async def _spent(ctx: Container, user_id: uuid.UUID) -> int:
+    """What the user's completed jobs cost."""
+    async with ctx.database.engine.connect() as connection:
+        spent = await connection.scalar(
+            select(func.sum(Job.credits_reserved)).where(
+                Job.user_id == user_id, Job.status == JobStatus.completed.value
+            )
+        )
+    return int(spent or 0)
 
 
 async def _job_ended(client: httpx.AsyncClient, job_id: str, within_seconds: float = 30) -> dict[str, object]:
@@ -226,11 +238,11 @@ async def test_postgresql_restarted_under_load_answers_503_quickly_then_the_same
         async with httpx.AsyncClient(base_url=stack.server.base_url, headers=headers, timeout=30) as client:
             refused = await _submit_async(client)
         await asyncio.sleep(2)
+        starting = time.monotonic()
         await asyncio.to_thread(stack.postgres.start)
-        up = time.monotonic()
         # Each client until its first 200 after the restart, then a little more.
-        deadline = up + 30
-        while not all(any(a.started >= up and a.status == 200 for a in mine) for mine in answers):
+        deadline = time.monotonic() + 30
+        while not all(any(a.started >= starting and a.status == 200 for a in mine) for mine in answers):
             assert time.monotonic() < deadline, stack.logs()
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
@@ -241,11 +253,12 @@ async def test_postgresql_restarted_under_load_answers_503_quickly_then_the_same
             await client.aclose()
     every = [answer for mine in answers for answer in mine]
     before_stop = [a for a in every if a.started + a.seconds < stopping]
-    during = [a for a in every if down <= a.started and a.started + a.seconds <= up]
+    during = [a for a in every if down <= a.started and a.started + a.seconds <= starting]
     in_flight = [a for a in every if a.started < down and a.started + a.seconds > stopping]
-    first_200 = [min(a.started for a in mine if a.started >= up and a.status == 200) for mine in answers]
+    # Each client's first 200 once the start was asked for, and every answer it got after that one.
+    first_200 = [next(a for a in mine if a.started >= starting and a.status == 200) for mine in answers]
     after_first_200 = [
-        a for mine, first in zip(answers, first_200, strict=True) for a in mine if a.started > first
+        a for mine, first in zip(answers, first_200, strict=True) for a in mine if a.started > first.started
     ]
     assert before_stop
     assert all(a.status == 200 for a in before_stop), before_stop
@@ -258,10 +271,12 @@ async def test_postgresql_restarted_under_load_answers_503_quickly_then_the_same
     assert after_first_200
     assert all(a.status == 200 for a in after_first_200)
     assert (refused.status_code, refused.json()["error"]) == (503, "database_unavailable")
-    # The worker met the outage with the message, and ran the job once the database was back.
+    # The worker met the outage with the message (its run failed, to be retried), and ran the job once
+    # the database was back.
     async with httpx.AsyncClient(base_url=stack.server.base_url, headers=headers) as client:
         ended = await _job_ended(client, str(queued_job.id), within_seconds=40)
         assert ended["status"] == JobStatus.completed.value, stack.logs()
+        assert f"run_job('{queued_job.id}') with unhandled exception" in stack.worker.log()
         # A job submitted through the same server process to the same worker process completes.
         accepted = await _submit_async(client)
         assert accepted.status_code == 202, accepted.text
@@ -269,16 +284,99 @@ async def test_postgresql_restarted_under_load_answers_503_quickly_then_the_same
         assert answered["status"] == JobStatus.completed.value, answered
     # Each job charged once, nothing left reserved (the 503 submit reserved nothing).
     _, captures = await committed_movements(side.database.engine, user.id, LedgerReason.job_capture)
-    async with side.database.engine.connect() as connection:
-        spent = await connection.scalar(select(func.sum(Job.credits_reserved)).where(Job.user_id == user.id))
     assert len(captures) == 2
-    assert await _credits(side, user.id) == (before[0] - int(spent or 0), before[1])
+    assert await _credits(side, user.id) == (before[0] - await _spent(side, user.id), before[1])
     assert stack.worker.process.poll() is None
     outage = [a.seconds for a in during]
-    recovered = [(first - up) * 1000 for first in first_200]
+    recovered = [(first.started + first.seconds - starting) * 1000 for first in first_200]
     print(  # noqa: T201 - the figures for the operator's notes (pytest -s), not asserted
         f"\n[faults] postgres restarted under load: {len(every)} answers; {len(outage)} x 503 in the outage, "
         f"median {statistics.median(outage) * 1000:.1f} ms, max {max(outage) * 1000:.1f} ms; "
-        f"in flight at the stop: {sorted({(a.status, a.error) for a in in_flight})}; first 200 after the "
-        f"start: median {statistics.median(recovered):.0f} ms, max {max(recovered):.0f} ms"
+        f"in flight at the stop: {sorted({(a.status, a.error) for a in in_flight})}; first 200 once "
+        f"started: median {statistics.median(recovered):.0f} ms, max {max(recovered):.0f} ms"
     )
+
+
+async def test_a_provider_that_hangs_is_cut_by_its_timeout_uncharged_and_the_next_job_completes(
+    stack: Stack, side: Container
+) -> None:
+    user = await committed_user(side.database, side.settings)
+    before = await _credits(side, user.id)
+    async with httpx.AsyncClient(base_url=stack.server.base_url, headers=bearer(side, user)) as client:
+        stack.clipdrop.hang()
+        try:
+            asked = stack.clipdrop.requests
+            accepted = await _submit_async(client)
+            assert accepted.status_code == 202, accepted.text
+            started = time.monotonic()
+            failed = await _job_ended(client, accepted.json()["image_id"])
+            took = time.monotonic() - started
+            tries = stack.clipdrop.requests - asked
+        finally:
+            stack.clipdrop.answer()
+        assert (failed["status"], failed["error_code"], failed["attempts"]) == (
+            JobStatus.failed.value,
+            "provider_timeout",
+            2,  # JOB_MAX_ATTEMPTS: the timeout is retried, then the job ends
+        ), stack.logs()
+        assert tries == 2
+        assert await _credits(side, user.id) == before  # released: balance and reservations as before
+        accepted = await _submit_async(client)
+        assert accepted.status_code == 202, accepted.text
+        completed = await _job_ended(client, accepted.json()["image_id"])
+    assert completed["status"] == JobStatus.completed.value, stack.logs()
+    _, captures = await committed_movements(side.database.engine, user.id, LedgerReason.job_capture)
+    assert len(captures) == 1
+    assert await _credits(side, user.id) == (before[0] - await _spent(side, user.id), before[1])
+    print(  # noqa: T201 - as above
+        f"\n[faults] ClipDrop hanging, {CLIPDROP_TIMEOUT_SECONDS} s timeout x {tries} attempts: "
+        f"the job ended {failed['error_code']} {took:.2f} s after its submit"
+    )
+
+
+async def test_storage_down_fails_the_job_storage_unavailable_uncharged(
+    stack: Stack, side: Container, tmp_path: Path
+) -> None:
+    """A worker whose storage (S3) refuses connections: the job ran, its result cannot be stored."""
+    setup = replace(
+        stack.setup,
+        queue_name=f"{stack.setup.queue_name}-s3",
+        extra_environment=(
+            *stack.setup.extra_environment,
+            ("STORAGE_BACKEND", "s3"),
+            ("S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}"),  # nothing listens there
+            ("S3_ACCESS_KEY_ID", "AKIAFAULTTEST"),
+            ("S3_SECRET_ACCESS_KEY", "fault-test-secret"),
+            ("S3_MAX_ATTEMPTS", "1"),
+            ("S3_CONNECT_TIMEOUT_SECONDS", "1"),
+        ),
+    )
+    sender = Container.build(make_settings(**setup.settings_values()), side.database)
+    user = await committed_user(side.database, side.settings)
+    before = await _credits(side, user.id)
+    try:
+        async with side.database.session_scope() as session:
+            owner = await users_service.require_user(session, user.id)
+            job = await jobs.submit(session, side, owner, JobKind.vectorize, None, VECTORIZE_FULL)
+        assert await _credits(side, user.id) != before  # reserved
+        with running_workers(setup, tmp_path, count=1) as [worker]:
+            assert sender.job_queue is not None
+            await dispatch.QueueDispatcher(sender.job_queue).send(job.id)
+            async with httpx.AsyncClient(
+                base_url=stack.server.base_url, headers=bearer(side, user)
+            ) as client:
+                failed = await _job_ended(client, str(job.id))
+            log = worker.log()
+    finally:
+        await sender.aclose()
+        client_ = redis.Redis.from_url(QUEUE_REDIS_URL)
+        keys = list(client_.scan_iter(f"pixforge:{setup.queue_name}*"))
+        if keys:
+            client_.delete(*keys)
+    assert (failed["status"], failed["error_code"], failed["attempts"]) == (
+        JobStatus.failed.value,
+        "storage_unavailable",
+        2,
+    ), log
+    assert failed["outputs"] == []
+    assert await _credits(side, user.id) == before

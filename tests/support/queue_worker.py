@@ -43,13 +43,15 @@ class QueueSetup:
     lease_seconds: int
     # More settings of the processes' (NAME, value), e.g. a provider's base URL.
     extra_environment: tuple[tuple[str, str], ...] = ()
+    # The broker (a test's private Redis instead of the shared test database).
+    redis_url: str = QUEUE_REDIS_URL
 
     def settings_values(self) -> dict[str, object]:
         return {
             "database_url": self.database_url,
             "data_dir": self.data_dir,
             "job_queue": "redis",
-            "job_queue_redis_url": QUEUE_REDIS_URL,
+            "job_queue_redis_url": self.redis_url,
             "job_queue_name": self.queue_name,
             "job_lease_seconds": self.lease_seconds,
             # A silent worker is presumed dead after 1 s, and every broker call looks for such.
@@ -66,6 +68,9 @@ class QueueSetup:
 
     def open_gate(self) -> None:
         (self.gate_dir / "open").touch()
+
+    def close_gate(self) -> None:
+        (self.gate_dir / "open").unlink(missing_ok=True)
 
     def runs_of(self, job_id: object) -> list[int]:
         """The pids of the processes that started the job, one per run."""

@@ -13,6 +13,7 @@ import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from tests.factories import bearer
 from tests.support.committed import committed_movements, committed_user
 from tests.support.images import photo_like
 from tests.support.private_postgres import PrivatePostgres, private_postgres, unavailable_reason
+from tests.support.private_redis import PrivateRedis, private_redis
+from tests.support.private_redis import unavailable_reason as private_redis_unavailable
 from tests.support.queue_worker import (
     QUEUE_REDIS_URL,
     QueueSetup,
@@ -71,6 +74,7 @@ def _cut_out() -> bytes:
 @dataclass
 class Stack:
     postgres: PrivatePostgres
+    broker: PrivateRedis | None  # None: no redis-server here, the shared test Redis is the broker
     setup: QueueSetup
     server: Server
     worker: WorkerProcess
@@ -86,13 +90,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("faults")
     gate = folder / "gate"
     gate.mkdir()
-    (gate / "open").touch()  # the gated vectorize engine runs at once here
     queue_name = f"test-faults-{uuid.uuid4().hex[:8]}"
     png = _cut_out()
-    with (
-        private_postgres() as postgres,
-        switchable_http_server(http_response("200 OK", "image/png", png), hanging=False) as clipdrop,
-    ):
+    with ExitStack() as stack:
+        postgres = stack.enter_context(private_postgres())
+        broker = None if private_redis_unavailable() else stack.enter_context(private_redis(folder))
+        clipdrop = stack.enter_context(
+            switchable_http_server(http_response("200 OK", "image/png", png), hanging=False)
+        )
         setup = QueueSetup(
             postgres.url,
             folder / "data",
@@ -109,19 +114,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 ("DB_CONNECT_TIMEOUT_SECONDS", "1"),
                 ("DB_POOL_TIMEOUT_SECONDS", "2"),
             ),
+            redis_url=QUEUE_REDIS_URL if broker is None else broker.url,
         )
-        try:
-            with (
-                running_server(folder, env=setup.environment()) as server,
-                running_workers(setup, folder, count=1) as [worker],
-            ):
-                worker.wait_ready()
-                yield Stack(postgres, setup, server, worker, clipdrop, folder)
-        finally:
-            client = redis.Redis.from_url(QUEUE_REDIS_URL)
-            keys = list(client.scan_iter(f"pixforge:{queue_name}*"))
-            if keys:
-                client.delete(*keys)
+        setup.open_gate()  # the gated vectorize engine runs at once unless a test closes the gate
+        if broker is None:
+            stack.callback(_forget_queue, queue_name)
+        server = stack.enter_context(running_server(folder, env=setup.environment()))
+        [worker] = stack.enter_context(running_workers(setup, folder, count=1))
+        worker.wait_ready()
+        yield Stack(postgres, broker, setup, server, worker, clipdrop, folder)
+
+
+def _forget_queue(queue_name: str) -> None:
+    client = redis.Redis.from_url(QUEUE_REDIS_URL)
+    keys = list(client.scan_iter(f"pixforge:{queue_name}*"))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture
@@ -167,8 +175,8 @@ async def _job_ended(client: httpx.AsyncClient, job_id: str, within_seconds: flo
         await asyncio.sleep(0.1)
 
 
-def _submit_async(client: httpx.AsyncClient) -> object:
-    return client.post(
+async def _submit_async(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post(
         "/api/v1/images/remove-background?async=true",
         files={"file": ("a.png", photo_like(32, 32), "image/png")},
     )
@@ -369,10 +377,8 @@ async def test_storage_down_fails_the_job_storage_unavailable_uncharged(
             log = worker.log()
     finally:
         await sender.aclose()
-        client_ = redis.Redis.from_url(QUEUE_REDIS_URL)
-        keys = list(client_.scan_iter(f"pixforge:{setup.queue_name}*"))
-        if keys:
-            client_.delete(*keys)
+        if stack.broker is None:
+            _forget_queue(setup.queue_name)
     assert (failed["status"], failed["error_code"], failed["attempts"]) == (
         JobStatus.failed.value,
         "storage_unavailable",
@@ -380,3 +386,70 @@ async def test_storage_down_fails_the_job_storage_unavailable_uncharged(
     ), log
     assert failed["outputs"] == []
     assert await _credits(side, user.id) == before
+
+
+async def _status_within(ctx: Container, job_id: uuid.UUID, wanted: str, seconds: float) -> str | None:
+    deadline = time.monotonic() + seconds
+    while (status := await jobs.status_of(ctx, job_id)) != wanted:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return status
+
+
+async def test_the_broker_down_then_back_loses_nothing_and_charges_each_job_once(
+    stack: Stack, side: Container
+) -> None:
+    if stack.broker is None:
+        pytest.skip("needs redis-server, for a broker of the test's own to stop")
+    user = await committed_user(side.database, side.settings)
+    headers = bearer(side, user)
+    before = await _credits(side, user.id)
+    assert side.job_queue is not None
+    stack.setup.close_gate()
+    try:
+        # Two jobs sent before the outage: the first in flight when the broker dies, the second queued.
+        sent = []
+        for _ in range(2):
+            async with side.database.session_scope() as session:
+                owner = await users_service.require_user(session, user.id)
+                sent.append(await jobs.submit(session, side, owner, JobKind.vectorize, None, VECTORIZE_FULL))
+            await dispatch.QueueDispatcher(side.job_queue).send(sent[-1].id)
+        await asyncio.to_thread(stack.setup.wait_for_runs, sent[0].id, 1, 30)
+        stack.broker.kill()
+        async with httpx.AsyncClient(base_url=stack.server.base_url, headers=headers, timeout=30) as client:
+            refused = await _submit_async(client)
+            reading = await client.get("/api/v1/users/credits")  # what needs no broker still works
+        # The first job ends while its broker is away (its acknowledgement cannot be sent).
+        stack.setup.open_gate()
+        first = await _status_within(side, sent[0].id, JobStatus.completed.value, 20)
+        back = time.monotonic()
+        await asyncio.to_thread(stack.broker.start)
+        second = await _status_within(side, sent[1].id, JobStatus.completed.value, 30)
+        took = time.monotonic() - back
+        async with httpx.AsyncClient(base_url=stack.server.base_url, headers=headers, timeout=30) as client:
+            accepted = await _submit_async(client)
+            after = (
+                await _job_ended(client, accepted.json()["image_id"]) if accepted.status_code == 202 else {}
+            )
+    finally:
+        stack.setup.open_gate()
+    body = refused.json()
+    assert (refused.status_code, body["error"], body["credits_charged"]) == (503, "job_queue_unavailable", 0)
+    assert refused.headers["Retry-After"]
+    assert reading.status_code == 200
+    assert (first, second) == (JobStatus.completed.value, JobStatus.completed.value), stack.logs()
+    assert accepted.status_code == 202, accepted.text  # the same server sends again once it is back
+    assert after["status"] == JobStatus.completed.value, stack.logs()
+    # Each job ran once and was charged once; the refused submit left no job and reserved nothing.
+    assert [len(stack.setup.runs_of(job.id)) for job in sent] == [1, 1]
+    _, captures = await committed_movements(side.database.engine, user.id, LedgerReason.job_capture)
+    assert len(captures) == 3
+    async with side.database.engine.connect() as connection:
+        made = await connection.scalar(select(func.count()).select_from(Job).where(Job.user_id == user.id))
+    assert made == 3
+    assert await _credits(side, user.id) == (before[0] - await _spent(side, user.id), before[1])
+    print(  # noqa: T201 - as above
+        f"\n[faults] broker killed and started again: the job queued through the outage completed "
+        f"{took:.2f} s after the start was asked for"
+    )

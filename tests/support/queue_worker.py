@@ -76,6 +76,11 @@ class QueueSetup:
         """The pids of the processes that started the job, one per run."""
         return [int(path.name.rsplit("-", 1)[1]) for path in self.gate_dir.glob(f"started-{job_id}-*")]
 
+    def run_count(self, job_id: object) -> int:
+        """How many times the job was started, by any process."""
+        markers = self.gate_dir.glob(f"started-{job_id}-*")
+        return sum(path.read_text().count("run") for path in markers)
+
     def wait_for_runs(self, job_id: object, count: int, timeout: float = 30) -> list[int]:
         deadline = time.monotonic() + timeout
         while len(runs := self.runs_of(job_id)) < count:

@@ -167,16 +167,22 @@ def render_app_error(exc: AppError, request_id: str | None) -> JSONResponse:
 # PostgreSQL's query_canceled (a statement timeout, a cancel), admin_shutdown, crash_shutdown and
 # cannot_connect_now (a server stopping, crashed, or starting again): the database, not the request.
 UNAVAILABLE_SQLSTATES = frozenset({"57014", "57P01", "57P02", "57P03"})
+# PostgreSQL's serialization_failure and deadlock_detected: the transaction was rolled back because of a
+# concurrent one, and may pass if sent again (MySQL's deadlock is an OperationalError, answered alike).
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 def database_error_as_app_error(exc: Exception) -> AppError | None:
     """Errors that mean "the database is down, stuck or saturated": the client should retry later."""
     if isinstance(exc, PoolTimeoutError | OperationalError | ConnectionError | TimeoutError):
         return DatabaseUnavailable()
-    if isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in UNAVAILABLE_SQLSTATES
-    ):
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if exc.connection_invalidated or sqlstate in UNAVAILABLE_SQLSTATES:
         return DatabaseUnavailable()
+    if sqlstate in CONFLICT_SQLSTATES:
+        return DatabaseUnavailable("A concurrent request got in the way and nothing was changed; retry.")
     return None
 
 

@@ -231,11 +231,12 @@ def _database_error(sqlstate: str) -> DBAPIError:
         ("57P02", True, True),  # crash_shutdown: another backend crashed, every session is ended
         ("57P03", True, True),  # cannot_connect_now: the server is still starting
         ("57014", True, False),  # query_canceled: a statement timeout, which a rerun would wait out again
-        ("40P01", False, True),  # deadlock_detected: retried, not the database being away
+        ("40P01", True, True),  # deadlock_detected: rolled back, may pass if sent again
+        ("40001", True, True),  # serialization_failure: the same
         ("23505", False, False),  # unique_violation: a real error of the request's
     ],
 )
-def test_postgresql_errors_that_mean_the_database_is_away_answer_503(
+def test_postgresql_errors_that_mean_retry_later_answer_503(
     sqlstate: str, unavailable: bool, transient: bool
 ) -> None:
     error = database_error_as_app_error(_database_error(sqlstate))

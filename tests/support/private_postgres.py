@@ -85,6 +85,13 @@ class PrivatePostgres:
         """`fast`: sessions are ended (57P01) and the server shuts down cleanly; `immediate`: as a crash."""
         self._run("pg_ctl", "stop", "-w", "-t", "30", "-m", mode, "-D", str(self.data_dir))
 
+    def ensure_started(self) -> None:
+        """Start it if it is stopped (a test that failed mid-outage must not break the next ones)."""
+        try:
+            self._run("pg_ctl", "status", "-D", str(self.data_dir))
+        except subprocess.CalledProcessError:
+            self.start()
+
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 

@@ -58,6 +58,10 @@ class PrivateRedis:
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.02)
 
+    def ensure_started(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+
     def kill(self) -> None:
         """As a crash: no shutdown, nothing saved but what the append-only file already holds."""
         if self.process is not None and self.process.poll() is None:

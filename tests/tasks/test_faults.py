@@ -264,6 +264,7 @@ async def test_postgresql_restarted_under_load_answers_503_quickly_then_the_same
         await asyncio.sleep(0.5)
     finally:
         stack.setup.open_gate()
+        await asyncio.to_thread(stack.postgres.ensure_started)
         stop.set()
         await asyncio.gather(*load, return_exceptions=True)
         for client in clients:
@@ -450,6 +451,7 @@ async def test_the_broker_down_then_back_loses_nothing_and_charges_each_job_once
             )
     finally:
         stack.setup.open_gate()
+        await asyncio.to_thread(stack.broker.ensure_started)
     body = refused.json()
     assert (refused.status_code, body["error"], body["credits_charged"]) == (503, "job_queue_unavailable", 0)
     assert refused.headers["Retry-After"]

@@ -116,6 +116,15 @@ class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
     default_detail = "The database is unavailable; retry later."
 
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail, headers={"Retry-After": "5", **(headers or {})}, extra=extra)
+
 
 class ProviderNotConfigured(ServiceUnavailable):
     code = "provider_not_configured"
@@ -155,12 +164,25 @@ def render_app_error(exc: AppError, request_id: str | None) -> JSONResponse:
     )
 
 
+# PostgreSQL's query_canceled (a statement timeout, a cancel), admin_shutdown, crash_shutdown and
+# cannot_connect_now (a server stopping, crashed, or starting again): the database, not the request.
+UNAVAILABLE_SQLSTATES = frozenset({"57014", "57P01", "57P02", "57P03"})
+# PostgreSQL's serialization_failure and deadlock_detected: the transaction was rolled back because of a
+# concurrent one, and may pass if sent again (MySQL's deadlock is an OperationalError, answered alike).
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
 def database_error_as_app_error(exc: Exception) -> AppError | None:
     """Errors that mean "the database is down, stuck or saturated": the client should retry later."""
     if isinstance(exc, PoolTimeoutError | OperationalError | ConnectionError | TimeoutError):
         return DatabaseUnavailable()
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if exc.connection_invalidated or sqlstate in UNAVAILABLE_SQLSTATES:
         return DatabaseUnavailable()
+    if sqlstate in CONFLICT_SQLSTATES:
+        return DatabaseUnavailable("A concurrent request got in the way and nothing was changed; retry.")
     return None
 
 

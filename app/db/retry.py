@@ -17,8 +17,18 @@ log = structlog.get_logger("app.db")
 
 T = TypeVar("T")
 
-# PostgreSQL's serialization_failure and deadlock_detected.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+# PostgreSQL's admin_shutdown, crash_shutdown and cannot_connect_now: the server is stopping, crashed or
+# still starting (a restart); the next connection may well be served.
+SERVER_GOING_AWAY_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# PostgreSQL's serialization_failure and deadlock_detected, and the above.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"}) | SERVER_GOING_AWAY_SQLSTATES
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE a PostgreSQL error carries (SQLAlchemy's wrapper or the driver's own), else None."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) else None
 
 
 def transient_database_error(exc: BaseException) -> bool:
@@ -26,7 +36,7 @@ def transient_database_error(exc: BaseException) -> bool:
     if isinstance(exc, PoolTimeoutError | OperationalError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+        return exc.connection_invalidated or sqlstate_of(exc) in _TRANSIENT_SQLSTATES
     return False
 
 

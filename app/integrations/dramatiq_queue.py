@@ -85,7 +85,9 @@ class _Lifecycle(Middleware):
         self.on_boot = on_boot
         self.on_shutdown = on_shutdown
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Before the consumers start: a message delivered at once (a backlog left by a database or
+        # broker outage) must find the collaborators built, not a half-booted process.
         self.on_boot()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

@@ -13,10 +13,14 @@ class UserRepository(Repository[User]):
 
     async def lock(self, user_id: uuid.UUID) -> User | None:
         """The row, locked until the transaction ends (SELECT ... FOR UPDATE; on SQLite the write lock the
-        transaction holds), re-read even if the session had it already."""
-        return await self.session.scalar(
-            select(User).where(User.id == user_id).with_for_update().execution_options(populate_existing=True)
-        )
+        transaction holds), re-read even if the session had it already.
+
+        On PostgreSQL the lock is FOR NO KEY UPDATE: it excludes every other holder of this lock (the
+        submissions and the erasure it serialises) but not the foreign-key checks of rows that refer to
+        the user. With FOR UPDATE, a job's capture (it moves the balance, then inserts its usage record,
+        whose key check reads this row) and a submission (this lock, then the balance) deadlocked."""
+        statement = select(User).where(User.id == user_id).with_for_update(key_share=True)
+        return await self.session.scalar(statement.execution_options(populate_existing=True))
 
     async def get_with_token_revocation(self, user_id: uuid.UUID, jti: str) -> tuple[User, bool] | None:
         """The user and whether the access token `jti` was revoked (at logout), in one round trip: every

@@ -12,11 +12,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
+from app.db.retry import transient_database_error
 from app.db.session import Database, EngineOptions, create_engine
+from app.errors import DatabaseUnavailable, database_error_as_app_error
 from app.main import create_app
 from app.models import User
 from tests.support.databases import TestDatabase
@@ -191,3 +193,54 @@ async def test_a_runaway_statement_is_cut_off(database_url: str) -> None:
                 await connection.execute(text("SELECT pg_sleep(5)"))
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres_only
+async def test_a_statement_cut_off_by_its_timeout_answers_503_with_retry_after(
+    database_url: str, settings: Settings
+) -> None:
+    database = Database(create_engine(database_url, EngineOptions(statement_timeout_seconds=0.3)))
+    app = create_app(settings, database)
+    app.include_router(probe_router)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            response = await client.get("/probe/db/sleep", params={"seconds": 5})
+    finally:
+        await database.dispose()
+    assert response.status_code == 503  # query_canceled (57014), not a 500
+    assert response.json()["error"] == "database_unavailable"
+    assert response.headers["Retry-After"]
+
+
+class _DriverError(Exception):
+    """What a PostgreSQL driver raises: an error carrying its SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+def _database_error(sqlstate: str) -> DBAPIError:
+    return DBAPIError("SELECT 1", None, _DriverError(sqlstate))
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "unavailable", "transient"),
+    [
+        ("57P01", True, True),  # admin_shutdown: the server is stopping (a restart, a failover)
+        ("57P02", True, True),  # crash_shutdown: another backend crashed, every session is ended
+        ("57P03", True, True),  # cannot_connect_now: the server is still starting
+        ("57014", True, False),  # query_canceled: a statement timeout, which a rerun would wait out again
+        ("40P01", True, True),  # deadlock_detected: rolled back, may pass if sent again
+        ("40001", True, True),  # serialization_failure: the same
+        ("23505", False, False),  # unique_violation: a real error of the request's
+    ],
+)
+def test_postgresql_errors_that_mean_retry_later_answer_503(
+    sqlstate: str, unavailable: bool, transient: bool
+) -> None:
+    error = database_error_as_app_error(_database_error(sqlstate))
+    assert isinstance(error, DatabaseUnavailable) is unavailable
+    if error is not None:
+        assert error.headers["Retry-After"]
+    assert transient_database_error(_database_error(sqlstate)) is transient

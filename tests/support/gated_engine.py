@@ -20,8 +20,9 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
 class GatedVectorize(Vectorize):
     async def execute(self, ctx: Container, work: JobWork) -> list[JobOutput]:
         gate = Path(os.environ[GATE_DIR_VARIABLE])
-        # One marker per run, named by the process that runs it (the test kills that process).
-        (gate / f"started-{work.job_id}-{os.getpid()}").touch()
+        # One marker per process that runs it (the test kills that process), a line in it per run.
+        with (gate / f"started-{work.job_id}-{os.getpid()}").open("a") as marker:
+            marker.write("run\n")
         while not (gate / "open").exists():  # noqa: ASYNC110 - another process opens it: a file, polled
             await asyncio.sleep(0.05)
         return [JobOutput(SVG, "image/svg+xml", "svg")]

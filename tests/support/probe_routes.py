@@ -48,6 +48,13 @@ async def use_database(session: SessionDep) -> dict[str, int]:
     return {"one": (await session.execute(text("SELECT 1"))).scalar_one()}
 
 
+@probe_router.get("/db/sleep")
+async def sleep_in_database(session: SessionDep, seconds: float) -> dict[str, bool]:
+    """PostgreSQL only: a statement that runs `seconds` (into the statement timeout, if shorter)."""
+    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+    return {"slept": True}
+
+
 @probe_router.post("/users", status_code=201)
 async def create_user(
     email: str, session: SessionDep, database: DatabaseDep, background: BackgroundTasks, fail: bool = False

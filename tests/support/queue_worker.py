@@ -41,13 +41,17 @@ class QueueSetup:
     gate_dir: Path
     queue_name: str
     lease_seconds: int
+    # More settings of the processes' (NAME, value), e.g. a provider's base URL.
+    extra_environment: tuple[tuple[str, str], ...] = ()
+    # The broker (a test's private Redis instead of the shared test database).
+    redis_url: str = QUEUE_REDIS_URL
 
     def settings_values(self) -> dict[str, object]:
         return {
             "database_url": self.database_url,
             "data_dir": self.data_dir,
             "job_queue": "redis",
-            "job_queue_redis_url": QUEUE_REDIS_URL,
+            "job_queue_redis_url": self.redis_url,
             "job_queue_name": self.queue_name,
             "job_lease_seconds": self.lease_seconds,
             # A silent worker is presumed dead after 1 s, and every broker call looks for such.
@@ -59,14 +63,23 @@ class QueueSetup:
         env = default_environment(self.data_dir)
         env.update({name.upper(): str(value) for name, value in self.settings_values().items()})
         env.update({"ENVIRONMENT": "testing", "LOG_FORMAT": "json", GATE_DIR_VARIABLE: str(self.gate_dir)})
+        env.update(dict(self.extra_environment))
         return env
 
     def open_gate(self) -> None:
         (self.gate_dir / "open").touch()
 
+    def close_gate(self) -> None:
+        (self.gate_dir / "open").unlink(missing_ok=True)
+
     def runs_of(self, job_id: object) -> list[int]:
         """The pids of the processes that started the job, one per run."""
         return [int(path.name.rsplit("-", 1)[1]) for path in self.gate_dir.glob(f"started-{job_id}-*")]
+
+    def run_count(self, job_id: object) -> int:
+        """How many times the job was started, by any process."""
+        markers = self.gate_dir.glob(f"started-{job_id}-*")
+        return sum(path.read_text().count("run") for path in markers)
 
     def wait_for_runs(self, job_id: object, count: int, timeout: float = 30) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -89,6 +102,14 @@ class WorkerProcess:
 
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until its worker process consumes messages (Dramatiq takes seconds to boot)."""
+        deadline = time.monotonic() + timeout
+        while "ready for action" not in self.log():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"the worker did not boot:\n{self.log()}"
+            time.sleep(0.05)
 
 
 @contextmanager

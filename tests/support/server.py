@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +59,11 @@ def default_environment(data_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(folder: Path, startup_seconds: float = 30) -> Iterator[Server]:
-    env = default_environment(folder / "data")
+def running_server(
+    folder: Path, startup_seconds: float = 30, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """`env`: the processes' whole environment instead of the default one (see default_environment)."""
+    env = dict(env) if env is not None else default_environment(folder / "data")
     # From the folder, so that no .env file of the project's is read either.
     subprocess.run([*PIXFORGE, "migrate"], env=env, cwd=folder, check=True, capture_output=True, timeout=120)
     server = Server("127.0.0.1", free_port(), folder / "server.log")

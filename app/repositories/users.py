@@ -12,10 +12,19 @@ class UserRepository(Repository[User]):
     model = User
 
     async def lock(self, user_id: uuid.UUID) -> User | None:
-        """The row, locked until the transaction ends (SELECT ... FOR UPDATE; on SQLite the write lock the
-        transaction holds), re-read even if the session had it already."""
+        """The row, locked until the transaction ends, re-read even if the session had it already.
+
+        On PostgreSQL FOR NO KEY UPDATE: it excludes every other lock of the row but KEY SHARE, the lock a
+        foreign key to `users` takes when a row referring to it is inserted. FOR UPDATE excluded that too,
+        and a payment (account row moved, then its tax invoice inserted) and a job submission (user locked,
+        then the account row moved) for one account deadlocked (tests/services/test_account_lock.py).
+        MySQL/MariaDB: FOR UPDATE (there, a foreign-key check's shared lock waits for it all the same);
+        SQLite: the write lock the transaction holds."""
         return await self.session.scalar(
-            select(User).where(User.id == user_id).with_for_update().execution_options(populate_existing=True)
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
         )
 
     async def get_with_token_revocation(self, user_id: uuid.UUID, jti: str) -> tuple[User, bool] | None:

@@ -85,7 +85,10 @@ class _Lifecycle(Middleware):
         self.on_boot = on_boot
         self.on_shutdown = on_shutdown
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Before the worker threads start: a message already waiting is taken the moment they do, and
+        # must find the collaborators built (after_worker_boot came too late: such a run failed and
+        # waited for Dramatiq's retry).
         self.on_boot()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

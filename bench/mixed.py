@@ -247,7 +247,7 @@ class Workers:
 @contextmanager
 def queue_workers(env: dict[str, str], processes: int, threads: int, folder: Path) -> Iterator[Workers]:
     """`pixforge worker` with the no-op engine, in a process group of its own; stopped (SIGTERM: it
-    drains) at the end and its log's tail printed."""
+    drains) at the end, and the errors its log shows printed."""
     log_path = folder / "workers.log"
     command = [sys.executable, "-m", "app.cli", "worker", "--processes", str(processes)]
     command += ["--threads", str(threads), "bench.noop_engine"]
@@ -263,7 +263,7 @@ def queue_workers(env: dict[str, str], processes: int, threads: int, folder: Pat
     try:
         yield Workers(process, log_path)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)  # as an orchestrator stops it: Dramatiq's main process
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:

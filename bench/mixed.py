@@ -408,7 +408,8 @@ async def audit(
             result.check(
                 len(sent) - unanswered <= recorded <= len(sent) and set(statuses) <= {"processed"},
                 f"webhook events recorded once each: {recorded} rows for {len(sent)} distinct events in "
-                f"{webhook['sent']} deliveries, " + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())),
+                f"{webhook['sent']} deliveries, "
+                + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())),
             )
             paid = int(
                 await db.scalar(select(func.count()).where(Order.status == OrderStatus.paid.value)) or 0

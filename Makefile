@@ -44,7 +44,9 @@ PYTEST_WORKERS ?= 2
 test: lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-# Benchmarks print numbers and ratios; they need the local PostgreSQL (BENCH_DATABASE_URL to change it).
+# Benchmarks print numbers and ratios; they need the local PostgreSQL (BENCH_DATABASE_URL to change it);
+# bench.mixed also needs Redis (BENCH_REDIS_URL, default DB 13, which it flushes) and exits 1 if its
+# ledger audit fails.
 bench: install-dev
 	$(BIN)/python -m bench.identity
 	$(BIN)/python -m bench.credits
@@ -52,6 +54,7 @@ bench: install-dev
 	$(BIN)/python -m bench.design
 	$(BIN)/python -m bench.analytics
 	$(BIN)/python -m bench.hot_path
+	$(BIN)/python -m bench.mixed
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

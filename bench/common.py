@@ -159,3 +159,19 @@ async def load(name: str, total: int, concurrency: int, one: Callable[[int], Awa
 
 def unique_email() -> str:
     return f"bench-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process and its living descendants used so far, from /proc: children
+    of every thread are counted (a process manager may start its workers from any of its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu_seconds(child) for child in children)

@@ -12,15 +12,21 @@ class UserRepository(Repository[User]):
     model = User
 
     async def lock(self, user_id: uuid.UUID) -> User | None:
-        """The row, locked until the transaction ends (SELECT ... FOR UPDATE; on SQLite the write lock the
-        transaction holds), re-read even if the session had it already.
+        """The row, locked until the transaction ends, re-read even if the session had it already.
 
-        On PostgreSQL the lock is FOR NO KEY UPDATE: it excludes every other holder of this lock (the
-        submissions and the erasure it serialises) but not the foreign-key checks of rows that refer to
-        the user. With FOR UPDATE, a job's capture (it moves the balance, then inserts its usage record,
-        whose key check reads this row) and a submission (this lock, then the balance) deadlocked."""
-        statement = select(User).where(User.id == user_id).with_for_update(key_share=True)
-        return await self.session.scalar(statement.execution_options(populate_existing=True))
+        On PostgreSQL FOR NO KEY UPDATE: it excludes every other lock of the row but KEY SHARE, the lock a
+        foreign key to `users` takes when a row referring to it is inserted. FOR UPDATE excluded that too,
+        and a payment (account row moved, then its tax invoice inserted) and a job submission (user locked,
+        then the account row moved) for one account deadlocked (tests/services/test_account_lock.py), as
+        did a job's capture and a submission (tests/services/test_job_lock_order.py).
+        MySQL/MariaDB: FOR UPDATE (there, a foreign-key check's shared lock waits for it all the same);
+        SQLite: the write lock the transaction holds."""
+        return await self.session.scalar(
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
 
     async def get_with_token_revocation(self, user_id: uuid.UUID, jti: str) -> tuple[User, bool] | None:
         """The user and whether the access token `jti` was revoked (at logout), in one round trip: every

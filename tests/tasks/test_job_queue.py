@@ -138,6 +138,26 @@ async def test_a_stopped_worker_finishes_its_job_before_it_exits(
         await cleanup(engine, [user.id], [])
 
 
+@needs_redis
+async def test_a_job_waiting_when_a_worker_starts_runs_on_its_first_delivery(
+    queued: Container, queue_setup: QueueSetup, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The worker builds its collaborators before its threads take messages: a job queued before it
+    started used to fail its first delivery ("collaborators are built when it boots") and wait for a
+    retry (found by bench.mixed, whose workers start with a backlog)."""
+    user, job, _ = await submit_committed(queued)
+    queue_setup.open_gate()
+    try:
+        with running_workers(queue_setup, tmp_path, count=1) as [worker]:
+            status = await ended(queued, job.id)
+            log = worker.log()
+        assert status == JobStatus.completed, log
+        assert "Failed to process message" not in log, log
+        assert "Retrying message" not in log, log
+    finally:
+        await cleanup(engine, [user.id], [])
+
+
 # --- no worker process needed: on every database -----------------------------------------------------
 
 

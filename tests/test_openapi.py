@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
@@ -45,12 +46,33 @@ MULTIPART_TYPE = "multipart/form-data"
 HUGE = 200_000
 RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"pixforge openapi test secret 32b").decode()
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # Rate limits would answer 429 long before a fuzzer's hundreds of requests are all read.
-    return make_settings(database_url=database_url, rate_limits_enabled=False)
+    # Rate limits would answer 429 long before a fuzzer's hundreds of requests are all read. The webhooks
+    # are configured, so that they read (and refuse) what is sent instead of answering 503.
+    return make_settings(
+        database_url=database_url,
+        rate_limits_enabled=False,
+        **dict.fromkeys(
+            (
+                "clerk_webhook_secret",
+                "stripe_webhook_secret",
+                "razorpay_webhook_secret",
+                "dodo_webhook_secret",
+                "replicate_webhook_secret",
+            ),
+            WEBHOOK_SECRET,
+        ),
+        # (the payment webhooks need their gateway; a refused signature never reaches it)
+        stripe_secret_key="sk_test_openapi",
+        razorpay_key_id="rzp_test_openapi",
+        razorpay_key_secret="openapi",
+        dodo_api_key="openapi",
+        replicate_api_token="r8_openapi",
+    )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from app.db.base import utcnow
 from app.dependencies import ContainerDep, CurrentUser, SessionDep, SettingsDep
 from app.routers.admin.reports import attachment
 from app.routers.users import ledger_entry_out
+from app.schemas.errors import error_responses
 from app.schemas.users import LedgerPageOut
 from app.services import credits as credits_service
 from app.services import reports
@@ -20,7 +21,7 @@ from app.services.periods import checked_period
 router = APIRouter(prefix="/credits", tags=["credits"])
 
 
-@router.get("/transactions", response_model=LedgerPageOut)
+@router.get("/transactions", response_model=LedgerPageOut, responses=error_responses(400))
 async def transactions(
     user: CurrentUser,
     session: SessionDep,

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -16,7 +15,7 @@ from app.schemas.errors import error_responses
 from app.schemas.users import LedgerPageOut
 from app.services import credits as credits_service
 from app.services import reports
-from app.services.periods import checked_period
+from app.services.periods import period_ending
 
 router = APIRouter(prefix="/credits", tags=["credits"])
 
@@ -62,7 +61,7 @@ async def export_transactions(
     """Your credit movements in the period as a file, oldest first: CSV, or a PDF statement with totals."""
     until = to or utcnow()
     max_days = settings.reports_max_range_days
-    period = checked_period(from_ or until - timedelta(days=max_days), until, max_days)
+    period = period_ending(from_, until, max_days, max_days)
     report = reports.user_transactions_report(
         container, user.id, reports.ReportFormat(format.value), period, settings.reports_pdf_max_rows
     )

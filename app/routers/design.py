@@ -41,7 +41,7 @@ TagQuery = Annotated[
 ]
 
 
-@router.post("/palettes", response_model=PaletteOut)
+@router.post("/palettes", response_model=PaletteOut, responses=error_responses(404))
 async def create_palette(
     body: PaletteIn, user: CurrentUser, session: SessionDep, container: ContainerDep, model: TextModelDep
 ) -> PaletteOut:
@@ -70,7 +70,7 @@ async def create_palette(
     "/design-systems/generate",
     response_model=GeneratedOut,
     status_code=201,
-    responses=error_responses(404, 503),
+    responses=error_responses(402, 404, 503),
 )
 async def generate_design_system(
     body: GenerateIn, user: CurrentUser, session: SessionDep, container: ContainerDep, model: TextModelDep

@@ -131,7 +131,7 @@ def _accepted(job: Job) -> JobAcceptedOut:
     "/images/remove-background",
     response_model=RemovedBackgroundOut,
     responses={
-        **error_responses(402, 413, 415),
+        **error_responses(402, 404, 413, 415),
         202: {"model": JobAcceptedOut, "description": "With ?async=true: the job, accepted."},
     },
 )

@@ -20,7 +20,7 @@ async def list_styles(session: SessionDep) -> list[StyleAdminOut]:
     return [StyleAdminOut.model_validate(style) for style in await admin_service.list_styles(session)]
 
 
-@router.post("/styles", status_code=201, response_model=StyleAdminOut)
+@router.post("/styles", status_code=201, response_model=StyleAdminOut, responses=error_responses(409))
 async def create_style(body: StyleCreateIn, admin: AdminUser, session: SessionDep) -> StyleAdminOut:
     """409 `style_name_taken` when the name is in use."""
     style = await admin_service.create_style(session, admin, body.model_dump())

@@ -4,11 +4,12 @@
   their own JSON-or-form bodies, used to point at schemas missing from `components`).
 - The account endpoints accept what their documented request schemas allow: bodies built from the
   document (at the schemas' limits) are never refused as invalid (422).
-- Until schemathesis runs in `make test`: no operation answers 5xx to a body that violates its
-  documented schema (wrong types, missing fields, over-long and huge strings, unknown fields, NUL
-  characters, malformed JSON or multipart, the wrong content type), and every refusal has the house
-  shape {"error", "detail", "request_id"}. Hand-picked violations for each operation and property, then
-  random ones (hypothesis, derandomized as in tests/routers/test_images_fuzz.py).
+- Next to schemathesis (tests/fuzz/test_schemathesis.py), hand-picked edge cases: no operation answers
+  5xx to a body that violates its documented schema (wrong types, missing fields, over-long and huge
+  strings, unknown fields, NUL characters, malformed JSON or multipart, the wrong content type), and
+  every refusal has the house shape {"error", "detail", "request_id"}. Hand-picked violations for each
+  operation and property, then random ones (hypothesis, derandomized as in
+  tests/routers/test_images_fuzz.py).
 """
 
 from __future__ import annotations

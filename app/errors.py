@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 log = structlog.get_logger("app.errors")
 
@@ -211,6 +212,26 @@ async def _handle_app_error(request: Request, exc: Exception) -> JSONResponse:
     return render_app_error(exc, request_id_of(request))
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method some route takes at this path. The router's 405 names only those of the first route
+    that matched the path, while a path's methods are often split over several routes (GET, PATCH and
+    DELETE /users/me)."""
+    routes = getattr(request.app, "routes", ())
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in routes
+            if isinstance(route, BaseRoute)
+        )
+    ]
+    return ", ".join(allowed) or None
+
+
 async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code, default_detail = _STATUS_CODES.get(exc.status_code, ("http_error", "The request failed."))
@@ -219,6 +240,10 @@ async def _handle_http_exception(request: Request, exc: Exception) -> JSONRespon
     detail = default_detail if generic or not isinstance(exc.detail, str) else exc.detail
     request_id = request_id_of(request)
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = allowed
     if request_id:
         headers["X-Request-ID"] = request_id
     return JSONResponse(error_body(code, detail, request_id), status_code=exc.status_code, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from app.routers import API_PREFIX, API_ROUTERS, root_router
 from app.routers.compat import compat_router
 from app.routers.compat._hairtryon_session import install_hairtryon_errors
 from app.schemas.auth import LoginIn
+from app.schemas.errors import DESCRIPTIONS, ErrorOut, HairTryOnErrorOut, ValidationErrorOut, error_responses
 from app.schemas.images import VectorizeIn
 from app.services import backups, catalogue
 from app.tasks import maintenance, recovery
@@ -34,6 +36,8 @@ log = structlog.get_logger("app.main")
 # Bodies that routes parse themselves (each takes JSON or a form, which FastAPI cannot declare) and
 # reference from `openapi_extra`: their schemas (and those they use) join the document's components.
 SELF_PARSED_BODIES: tuple[type[BaseModel], ...] = (LoginIn, VectorizeIn)
+# Any route that reads the database may find it down or saturated: 503 `database_unavailable`.
+EVERY_API_ROUTE_RESPONSES = error_responses(503)
 
 
 def create_app(
@@ -114,13 +118,26 @@ def create_app(
 
     app.include_router(root_router)
     for router in API_ROUTERS:
-        app.include_router(router, prefix=API_PREFIX)
-    app.include_router(compat_router)
-    _document_self_parsed_bodies(app, SELF_PARSED_BODIES)
+        app.include_router(router, prefix=API_PREFIX, responses=EVERY_API_ROUTE_RESPONSES)
+    app.include_router(compat_router, responses=EVERY_API_ROUTE_RESPONSES)
+    _complete_document(app, SELF_PARSED_BODIES)
     return app
 
 
-def _document_self_parsed_bodies(app: FastAPI, models: tuple[type[BaseModel], ...]) -> None:
+_SCHEMAS = "#/components/schemas/{model}"
+# What every route answers by construction, added to each operation the document lists unless the route
+# declares its own: a body is read behind the body-size limit (413) and parsed by one handler (400 not JSON
+# or not a form); a route that declares a security scheme refuses a missing or dead credential (401) and,
+# for a write authenticated by the session cookie, a missing CSRF echo or a foreign Origin (403).
+_BODY_STATUSES = (400, 413)
+_SECURED_STATUSES = (401,)
+_SECURED_WRITE_STATUSES = (401, 403)
+_SAFE_METHODS = frozenset({"get", "head", "options"})
+
+
+def _complete_document(app: FastAPI, models: tuple[type[BaseModel], ...]) -> None:
+    """The document FastAPI generates, completed once: the bodies routes parse themselves (`models`), and
+    the house error shapes where FastAPI would declare its own 422 body or none at all."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -128,12 +145,58 @@ def _document_self_parsed_bodies(app: FastAPI, models: tuple[type[BaseModel], ..
             return app.openapi_schema
         document = generate()  # cached by FastAPI as app.openapi_schema, completed here once
         _, definitions = models_json_schema(
-            [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+            [(model, "validation") for model in models], ref_template=_SCHEMAS
         )
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in definitions.get("$defs", {}).items():
             if schemas.setdefault(name, schema) != schema:
                 raise RuntimeError(f"Two different request schemas are named {name}")
+        if "ValidationErrorOut" not in schemas:  # (FastAPI added them if a route declares them)
+            _, definitions = models_json_schema(
+                [(ErrorOut, "serialization"), (ValidationErrorOut, "serialization")], ref_template=_SCHEMAS
+            )
+            for name, schema in definitions.get("$defs", {}).items():
+                schemas.setdefault(name, schema)
+        for operations in document.get("paths", {}).values():
+            for method, operation in operations.items():
+                if isinstance(operation, dict) and "responses" in operation:
+                    _declare_house_errors(method, operation)
+        for name in ("HTTPValidationError", "ValidationError"):
+            if f'"#/components/schemas/{name}"' not in json.dumps(document):
+                schemas.pop(name, None)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    model = ValidationErrorOut if status == 422 else ErrorOut
+    return {
+        "description": DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": {"$ref": _SCHEMAS.format(model=model.__name__)}}},
+    }
+
+
+_ERROR_MODELS = frozenset(
+    _SCHEMAS.format(model=model.__name__) for model in (ErrorOut, ValidationErrorOut, HairTryOnErrorOut)
+)
+
+
+def _declare_house_errors(method: str, operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation["responses"]
+    for status, response in responses.items():
+        # FastAPI files a declared error under the route's own media type (text/plain, a redirect, a
+        # PDF): an error body is JSON whatever the success answer is.
+        content = response.get("content", {})
+        if status[0] in "45" and len(content) == 1 and "application/json" not in content:
+            (media,) = content.values()
+            if media.get("schema", {}).get("$ref") in _ERROR_MODELS:
+                response["content"] = {"application/json": media}
+    framework_422 = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema")
+    if framework_422 == {"$ref": _SCHEMAS.format(model="HTTPValidationError")}:
+        responses["422"] = _error_response(422)
+    statuses = (*(_BODY_STATUSES if "requestBody" in operation else ()),)
+    if operation.get("security"):
+        statuses += _SECURED_STATUSES if method in _SAFE_METHODS else _SECURED_WRITE_STATUSES
+    for status in statuses:
+        responses.setdefault(str(status), _error_response(status))

@@ -40,6 +40,23 @@ async def test_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None
     assert "GET" in response.headers["allow"]
 
 
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/v1/users/me", {"GET", "PATCH", "DELETE"}),
+        ("/api/v1/images/00000000-0000-0000-0000-000000000000", {"GET", "PATCH", "DELETE"}),
+        ("/api/v1/design-systems/00000000-0000-0000-0000-000000000000/featured", {"PUT", "DELETE"}),
+    ],
+)
+async def test_405_allows_every_method_of_the_path(
+    client: httpx.AsyncClient, path: str, methods: set[str]
+) -> None:
+    """Not only the methods of the first route that matched: a path's are often split over routes."""
+    response = await client.request("TRACE", path)
+    assert_error_body(response, 405, "method_not_allowed")
+    assert set(response.headers["allow"].split(", ")) == methods
+
+
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/probe/items", content=b'{"name": "a",', headers={"content-type": "application/json"}

@@ -4,15 +4,17 @@
   their own JSON-or-form bodies, used to point at schemas missing from `components`).
 - The account endpoints accept what their documented request schemas allow: bodies built from the
   document (at the schemas' limits) are never refused as invalid (422).
-- Until schemathesis runs in `make test`: no operation answers 5xx to a body that violates its
-  documented schema (wrong types, missing fields, over-long and huge strings, unknown fields, NUL
-  characters, malformed JSON or multipart, the wrong content type), and every refusal has the house
-  shape {"error", "detail", "request_id"}. Hand-picked violations for each operation and property, then
-  random ones (hypothesis, derandomized as in tests/routers/test_images_fuzz.py).
+- Next to schemathesis (tests/fuzz/test_schemathesis.py), hand-picked edge cases: no operation answers
+  5xx to a body that violates its documented schema (wrong types, missing fields, over-long and huge
+  strings, unknown fields, NUL characters, malformed JSON or multipart, the wrong content type), and
+  every refusal has the house shape {"error", "detail", "request_id"}. Hand-picked violations for each
+  operation and property, then random ones (hypothesis, derandomized as in
+  tests/routers/test_images_fuzz.py).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
@@ -45,12 +47,33 @@ MULTIPART_TYPE = "multipart/form-data"
 HUGE = 200_000
 RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"pixforge openapi test secret 32b").decode()
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # Rate limits would answer 429 long before a fuzzer's hundreds of requests are all read.
-    return make_settings(database_url=database_url, rate_limits_enabled=False)
+    # Rate limits would answer 429 long before a fuzzer's hundreds of requests are all read. The webhooks
+    # are configured, so that they read (and refuse) what is sent instead of answering 503.
+    return make_settings(
+        database_url=database_url,
+        rate_limits_enabled=False,
+        **dict.fromkeys(
+            (
+                "clerk_webhook_secret",
+                "stripe_webhook_secret",
+                "razorpay_webhook_secret",
+                "dodo_webhook_secret",
+                "replicate_webhook_secret",
+            ),
+            WEBHOOK_SECRET,
+        ),
+        # (the payment webhooks need their gateway; a refused signature never reaches it)
+        stripe_secret_key="sk_test_openapi",
+        razorpay_key_id="rzp_test_openapi",
+        razorpay_key_secret="openapi",
+        dodo_api_key="openapi",
+        replicate_api_token="r8_openapi",
+    )
 
 
 @pytest.fixture

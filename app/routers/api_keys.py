@@ -6,13 +6,14 @@ from fastapi import APIRouter, Depends, Response
 
 from app.dependencies import PrincipalDep, SessionDep, record_client_ip
 from app.errors import Forbidden
+from app.schemas.errors import error_responses
 from app.schemas.users import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut
 from app.services import api_keys as api_keys_service
 
 router = APIRouter(prefix="/api-keys", tags=["api keys"], dependencies=[Depends(record_client_ip)])
 
 
-@router.post("", status_code=201, response_model=ApiKeyCreatedOut)
+@router.post("", status_code=201, response_model=ApiKeyCreatedOut, responses=error_responses(403))
 async def create_api_key(body: ApiKeyIn, principal: PrincipalDep, session: SessionDep) -> ApiKeyCreatedOut:
     # A leaked key must not be able to mint more keys.
     if principal.via == "api_key":
@@ -28,7 +29,7 @@ async def list_api_keys(principal: PrincipalDep, session: SessionDep) -> list[Ap
     ]
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete("/{key_id}", status_code=204, responses=error_responses(404))
 async def revoke_api_key(key_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> Response:
     await api_keys_service.revoke(session, principal.user, key_id)
     return Response(status_code=204)

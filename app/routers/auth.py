@@ -45,6 +45,7 @@ from app.schemas.auth import (
     TokenOut,
     ValidityOut,
 )
+from app.schemas.errors import error_responses
 from app.security import new_secret_token
 from app.services import auth as auth_service
 from app.services import email as email_service
@@ -120,7 +121,7 @@ def _session(
     return SessionCookiesOut(expires_in=pair.access_expires_in, refresh_expires_in=pair.refresh_expires_in)
 
 
-@router.post("/register", status_code=201, response_model=RegisteredOut)
+@router.post("/register", status_code=201, response_model=RegisteredOut, responses=error_responses(409, 429))
 async def register(
     body: RegisterIn, session: SessionDep, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
 ) -> RegisteredOut:
@@ -135,14 +136,14 @@ async def register(
     return RegisteredOut(id=str(user.id), email=user.email)
 
 
-@router.post("/verify", response_model=MessageOut)
+@router.post("/verify", response_model=MessageOut, responses=error_responses(400, 429))
 async def verify(body: TokenIn, session: SessionDep, container: ContainerDep, ip: ClientIp) -> MessageOut:
     await auth_service.verification_limits(container, ip)
     await auth_service.verify_email(session, body.token)
     return MessageOut(message="Your email address is confirmed; you can sign in.")
 
 
-@router.get("/verify", response_class=RedirectResponse, status_code=303)
+@router.get("/verify", response_class=RedirectResponse, status_code=303, responses=error_responses(400, 429))
 async def verify_link(
     session: SessionDep, container: ContainerDep, ip: ClientIp, token: Annotated[str, Query(max_length=512)]
 ) -> RedirectResponse:
@@ -158,7 +159,9 @@ async def verify_link(
     )
 
 
-@router.post("/resend-verification", status_code=202, response_model=MessageOut)
+@router.post(
+    "/resend-verification", status_code=202, response_model=MessageOut, responses=error_responses(429)
+)
 async def resend_verification(
     body: EmailIn, session: SessionDep, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
 ) -> MessageOut:
@@ -216,7 +219,12 @@ async def _read_login(request: Request) -> LoginIn:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from exc
 
 
-@router.post("/login", response_model=TokenOut | SessionCookiesOut, openapi_extra=_LOGIN_BODY)
+@router.post(
+    "/login",
+    response_model=TokenOut | SessionCookiesOut,
+    openapi_extra=_LOGIN_BODY,
+    responses=error_responses(401, 403, 422, 429),
+)
 async def login(
     request: Request,
     response: Response,
@@ -235,7 +243,7 @@ async def login(
     return _session(pair, response, container, cookies)
 
 
-@router.post("/refresh", response_model=TokenOut | SessionCookiesOut)
+@router.post("/refresh", response_model=TokenOut | SessionCookiesOut, responses=error_responses(401))
 async def refresh(
     request: Request,
     response: Response,
@@ -256,7 +264,7 @@ async def refresh(
     return _session(await auth_service.refresh(session, container, token), response, container, cookies)
 
 
-@router.post("/logout", status_code=204)
+@router.post("/logout", status_code=204, responses=error_responses(400))
 async def logout(
     request: Request,
     session: SessionDep,
@@ -281,7 +289,7 @@ async def logout(
     return response
 
 
-@router.post("/password/forgot", status_code=202, response_model=MessageOut)
+@router.post("/password/forgot", status_code=202, response_model=MessageOut, responses=error_responses(429))
 async def forgot_password(
     body: EmailIn, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
 ) -> MessageOut:
@@ -292,7 +300,7 @@ async def forgot_password(
     return MessageOut(message=_CHECK_INBOX)
 
 
-@router.post("/password/reset", response_model=MessageOut)
+@router.post("/password/reset", response_model=MessageOut, responses=error_responses(400))
 async def reset_password(
     body: PasswordResetIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> MessageOut:
@@ -314,7 +322,12 @@ async def check_reset_token(
 # --- emailed 6-digit codes -------------------------------------------------------------------------
 
 
-@router.post("/code/request", status_code=202, response_model=CodeChallengeOut)
+@router.post(
+    "/code/request",
+    status_code=202,
+    response_model=CodeChallengeOut,
+    responses=error_responses(401, 403, 429),
+)
 async def request_code(
     body: CodeRequestIn,
     session: SessionDep,
@@ -338,7 +351,7 @@ async def request_code(
     return CodeChallengeOut(token=challenge.token, expires_in=challenge.expires_in)
 
 
-@router.post("/code/verify", response_model=TokenOut | SessionCookiesOut)
+@router.post("/code/verify", response_model=TokenOut | SessionCookiesOut, responses=error_responses(400, 429))
 async def verify_code(
     body: CodeVerifyIn,
     response: Response,
@@ -354,7 +367,7 @@ async def verify_code(
     return _session(pair, response, container, cookies)
 
 
-@router.post("/code/check", response_model=ValidityOut)
+@router.post("/code/check", response_model=ValidityOut, responses=error_responses(429))
 async def check_code(
     body: CodeCheckIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> ValidityOut:
@@ -364,13 +377,15 @@ async def check_code(
     return ValidityOut(valid=await login_codes.challenge_is_live(session, container, body.token))
 
 
-@router.get("/google", response_class=RedirectResponse, status_code=302)
+@router.get("/google", response_class=RedirectResponse, status_code=302, responses=error_responses(503))
 async def google_start(container: ContainerDep) -> RedirectResponse:
     started = google_login.start(container)
     return google_consent_redirect(started, GOOGLE_STATE_COOKIE, "/api/v1/auth/google", container.settings)
 
 
-@router.get("/google/callback", response_class=RedirectResponse, status_code=302)
+@router.get(
+    "/google/callback", response_class=RedirectResponse, status_code=302, responses=error_responses(400, 503)
+)
 async def google_callback(
     request: Request,
     session: SessionDep,

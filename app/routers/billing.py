@@ -21,6 +21,7 @@ from app.schemas.billing import (
     SubscribeIn,
     VerifyOrderIn,
 )
+from app.schemas.errors import error_responses
 from app.services import catalogue, credits
 from app.services.billing import billing_details, checkout, invoice_pdf, orders
 
@@ -64,7 +65,12 @@ def order_out(order: Order) -> OrderOut:
     )
 
 
-@router.post("/orders/create-order", response_model=RazorpayOrderOut, description=IDEMPOTENCY_DOC)
+@router.post(
+    "/orders/create-order",
+    response_model=RazorpayOrderOut,
+    description=IDEMPOTENCY_DOC,
+    responses=error_responses(404, 409, 503),
+)
 async def create_razorpay_order(
     body: CreateOrderIn,
     user: CurrentUser,
@@ -87,7 +93,7 @@ async def create_razorpay_order(
     return await idempotent.respond(200, produce)
 
 
-@router.post("/orders/verify-order", response_model=OrderVerifiedOut)
+@router.post("/orders/verify-order", response_model=OrderVerifiedOut, responses=error_responses(400, 503))
 async def verify_razorpay_order(
     body: VerifyOrderIn, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> OrderVerifiedOut:
@@ -104,7 +110,12 @@ async def verify_razorpay_order(
     return OrderVerifiedOut(success=True, order=order_out(order), credits=credits.to_credits(balance))
 
 
-@router.post("/payment/create-checkout", response_model=CheckoutOut, description=IDEMPOTENCY_DOC)
+@router.post(
+    "/payment/create-checkout",
+    response_model=CheckoutOut,
+    description=IDEMPOTENCY_DOC,
+    responses=error_responses(404, 409, 503),
+)
 async def create_checkout(
     body: CheckoutIn,
     user: CurrentUser,
@@ -130,7 +141,12 @@ async def create_checkout(
     return await idempotent.respond(200, produce)
 
 
-@router.post("/payment/subscribe", response_model=CheckoutOut, description=IDEMPOTENCY_DOC)
+@router.post(
+    "/payment/subscribe",
+    response_model=CheckoutOut,
+    description=IDEMPOTENCY_DOC,
+    responses=error_responses(404, 409, 503),
+)
 async def subscribe(
     body: SubscribeIn,
     user: CurrentUser,
@@ -166,7 +182,10 @@ async def my_orders(user: CurrentUser, session: SessionDep) -> list[OrderOut]:
 @router.get(
     "/payment/orders/{order_id}/invoice",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}, "description": "The tax invoice (PDF)."}},
+    responses={
+        **error_responses(404),
+        200: {"content": {"application/pdf": {}}, "description": "The tax invoice (PDF)."},
+    },
 )
 async def order_invoice(
     order_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep

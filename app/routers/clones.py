@@ -21,6 +21,7 @@ from app.schemas.clones import (
     QuotaOut,
     QuotasOut,
 )
+from app.schemas.errors import error_responses
 from app.services import credits, images, uploads
 from app.services.clones import photos, prompts, quotas, training
 
@@ -43,7 +44,7 @@ async def photo_out(ctx: Container, view: photos.PhotoView) -> PhotoOut:
     )
 
 
-@router.post("/photos", status_code=201, response_model=PhotosOut)
+@router.post("/photos", status_code=201, response_model=PhotosOut, responses=error_responses(413, 415))
 async def add_photos(
     files: Annotated[list[UploadFile], File(description="One or several images (PNG, JPEG or WebP).")],
     user: CurrentUser,
@@ -68,7 +69,7 @@ async def add_photos(
     return PhotosOut(items=[await photo_out(container, view) for view in stored])
 
 
-@router.get("/photos", response_model=PhotoPageOut)
+@router.get("/photos", response_model=PhotoPageOut, responses=error_responses(400))
 async def list_photos(
     user: CurrentUser, session: SessionDep, container: ContainerDep, limit: Limit = 50, cursor: Cursor = None
 ) -> PhotoPageOut:
@@ -79,7 +80,7 @@ async def list_photos(
     )
 
 
-@router.delete("/photos/{photo_id}", status_code=204)
+@router.delete("/photos/{photo_id}", status_code=204, responses=error_responses(404))
 async def delete_photo(
     photo_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> Response:
@@ -105,7 +106,12 @@ def model_out(view: training.ModelView) -> CloneModelOut:
     )
 
 
-@router.post("/models", status_code=202, response_model=CloneModelOut)
+@router.post(
+    "/models",
+    status_code=202,
+    response_model=CloneModelOut,
+    responses=error_responses(400, 402, 404, 409, 503),
+)
 async def create_model(
     body: CloneModelIn,
     user: CurrentUser,
@@ -132,7 +138,7 @@ async def create_model(
     return model_out(view)
 
 
-@router.get("/models", response_model=CloneModelPageOut)
+@router.get("/models", response_model=CloneModelPageOut, responses=error_responses(400))
 async def list_models(
     user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> CloneModelPageOut:
@@ -141,12 +147,12 @@ async def list_models(
     return CloneModelPageOut(items=[model_out(view) for view in found.items], next_cursor=found.next_cursor)
 
 
-@router.get("/models/{model_id}", response_model=CloneModelOut)
+@router.get("/models/{model_id}", response_model=CloneModelOut, responses=error_responses(404))
 async def get_model(model_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> CloneModelOut:
     return model_out(await training.get(session, user, model_id))
 
 
-@router.delete("/models/{model_id}", status_code=204)
+@router.delete("/models/{model_id}", status_code=204, responses=error_responses(404))
 async def delete_model(
     model_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> Response:
@@ -156,7 +162,7 @@ async def delete_model(
     return Response(status_code=204)
 
 
-@router.post("/prompts/enhance", response_model=EnhancedOut)
+@router.post("/prompts/enhance", response_model=EnhancedOut, responses=error_responses(503))
 async def enhance_prompt(
     body: EnhanceIn, user: CurrentUser, session: SessionDep, container: ContainerDep, model: TextModelDep
 ) -> EnhancedOut:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -12,15 +11,16 @@ from app.db.base import utcnow
 from app.dependencies import ContainerDep, CurrentUser, SessionDep, SettingsDep
 from app.routers.admin.reports import attachment
 from app.routers.users import ledger_entry_out
+from app.schemas.errors import error_responses
 from app.schemas.users import LedgerPageOut
 from app.services import credits as credits_service
 from app.services import reports
-from app.services.periods import checked_period
+from app.services.periods import period_ending
 
 router = APIRouter(prefix="/credits", tags=["credits"])
 
 
-@router.get("/transactions", response_model=LedgerPageOut)
+@router.get("/transactions", response_model=LedgerPageOut, responses=error_responses(400))
 async def transactions(
     user: CurrentUser,
     session: SessionDep,
@@ -61,7 +61,7 @@ async def export_transactions(
     """Your credit movements in the period as a file, oldest first: CSV, or a PDF statement with totals."""
     until = to or utcnow()
     max_days = settings.reports_max_range_days
-    period = checked_period(from_ or until - timedelta(days=max_days), until, max_days)
+    period = period_ending(from_, until, max_days, max_days)
     report = reports.user_transactions_report(
         container, user.id, reports.ReportFormat(format.value), period, settings.reports_pdf_max_rows
     )

@@ -25,6 +25,7 @@ from app.schemas.design import (
     ShadowLayerOut,
     TypographyOut,
 )
+from app.schemas.errors import error_responses
 from app.services.credits import to_credits
 from app.services.design import exports, palettes, systems
 from app.services.design.colors import AA, AA_LARGE, AAA
@@ -40,7 +41,7 @@ TagQuery = Annotated[
 ]
 
 
-@router.post("/palettes", response_model=PaletteOut)
+@router.post("/palettes", response_model=PaletteOut, responses=error_responses(404))
 async def create_palette(
     body: PaletteIn, user: CurrentUser, session: SessionDep, container: ContainerDep, model: TextModelDep
 ) -> PaletteOut:
@@ -65,7 +66,12 @@ async def create_palette(
     )
 
 
-@router.post("/design-systems/generate", response_model=GeneratedOut, status_code=201)
+@router.post(
+    "/design-systems/generate",
+    response_model=GeneratedOut,
+    status_code=201,
+    responses=error_responses(402, 404, 503),
+)
 async def generate_design_system(
     body: GenerateIn, user: CurrentUser, session: SessionDep, container: ContainerDep, model: TextModelDep
 ) -> GeneratedOut:
@@ -85,7 +91,7 @@ async def generate_design_system(
     )
 
 
-@router.get("/design-systems", response_model=DesignSystemPageOut)
+@router.get("/design-systems", response_model=DesignSystemPageOut, responses=error_responses(400))
 async def list_design_systems(
     user: CurrentUser, session: SessionDep, limit: Limit = 20, cursor: Cursor = None, tag: TagQuery = None
 ) -> DesignSystemPageOut:
@@ -102,7 +108,7 @@ async def create_design_system(
     return system_out(await systems.create(session, container, user, body.model_dump(mode="json")))
 
 
-@router.get("/design-systems/public", response_model=DesignSystemPageOut)
+@router.get("/design-systems/public", response_model=DesignSystemPageOut, responses=error_responses(400))
 async def showcase(
     session: SessionDep, limit: Limit = 20, cursor: Cursor = None, tag: TagQuery = None
 ) -> DesignSystemPageOut:
@@ -112,13 +118,13 @@ async def showcase(
     return DesignSystemPageOut(items=[system_out(view) for view in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/design-systems/{system_id}", response_model=DesignSystemOut)
+@router.get("/design-systems/{system_id}", response_model=DesignSystemOut, responses=error_responses(404))
 async def get_design_system(system_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> DesignSystemOut:
     """One of yours, or a shared one."""
     return system_out(await systems.get(session, user, system_id))
 
 
-@router.patch("/design-systems/{system_id}", response_model=DesignSystemOut)
+@router.patch("/design-systems/{system_id}", response_model=DesignSystemOut, responses=error_responses(404))
 async def update_design_system(
     system_id: uuid.UUID, body: DesignSystemUpdateIn, user: CurrentUser, session: SessionDep
 ) -> DesignSystemOut:
@@ -127,13 +133,15 @@ async def update_design_system(
     return system_out(await systems.update(session, user, system_id, changes, body.version))
 
 
-@router.delete("/design-systems/{system_id}", status_code=204)
+@router.delete("/design-systems/{system_id}", status_code=204, responses=error_responses(404))
 async def delete_design_system(system_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     await systems.delete(session, user, system_id)
     return Response(status_code=204)
 
 
-@router.post("/design-systems/{system_id}/share", response_model=DesignSystemOut)
+@router.post(
+    "/design-systems/{system_id}/share", response_model=DesignSystemOut, responses=error_responses(404)
+)
 async def share_design_system(
     system_id: uuid.UUID, user: CurrentUser, session: SessionDep
 ) -> DesignSystemOut:
@@ -141,14 +149,20 @@ async def share_design_system(
     return system_out(await systems.share(session, user, system_id, public=True))
 
 
-@router.delete("/design-systems/{system_id}/share", response_model=DesignSystemOut)
+@router.delete(
+    "/design-systems/{system_id}/share", response_model=DesignSystemOut, responses=error_responses(404)
+)
 async def unshare_design_system(
     system_id: uuid.UUID, user: CurrentUser, session: SessionDep
 ) -> DesignSystemOut:
     return system_out(await systems.share(session, user, system_id, public=False))
 
 
-@router.put("/design-systems/{system_id}/featured", response_model=DesignSystemOut)
+@router.put(
+    "/design-systems/{system_id}/featured",
+    response_model=DesignSystemOut,
+    responses=error_responses(403, 404),
+)
 async def feature_design_system(
     system_id: uuid.UUID, admin: AdminUser, session: SessionDep
 ) -> DesignSystemOut:
@@ -156,7 +170,11 @@ async def feature_design_system(
     return system_out(await systems.set_featured(session, system_id, featured=True))
 
 
-@router.delete("/design-systems/{system_id}/featured", response_model=DesignSystemOut)
+@router.delete(
+    "/design-systems/{system_id}/featured",
+    response_model=DesignSystemOut,
+    responses=error_responses(403, 404),
+)
 async def unfeature_design_system(
     system_id: uuid.UUID, admin: AdminUser, session: SessionDep
 ) -> DesignSystemOut:
@@ -166,7 +184,10 @@ async def unfeature_design_system(
 @router.get(
     "/design-systems/{system_id}/export",
     response_class=Response,
-    responses={200: {"content": {"application/design-tokens+json": {}, "text/css": {}}}},
+    responses={
+        **error_responses(404),
+        200: {"content": {"application/design-tokens+json": {}, "text/css": {}}},
+    },
 )
 async def export_design_system(
     system_id: uuid.UUID,

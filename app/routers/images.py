@@ -16,6 +16,7 @@ from app.container import Container
 from app.dependencies import CallerDep, ContainerDep, CurrentUser, IdempotentDep, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind, JobStatus, Upload
+from app.schemas.errors import error_responses
 from app.schemas.images import (
     GenerateAcceptedOut,
     GenerateIn,
@@ -104,7 +105,7 @@ async def item_out(ctx: Container, item: images.GalleryItem) -> ImageOut:
     return await upload_out(ctx, item) if isinstance(item, Upload) else await job_out(ctx, item)
 
 
-@router.post("/uploads", status_code=201, response_model=UploadOut)
+@router.post("/uploads", status_code=201, response_model=UploadOut, responses=error_responses(413, 415))
 async def upload(
     user: CurrentUser, session: SessionDep, container: ContainerDep, file: Annotated[UploadFile, File()]
 ) -> UploadOut:
@@ -129,7 +130,10 @@ def _accepted(job: Job) -> JobAcceptedOut:
 @router.post(
     "/images/remove-background",
     response_model=RemovedBackgroundOut,
-    responses={202: {"model": JobAcceptedOut, "description": "With ?async=true: the job, accepted."}},
+    responses={
+        **error_responses(402, 404, 413, 415),
+        202: {"model": JobAcceptedOut, "description": "With ?async=true: the job, accepted."},
+    },
 )
 async def remove_background(
     user: CurrentUser,
@@ -215,6 +219,7 @@ async def _vectorize_request(request: Request, container: Container) -> tuple[Ve
             },
         }
     },
+    responses=error_responses(402, 404, 413, 415, 422),
 )
 async def vectorize(request: Request, container: ContainerDep, idempotent: IdempotentDep) -> Response:
     """PNG or JPEG to SVG. `preview` (cheaper: fewer colours, smaller) or `full`; charged on success.
@@ -249,7 +254,7 @@ class GalleryKind(StrEnum):
     upload = images.UPLOAD_KIND
 
 
-@router.get("/images", response_model=ImagePageOut)
+@router.get("/images", response_model=ImagePageOut, responses=error_responses(400))
 async def gallery(
     caller: CallerDep,
     session: SessionDep,
@@ -276,7 +281,7 @@ async def gallery(
     )
 
 
-@router.get("/images/{image_id}", response_model=ImageOut)
+@router.get("/images/{image_id}", response_model=ImageOut, responses=error_responses(404))
 @router.get("/image/status/{image_id}", response_model=ImageOut, include_in_schema=False)
 async def get_image(
     image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
@@ -284,7 +289,7 @@ async def get_image(
     return await item_out(container, await images.get_item(session, user, image_id))
 
 
-@router.patch("/images/{image_id}", response_model=ImageOut)
+@router.patch("/images/{image_id}", response_model=ImageOut, responses=error_responses(404))
 async def update_image(
     image_id: uuid.UUID, body: ImageUpdateIn, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> ImageOut:
@@ -292,7 +297,7 @@ async def update_image(
     return await item_out(container, await images.update_item(session, user, image_id, changes))
 
 
-@router.delete("/images/{image_id}", status_code=204)
+@router.delete("/images/{image_id}", status_code=204, responses=error_responses(404))
 async def delete_image(
     image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> Response:
@@ -321,7 +326,12 @@ async def style_categories(session: SessionDep) -> list[StyleCategoryOut]:
     ]
 
 
-@router.post("/image/generate", status_code=202, response_model=GenerateAcceptedOut)
+@router.post(
+    "/image/generate",
+    status_code=202,
+    response_model=GenerateAcceptedOut,
+    responses=error_responses(402, 404, 429, 503),
+)
 async def generate(
     body: GenerateIn,
     user: CurrentUser,
@@ -347,7 +357,7 @@ async def generate(
     return await idempotent.start_job(submit, lambda job: GenerateAcceptedOut(image_id=job.id))
 
 
-@router.get("/images/{image_id}/events", response_class=StreamingResponse)
+@router.get("/images/{image_id}/events", response_class=StreamingResponse, responses=error_responses(404))
 async def image_events(
     image_id: uuid.UUID, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> StreamingResponse:

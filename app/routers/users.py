@@ -16,6 +16,7 @@ from app.dependencies import (
 from app.errors import Forbidden
 from app.models import CreditLedgerEntry, User
 from app.schemas.admin import AuditLogOut, AuditLogPageOut
+from app.schemas.errors import error_responses
 from app.schemas.users import AccountExportOut, ApiKeyOut, CreditsOut, LedgerEntryOut, UserOut, UserUpdateIn
 from app.services import audit as audit_service
 from app.services import credits as credits_service
@@ -45,7 +46,7 @@ async def me(user: CurrentUser) -> UserOut:
     return user_out(user)
 
 
-@router.patch("/me", response_model=UserOut)
+@router.patch("/me", response_model=UserOut, responses=error_responses(409))
 async def update_me(body: UserUpdateIn, user: CurrentUser, session: SessionDep) -> UserOut:
     changes = body.model_dump(exclude_unset=True, mode="json")
     return user_out(await users_service.update_profile(session, user, changes))
@@ -109,7 +110,7 @@ async def my_credits(caller: CallerDep, session: SessionDep) -> CreditsOut:
     return CreditsOut(credits=credits_service.to_credits(balance), plan=plan)
 
 
-@router.post("/createupdateuser", response_model=UserOut)
+@router.post("/createupdateuser", response_model=UserOut, responses=error_responses(403))
 async def create_update_clerk_user(principal: PrincipalDep) -> UserOut:
     """For Clerk frontends: make sure the signed-in Clerk user exists here. Verifying the Clerk token
     already created it on first use, so this answers the account."""
@@ -129,7 +130,7 @@ def ledger_entry_out(entry: CreditLedgerEntry) -> LedgerEntryOut:
     )
 
 
-@router.get("/me/activity", response_model=AuditLogPageOut)
+@router.get("/me/activity", response_model=AuditLogPageOut, responses=error_responses(400))
 async def my_activity(
     user: CurrentUser,
     session: SessionDep,

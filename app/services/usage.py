@@ -72,8 +72,14 @@ class UsageSummary:
 
 def period(start: date | None, end: date | None, today: date | None = None) -> tuple[date, date]:
     """The inclusive UTC days asked for: by default the last 30 days up to today."""
-    end = end or (start + timedelta(days=DEFAULT_DAYS - 1) if start else today or utcnow().date())
-    start = start or end - timedelta(days=DEFAULT_DAYS - 1)
+    try:
+        end = end or (start + timedelta(days=DEFAULT_DAYS - 1) if start else today or utcnow().date())
+        start = start or end - timedelta(days=DEFAULT_DAYS - 1)
+        end + timedelta(days=1)  # the query's exclusive bound
+    except OverflowError:
+        raise InvalidPeriod(
+            "The period must lie within the years 1 to 9999 (UTC), before its last day."
+        ) from None
     if start > end:
         raise InvalidPeriod("`from` is after `to`.")
     if (end - start).days + 1 > MAX_DAYS:

@@ -73,6 +73,9 @@ async def test_a_pdf_statement_with_totals(
     [
         ({"format": "xlsx"}, 422, "validation_error"),  # CSV or PDF only for users
         ({"from": PERIOD["to"], "to": PERIOD["from"]}, 422, "invalid_period"),
+        # Periods at the edges of the calendar (found by the fuzzer: date arithmetic overflowed, 500)
+        ({"to": "0001-01-01T00:00:00Z"}, 422, "invalid_period"),
+        ({"to": "0001-01-01T00:00:00+23:59"}, 422, "invalid_period"),
     ],
 )
 async def test_bad_requests_are_refused(
@@ -83,3 +86,14 @@ async def test_bad_requests_are_refused(
 
 async def test_anonymous_callers_are_refused(client: httpx.AsyncClient) -> None:
     assert_error(await client.get(URL), 401, "unauthenticated")
+
+
+@pytest.mark.parametrize(
+    "params", [{"to": "0001-01-01"}, {"to": "9999-12-31"}, {"from": "9999-12-31"}, {"from": "9999-12-20"}]
+)
+async def test_usage_periods_beyond_the_calendar_are_refused(
+    client: httpx.AsyncClient, auth: dict[str, str], params: dict[str, str]
+) -> None:
+    """Found by the fuzzer: the default bound or the day after `to` overflowed the calendar (500)."""
+    response = await client.get("/api/v1/users/me/usage", headers=auth, params=params)
+    assert_error(response, 422, "invalid_period")

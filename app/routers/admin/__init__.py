@@ -8,9 +8,13 @@ from fastapi import APIRouter, Depends
 
 from app.dependencies import get_admin, record_client_ip
 from app.routers.admin import analytics, audit, credits, plans, reports, styles, users, webhooks
+from app.schemas.errors import error_responses
 
 router = APIRouter(
-    prefix="/admin", tags=["admin"], dependencies=[Depends(get_admin), Depends(record_client_ip)]
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(get_admin), Depends(record_client_ip)],
+    responses=error_responses(403),
 )
 for module in (analytics, audit, credits, plans, reports, styles, users, webhooks):
     router.include_router(module.router)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -12,7 +11,7 @@ from app.db.base import utcnow
 from app.dependencies import SessionDep, SettingsDep
 from app.schemas.analytics import AnalyticsSummaryOut, BucketOut, FiguresOut
 from app.services import analytics
-from app.services.periods import checked_period
+from app.services.periods import period_ending
 
 router = APIRouter()
 
@@ -65,7 +64,7 @@ async def analytics_summary(
     """Buckets are UTC calendar days, ISO weeks (from Monday) or months; the first and last may be cut
     by the period. Money is in minor units of its currency, credits in decimals."""
     until = to or utcnow()
-    period = checked_period(from_ or until - timedelta(days=30), until)
+    period = period_ending(from_, until, 30)
     result = await analytics.summary(session, period, granularity, settings.analytics_max_buckets)
     buckets: list[BucketOut] = [
         BucketOut.model_validate({"start": start, **_figures(figures)})

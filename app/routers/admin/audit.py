@@ -10,12 +10,13 @@ from pydantic import AwareDatetime
 
 from app.dependencies import SessionDep
 from app.schemas.admin import AuditLogOut, AuditLogPageOut
+from app.schemas.errors import error_responses
 from app.services import audit as audit_service
 
 router = APIRouter()
 
 
-@router.get("/audit-logs", response_model=AuditLogPageOut)
+@router.get("/audit-logs", response_model=AuditLogPageOut, responses=error_responses(400))
 async def list_audit_logs(
     session: SessionDep,
     action: Annotated[list[str] | None, Query(max_length=20, description="one or more actions")] = None,

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from app.dependencies import AdminUser, IdempotentDep, SessionDep
 from app.routers.users import ledger_entry_out
 from app.schemas.base import Schema
+from app.schemas.errors import error_responses
 from app.schemas.users import LedgerEntryOut
 from app.services import admin as admin_service
 from app.services import credits
@@ -42,7 +43,7 @@ class CreditAdjustmentIn(Schema):
         return value
 
 
-@router.post("/users/{user_id}/credits", response_model=LedgerEntryOut)
+@router.post("/users/{user_id}/credits", response_model=LedgerEntryOut, responses=error_responses(404))
 async def adjust_user_credits(
     user_id: uuid.UUID,
     body: CreditAdjustmentIn,

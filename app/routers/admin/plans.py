@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from app.dependencies import AdminUser, SessionDep
 from app.schemas.admin import PlanAdminOut, PlanCreateIn, PlanUpdateIn, PriceAdminOut, PriceIn
+from app.schemas.errors import error_responses
 from app.services import catalogue, credits
 
 router = APIRouter()
@@ -44,7 +45,7 @@ async def list_plans(session: SessionDep) -> list[PlanAdminOut]:
     return [plan_admin_out(priced) for priced in await catalogue.list_all_plans(session)]
 
 
-@router.post("/plans", status_code=201, response_model=PlanAdminOut)
+@router.post("/plans", status_code=201, response_model=PlanAdminOut, responses=error_responses(409))
 async def create_plan(body: PlanCreateIn, admin: AdminUser, session: SessionDep) -> PlanAdminOut:
     """409 `plan_code_taken` when the code is in use (retired plans included); 422 `invalid_plan` for a
     subscription without an interval or a pack with one."""
@@ -54,7 +55,7 @@ async def create_plan(body: PlanCreateIn, admin: AdminUser, session: SessionDep)
     return plan_admin_out(priced)
 
 
-@router.patch("/plans/{plan_id}", response_model=PlanAdminOut)
+@router.patch("/plans/{plan_id}", response_model=PlanAdminOut, responses=error_responses(404))
 async def update_plan(
     plan_id: uuid.UUID, body: PlanUpdateIn, admin: AdminUser, session: SessionDep
 ) -> PlanAdminOut:
@@ -67,7 +68,7 @@ async def update_plan(
     return plan_admin_out(await catalogue.update_plan(session, admin, plan_id, changes, prices))
 
 
-@router.post("/plans/{plan_id}/retire", response_model=PlanAdminOut)
+@router.post("/plans/{plan_id}/retire", response_model=PlanAdminOut, responses=error_responses(404))
 async def retire_plan(plan_id: uuid.UUID, admin: AdminUser, session: SessionDep) -> PlanAdminOut:
     """Off sale for new checkouts; its orders, late webhooks and subscription renewals keep working.
     `PATCH {"is_active": true}` puts it back on sale."""

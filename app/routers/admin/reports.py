@@ -3,7 +3,6 @@ streamed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -13,7 +12,7 @@ from pydantic import AwareDatetime
 from app.db.base import utcnow
 from app.dependencies import ContainerDep, SettingsDep
 from app.services import reports
-from app.services.periods import checked_period
+from app.services.periods import period_ending
 
 router = APIRouter()
 
@@ -48,5 +47,5 @@ async def report(
     created. Oldest first. CSV has a header row; JSON is one object per line; XLSX and PDF end with
     totals (per currency for sales; a PDF lists at most REPORTS_PDF_MAX_ROWS rows)."""
     until = to or utcnow()
-    period = checked_period(from_ or until - timedelta(days=30), until, settings.reports_max_range_days)
+    period = period_ending(from_, until, 30, settings.reports_max_range_days)
     return attachment(reports.open_report(container, kind, format, period, settings.reports_pdf_max_rows))

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from app.dependencies import AdminUser, SessionDep
 from app.schemas.admin import StyleAdminOut, StyleCreateIn, StyleUpdateIn
+from app.schemas.errors import error_responses
 from app.services import admin as admin_service
 
 router = APIRouter()
@@ -19,14 +20,14 @@ async def list_styles(session: SessionDep) -> list[StyleAdminOut]:
     return [StyleAdminOut.model_validate(style) for style in await admin_service.list_styles(session)]
 
 
-@router.post("/styles", status_code=201, response_model=StyleAdminOut)
+@router.post("/styles", status_code=201, response_model=StyleAdminOut, responses=error_responses(409))
 async def create_style(body: StyleCreateIn, admin: AdminUser, session: SessionDep) -> StyleAdminOut:
     """409 `style_name_taken` when the name is in use."""
     style = await admin_service.create_style(session, admin, body.model_dump())
     return StyleAdminOut.model_validate(style)
 
 
-@router.patch("/styles/{style_id}", response_model=StyleAdminOut)
+@router.patch("/styles/{style_id}", response_model=StyleAdminOut, responses=error_responses(404))
 async def update_style(
     style_id: uuid.UUID, body: StyleUpdateIn, admin: AdminUser, session: SessionDep
 ) -> StyleAdminOut:
@@ -36,7 +37,7 @@ async def update_style(
     return StyleAdminOut.model_validate(style)
 
 
-@router.delete("/styles/{style_id}", status_code=204)
+@router.delete("/styles/{style_id}", status_code=204, responses=error_responses(404))
 async def delete_style(style_id: uuid.UUID, admin: AdminUser, session: SessionDep) -> Response:
     await admin_service.delete_style(session, admin, style_id)
     return Response(status_code=204)

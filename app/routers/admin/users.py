@@ -10,6 +10,7 @@ from pydantic import AwareDatetime
 
 from app.dependencies import AdminUser, SessionDep
 from app.schemas.admin import AdminUserOut, AdminUserPageOut, BanIn
+from app.schemas.errors import error_responses
 from app.services import admin as admin_service
 from app.services import credits
 
@@ -33,7 +34,7 @@ def admin_user_out(row: admin_service.UserRow) -> AdminUserOut:
     )
 
 
-@router.get("/users", response_model=AdminUserPageOut)
+@router.get("/users", response_model=AdminUserPageOut, responses=error_responses(400))
 async def list_users(
     session: SessionDep,
     email: Annotated[str | None, Query(max_length=320, description="part of the address")] = None,
@@ -50,7 +51,7 @@ async def list_users(
     return AdminUserPageOut(items=[admin_user_out(row) for row in page.rows], next_cursor=page.next_cursor)
 
 
-@router.post("/users/{user_id}/ban", response_model=AdminUserOut)
+@router.post("/users/{user_id}/ban", response_model=AdminUserOut, responses=error_responses(400, 404))
 async def ban_user(
     user_id: uuid.UUID, admin: AdminUser, session: SessionDep, body: BanIn | None = None
 ) -> AdminUserOut:
@@ -60,7 +61,7 @@ async def ban_user(
     return admin_user_out(await admin_service.user_row(session, user))
 
 
-@router.post("/users/{user_id}/unban", response_model=AdminUserOut)
+@router.post("/users/{user_id}/unban", response_model=AdminUserOut, responses=error_responses(404))
 async def unban_user(user_id: uuid.UUID, admin: AdminUser, session: SessionDep) -> AdminUserOut:
     """The account may sign in again; sessions ended by the ban stay ended."""
     user = await admin_service.unban(session, admin, user_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from app.dependencies import AdminUser, ContainerDep, SessionDep
 from app.schemas.admin import WebhookEventOut, WebhookEventPageOut
+from app.schemas.errors import error_responses
 from app.services import webhook_replay
 
 router = APIRouter()
@@ -16,7 +17,7 @@ router = APIRouter()
 EventStatus = Literal["received", "processed", "ignored", "failed"]
 
 
-@router.get("/webhooks", response_model=WebhookEventPageOut)
+@router.get("/webhooks", response_model=WebhookEventPageOut, responses=error_responses(400))
 async def list_webhook_events(
     session: SessionDep,
     status: Annotated[list[EventStatus] | None, Query(max_length=4, description="one or more")] = None,
@@ -34,7 +35,7 @@ async def list_webhook_events(
     )
 
 
-@router.post("/webhooks/{event_id}/replay", response_model=WebhookEventOut)
+@router.post("/webhooks/{event_id}/replay", response_model=WebhookEventOut, responses=error_responses(404))
 async def replay_webhook_event(
     event_id: uuid.UUID, admin: AdminUser, session: SessionDep, container: ContainerDep
 ) -> WebhookEventOut:

@@ -52,6 +52,7 @@ from app.schemas.compat.hairtryon import (
     ValidityOut,
     VerifiedOut,
 )
+from app.schemas.errors import HairTryOnErrorOut, error_responses
 from app.services import auth as auth_service
 from app.services import credits as credits_service
 from app.services import email as email_service
@@ -106,7 +107,9 @@ def _remember_signup(response: Response, request: Request, container: Container,
 # --- #1 the signed-in user -------------------------------------------------------------------------
 
 
-@router.get("/user/me", response_model=UserMeOut)
+@router.get(
+    "/user/me", response_model=UserMeOut, responses=error_responses(400, 401, model=HairTryOnErrorOut)
+)
 async def me(user: HairTryOnUser, session: SessionDep) -> UserMeOut:
     balance = await credits_service.balance_of(session, user.id)
     email = user.email or ""
@@ -123,7 +126,7 @@ async def me(user: HairTryOnUser, session: SessionDep) -> UserMeOut:
 # --- #2-#8 sign-up and sign-in with an emailed code ------------------------------------------------
 
 
-@router.post("/auth/signup", response_model=SignupOut)
+@router.post("/auth/signup", response_model=SignupOut, responses=error_responses(403, 429))
 async def signup(
     body: SignupIn,
     request: Request,
@@ -149,7 +152,9 @@ async def signup(
     return SignupOut(email=body.email, name=body.name, verify_token=challenge.token)
 
 
-@router.post("/auth/request-login-token", response_model=ChallengeOut)
+@router.post(
+    "/auth/request-login-token", response_model=ChallengeOut, responses=error_responses(401, 403, 429)
+)
 async def request_login_token(
     body: LoginTokenIn,
     session: SessionDep,
@@ -171,7 +176,9 @@ async def request_login_token(
     return ChallengeOut(token=challenge.token)
 
 
-@router.post("/auth/check-email-status", response_model=EmailStatusOut)
+@router.post(
+    "/auth/check-email-status", response_model=EmailStatusOut, responses=error_responses(403, 404, 429)
+)
 async def check_email_status(
     body: EmailIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> EmailStatusOut:
@@ -185,7 +192,9 @@ async def check_email_status(
     return EmailStatusOut(verified=verified)
 
 
-@router.post("/auth/request-signup-token", response_model=ChallengeOut)
+@router.post(
+    "/auth/request-signup-token", response_model=ChallengeOut, responses=error_responses(400, 403, 429)
+)
 async def request_signup_token(
     body: EmailIn,
     request: Request,
@@ -212,7 +221,7 @@ async def request_signup_token(
     return ChallengeOut(token=challenge.token)
 
 
-@router.post("/auth/verify-code-token", response_model=ValidityOut)
+@router.post("/auth/verify-code-token", response_model=ValidityOut, responses=error_responses(403, 429))
 async def verify_code_token(
     body: TokenIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> ValidityOut:
@@ -239,7 +248,7 @@ async def _verify(
     return VerifiedOut()
 
 
-@router.post("/auth/verify-login", response_model=VerifiedOut)
+@router.post("/auth/verify-login", response_model=VerifiedOut, responses=error_responses(400, 403, 429))
 async def verify_login(
     body: CodeIn,
     request: Request,
@@ -253,7 +262,7 @@ async def verify_login(
     return await _verify(body, EmailCodePurpose.login, request, response, session, container, ip)
 
 
-@router.post("/auth/verify-signup", response_model=VerifiedOut)
+@router.post("/auth/verify-signup", response_model=VerifiedOut, responses=error_responses(400, 403, 429))
 async def verify_signup(
     body: CodeIn,
     request: Request,
@@ -269,7 +278,9 @@ async def verify_signup(
 # --- #9, #10 the cookie session --------------------------------------------------------------------
 
 
-@router.post("/auth/refresh", response_model=OkOut)
+@router.post(
+    "/auth/refresh", response_model=OkOut, responses=error_responses(400, 401, 403, model=HairTryOnErrorOut)
+)
 async def refresh(request: Request, session: SessionDep, container: ContainerDep) -> Response:
     """A new pair in the cookies for the refresh cookie. Two tabs refreshing with the same one at once
     both get one (REFRESH_REUSE_GRACE_SECONDS); a rotated one presented later kills the whole family.
@@ -287,7 +298,7 @@ async def refresh(request: Request, session: SessionDep, container: ContainerDep
     return response
 
 
-@router.post("/auth/logout", response_model=OkOut)
+@router.post("/auth/logout", response_model=OkOut, responses=error_responses(403))
 async def logout(
     request: Request, session: SessionDep, container: ContainerDep, principal: OptionalPrincipalDep
 ) -> Response:
@@ -304,7 +315,7 @@ async def logout(
 # --- #11-#13 the password reset link ---------------------------------------------------------------
 
 
-@router.post("/auth/forgot-password", response_model=DetailOut)
+@router.post("/auth/forgot-password", response_model=DetailOut, responses=error_responses(403, 429))
 async def forgot_password(
     body: EmailIn, container: ContainerDep, ip: ClientIp, background: BackgroundTasks
 ) -> DetailOut:
@@ -315,7 +326,7 @@ async def forgot_password(
     return DetailOut(detail=_CHECK_INBOX)
 
 
-@router.post("/auth/verify-reset-token", response_model=ValidityOut)
+@router.post("/auth/verify-reset-token", response_model=ValidityOut, responses=error_responses(403, 429))
 async def verify_reset_token(
     body: TokenIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> ValidityOut:
@@ -324,7 +335,7 @@ async def verify_reset_token(
     return ValidityOut(valid=await auth_service.reset_token_is_valid(session, body.token))
 
 
-@router.post("/auth/reset-password", response_model=DetailOut)
+@router.post("/auth/reset-password", response_model=DetailOut, responses=error_responses(400, 403, 429))
 async def reset_password(
     body: ResetPasswordIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> DetailOut:
@@ -342,7 +353,7 @@ def _google_callback_uri(request: Request, container: Container) -> str:
     return f"{container.settings.public_base_url}{_auth_path(request)}/google/callback"
 
 
-@router.get("/auth/google", response_class=RedirectResponse, status_code=302)
+@router.get("/auth/google", response_class=RedirectResponse, status_code=302, responses=error_responses(503))
 async def google_start(request: Request, container: ContainerDep) -> RedirectResponse:
     """To Google's consent screen, which comes back to this router's own callback."""
     started = google_login.start(container, redirect_uri=_google_callback_uri(request, container))
@@ -350,7 +361,12 @@ async def google_start(request: Request, container: ContainerDep) -> RedirectRes
     return google_consent_redirect(started, GOOGLE_STATE_COOKIE, path, container.settings)
 
 
-@router.get("/auth/google/callback", response_class=RedirectResponse, status_code=302)
+@router.get(
+    "/auth/google/callback",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses=error_responses(400, 503),
+)
 async def google_callback(
     request: Request,
     session: SessionDep,

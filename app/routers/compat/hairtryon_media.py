@@ -35,6 +35,7 @@ from app.schemas.compat.hairtryon_media import (
     UserImagesOut,
     ViewGenerateIn,
 )
+from app.schemas.errors import DESCRIPTIONS, S3_ERROR_XML, HairTryOnErrorOut, error_responses
 from app.services import generation, images, upload_policy, uploads
 from app.services.billing import checkout, orders
 from app.tasks import dispatch
@@ -104,7 +105,9 @@ async def styles(session: SessionDep) -> list[HairTryOnStyleOut]:
     ]
 
 
-@router.get("/user/uploads", response_model=list[str])
+@router.get(
+    "/user/uploads", response_model=list[str], responses=error_responses(400, 401, model=HairTryOnErrorOut)
+)
 async def recent_uploads(user: HairTryOnUser, session: SessionDep, container: ContainerDep) -> list[str]:
     """The stable links of the user's last five uploads (the SPA offers them as "previous photos")."""
     page = await images.gallery(
@@ -122,7 +125,9 @@ async def recent_uploads(user: HairTryOnUser, session: SessionDep, container: Co
 # --- #17, #18 the presigned POST and the stable file links ---------------------------------------------
 
 
-@router.get("/files/presign", response_model=PresignOut)
+@router.get(
+    "/files/presign", response_model=PresignOut, responses=error_responses(400, 401, model=HairTryOnErrorOut)
+)
 async def presign(
     user: HairTryOnUser,
     container: ContainerDep,
@@ -157,7 +162,10 @@ def _s3_refusal(exc: AppError, proposed_size: int | None, max_size: int) -> S3Up
     "/files/upload",
     status_code=204,
     response_class=Response,
-    responses={403: {"content": {"application/xml": {}}, "description": "S3-style <Error> XML."}},
+    responses={
+        status: {"content": S3_ERROR_XML, "description": f"S3-style <Error> XML: {DESCRIPTIONS[status]}"}
+        for status in (400, 403, 404, 415, 422, 503)
+    },
 )
 async def upload(request: Request, session: SessionDep, container: ContainerDep) -> Response:
     """The presigned POST: multipart `key`, `policy`, `signature`, then `file`. The signed policy is the
@@ -192,7 +200,9 @@ async def upload(request: Request, session: SessionDep, container: ContainerDep)
     return Response(status_code=204)
 
 
-@router.get("/files/{upload_id}", response_class=RedirectResponse, status_code=302)
+@router.get(
+    "/files/{upload_id}", response_class=RedirectResponse, status_code=302, responses=error_responses(404)
+)
 async def uploaded_file(
     upload_id: uuid.UUID,
     session: SessionDep,
@@ -208,7 +218,11 @@ async def uploaded_file(
 # --- #19, #20, #23 try-ons, their status and side views ------------------------------------------------
 
 
-@router.post("/image/generate", response_model=ImageIdOut)
+@router.post(
+    "/image/generate",
+    response_model=ImageIdOut,
+    responses=error_responses(400, 401, 402, 403, 503, model=HairTryOnErrorOut),
+)
 async def generate(
     body: HairTryOnGenerateIn,
     user: HairTryOnUser,
@@ -237,7 +251,11 @@ async def generate(
     return ImageIdOut(image_id=job.id)
 
 
-@router.post("/image/view-generate", response_model=ImageIdOut)
+@router.post(
+    "/image/view-generate",
+    response_model=ImageIdOut,
+    responses=error_responses(400, 401, 402, 403, 404, 503, model=HairTryOnErrorOut),
+)
 async def view_generate(
     body: ViewGenerateIn,
     user: HairTryOnUser,
@@ -254,7 +272,11 @@ async def view_generate(
     return ImageIdOut(image_id=job.id)
 
 
-@router.get("/image/status/{image_id}", response_model=ImageStatusOut)
+@router.get(
+    "/image/status/{image_id}",
+    response_model=ImageStatusOut,
+    responses=error_responses(400, 401, 404, model=HairTryOnErrorOut),
+)
 async def image_status(
     image_id: uuid.UUID, user: HairTryOnUser, session: SessionDep, container: ContainerDep
 ) -> ImageStatusOut:
@@ -281,7 +303,9 @@ async def image_status(
 # --- #21, #22 history and favourites ------------------------------------------------------------------
 
 
-@router.get("/user/images", response_model=UserImagesOut)
+@router.get(
+    "/user/images", response_model=UserImagesOut, responses=error_responses(400, 401, model=HairTryOnErrorOut)
+)
 async def history(
     user: HairTryOnUser,
     session: SessionDep,
@@ -362,13 +386,15 @@ async def _history_item(
     )
 
 
-@router.post("/image/like/{image_id}")
+@router.post("/image/like/{image_id}", responses=error_responses(400, 401, 403, 404, model=HairTryOnErrorOut))
 async def like(image_id: uuid.UUID, user: HairTryOnUser, session: SessionDep) -> dict[str, str]:
     await _set_favourite(session, user, image_id, True)
     return {"detail": "Added to your favourites."}
 
 
-@router.post("/image/dislike/{image_id}")
+@router.post(
+    "/image/dislike/{image_id}", responses=error_responses(400, 401, 403, 404, model=HairTryOnErrorOut)
+)
 async def dislike(image_id: uuid.UUID, user: HairTryOnUser, session: SessionDep) -> dict[str, str]:
     await _set_favourite(session, user, image_id, False)
     return {"detail": "Removed from your favourites."}
@@ -382,7 +408,11 @@ async def _set_favourite(session: AsyncSession, user: User, image_id: uuid.UUID,
 # --- #24-#26 buying credits (Dodo Payments) ------------------------------------------------------------
 
 
-@router.post("/payments/checkout", response_model=CheckoutOut)
+@router.post(
+    "/payments/checkout",
+    response_model=CheckoutOut,
+    responses=error_responses(400, 401, 403, 503, model=HairTryOnErrorOut),
+)
 async def buy_credits(
     body: CheckoutIn, user: HairTryOnUser, session: SessionDep, container: ContainerDep
 ) -> CheckoutOut:
@@ -428,14 +458,22 @@ def _transaction(order: Order) -> TransactionOut:
     )
 
 
-@router.get("/payments/transaction/{payment_id}", response_model=TransactionOut)
+@router.get(
+    "/payments/transaction/{payment_id}",
+    response_model=TransactionOut,
+    responses=error_responses(400, 401, 404, model=HairTryOnErrorOut),
+)
 async def transaction(payment_id: str, user: HairTryOnUser, session: SessionDep) -> TransactionOut:
     """The purchase Dodo's payment `payment_id` paid: 404 until Dodo's webhook has told us (the SPA
     retries twice), and for anyone else's payment."""
     return _transaction(await orders.get_by_payment_id(session, user, Provider.dodo, payment_id))
 
 
-@router.get("/payments/transactions", response_model=list[TransactionOut])
+@router.get(
+    "/payments/transactions",
+    response_model=list[TransactionOut],
+    responses=error_responses(400, 401, model=HairTryOnErrorOut),
+)
 async def transactions(user: HairTryOnUser, session: SessionDep) -> list[TransactionOut]:
     """The user's paid purchases, newest first."""
     return [_transaction(order) for order in await orders.list_orders(session, user, status=OrderStatus.paid)]

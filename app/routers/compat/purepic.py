@@ -24,6 +24,7 @@ from app.schemas.compat.purepic import (
     PurePicUserIn,
     PurePicUserOut,
 )
+from app.schemas.errors import error_responses
 from app.services import credits, jobs
 from app.services import users as users_service
 from app.services.billing import checkout
@@ -38,7 +39,9 @@ def whole_credits(millicredits: int) -> int:
     return millicredits // MILLICREDITS_PER_CREDIT
 
 
-@router.post("/users/createupdateuser", response_model=PurePicEnvelope[PurePicUserOut])
+@router.post(
+    "/users/createupdateuser", response_model=PurePicEnvelope[PurePicUserOut], responses=error_responses(403)
+)
 async def create_update_user(
     body: PurePicUserIn, principal: PrincipalDep, session: SessionDep
 ) -> PurePicEnvelope[PurePicUserOut]:
@@ -82,7 +85,10 @@ async def user_credits(user: CurrentUser, session: SessionDep) -> PurePicEnvelop
 @router.post(
     "/images/remove-background",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}, "description": "The PNG cut-out, Base64."}},
+    responses={
+        **error_responses(402, 413, 415),
+        200: {"content": {"text/plain": {}}, "description": "The PNG cut-out, Base64."},
+    },
 )
 async def remove_background(
     container: ContainerDep, idempotent: IdempotentDep, file: Annotated[UploadFile, File()]
@@ -99,7 +105,11 @@ async def remove_background(
     )
 
 
-@router.post("/orders/create-order", response_model=PurePicEnvelope[PurePicOrderOut])
+@router.post(
+    "/orders/create-order",
+    response_model=PurePicEnvelope[PurePicOrderOut],
+    responses=error_responses(404, 503),
+)
 async def create_order(
     plan_id: Annotated[str, Query(alias="planId", min_length=1, max_length=64)],
     user: CurrentUser,
@@ -127,7 +137,11 @@ async def create_order(
     return await idempotent.respond(200, produce)
 
 
-@router.post("/orders/verify-order", response_model=PurePicEnvelope[PurePicCreditsOut])
+@router.post(
+    "/orders/verify-order",
+    response_model=PurePicEnvelope[PurePicCreditsOut],
+    responses=error_responses(400, 503),
+)
 async def verify_order(
     body: VerifyOrderIn, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> PurePicEnvelope[PurePicCreditsOut]:

@@ -241,6 +241,16 @@ class _InProcessQueue:
         return None
 
 
+async def waited_cut_out(app: FastAPI, container: Container, user: User) -> httpx.Response:
+    """A synchronous background removal, as a client sends it."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        return await client.post(
+            "/api/v1/images/remove-background",
+            headers=bearer(container, user),
+            files={"file": ("a.png", photo_like(32, 32), "image/png")},
+        )
+
+
 @pytest.mark.parametrize("workers", [True, False], ids=["run", "nobody-runs-it"])
 async def test_a_waited_cut_out_is_answered_from_the_queue_or_cancelled_uncharged(
     committing: tuple[FastAPI, Database], settings: Settings, engine: AsyncEngine, workers: bool
@@ -254,12 +264,7 @@ async def test_a_waited_cut_out_is_answered_from_the_queue_or_cancelled_uncharge
     user = await committed_user(database, settings)
     before, _ = await committed_movements(engine, user.id)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            response = await client.post(
-                "/api/v1/images/remove-background",
-                headers=bearer(container, user),
-                files={"file": ("a.png", photo_like(32, 32), "image/png")},
-            )
+        response = await waited_cut_out(app, container, user)
         balance, captures = await committed_movements(engine, user.id, LedgerReason.job_capture)
         async with database.session_scope() as session:
             [job] = (await session.scalars(select(Job).where(Job.user_id == user.id))).all()
@@ -300,12 +305,7 @@ async def test_a_waited_cut_out_outlives_a_database_that_stops_answering_its_pol
     user = await committed_user(database, settings)
     before, _ = await committed_movements(engine, user.id)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            response = await client.post(
-                "/api/v1/images/remove-background",
-                headers=bearer(container, user),
-                files={"file": ("a.png", photo_like(32, 32), "image/png")},
-            )
+        response = await waited_cut_out(app, container, user)
         assert response.status_code == 200, response.text
         balance, captures = await committed_movements(engine, user.id, LedgerReason.job_capture)
         async with database.session_scope() as session:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,8 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +34,7 @@ from app.schemas.auth import LoginIn
 from app.schemas.images import VectorizeIn, VectorizeOptionsIn
 from tests.conftest import make_settings
 from tests.factories import bearer, make_user
+from tests.support.hypothesis_budget import fuzz
 
 # Nothing here depends on the database: one run, on SQLite (tests/conftest.py).
 pytestmark = pytest.mark.any_database
@@ -45,8 +44,6 @@ JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 MULTIPART_TYPE = "multipart/form-data"
 HUGE = 200_000
-RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"pixforge openapi test secret 32b").decode()
 
 
@@ -474,20 +471,6 @@ async def test_no_operation_answers_5xx_to_a_body_that_violates_its_schema(
     # Still signed in: no violation was taken as a valid logout.
     assert (await client.get("/api/v1/users/me", headers=admin_headers)).status_code == 200
     assert tried > 200
-
-
-def fuzz(max_examples: int) -> Any:
-    return hypothesis_settings(
-        max_examples=EXAMPLES or max_examples,
-        deadline=None,
-        database=None,
-        derandomize=not RANDOM,
-        suppress_health_check=[
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-        ],
-    )
 
 
 _SCALARS = st.one_of(

@@ -12,15 +12,13 @@ FUZZ_EXAMPLES=<n> runs n examples per operation instead, FUZZ_RANDOM=1 new rando
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from schemathesis.core.failures import FailureGroup
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,12 +28,11 @@ from app.main import create_app
 from tests.conftest import make_settings
 from tests.factories import access_token, make_api_key, make_user
 from tests.support import fuzz
+from tests.support.hypothesis_budget import fuzz as budget
 
 # One database is enough to fuzz the HTTP contract: SQLite (tests/conftest.py).
 pytestmark = pytest.mark.any_database
 
-RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 # Operations whose valid requests do real work (image engines, report rendering): fewer examples.
 EXPENSIVE = frozenset(
     {
@@ -63,21 +60,11 @@ GROUPS = 6
 _ORDER = sorted(OPERATIONS)
 
 
-def examples(count: int) -> Any:
-    return hypothesis_settings(
-        max_examples=EXAMPLES or count,
-        deadline=None,
-        database=None,
-        derandomize=not RANDOM,
-        suppress_health_check=list(HealthCheck),
-    )
-
-
 def generated_cases(operation: Any, count: int) -> list[Any]:
     """`count` cases of `operation`, valid and invalid, the same ones on every run."""
     cases: list[Any] = []
 
-    @examples(count)
+    @budget(count)
     @given(case=fuzz.operation_strategy(operation))
     def collect(case: Any) -> None:
         cases.append(case)

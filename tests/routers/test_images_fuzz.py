@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,8 +29,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from sqlalchemy import func, select
@@ -55,6 +53,7 @@ from app.models import (
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.fakes.replicate import FakeReplicate
+from tests.support.hypothesis_budget import fuzz
 from tests.support.images import jpeg, logo_like, pdf_named_png, png_bomb, truncated_png, webp
 
 API = "/api/v1"
@@ -65,24 +64,6 @@ GENERATE = f"{API}/image/generate"
 GALLERY = f"{API}/images"
 ERROR_KEYS = frozenset({"error", "detail", "request_id"})
 JSON_TYPE = {"Content-Type": "application/json"}
-
-RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
-
-
-def fuzz(max_examples: int) -> Any:
-    return hypothesis_settings(
-        max_examples=EXAMPLES or max_examples,
-        deadline=None,
-        database=None,
-        derandomize=not RANDOM,
-        suppress_health_check=[
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.too_slow,
-            HealthCheck.filter_too_much,
-            HealthCheck.data_too_large,
-        ],
-    )
 
 
 # --- what every answer must look like -----------------------------------------------------------------------

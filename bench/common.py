@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
+from app.db.base import utcnow
+from app.models import LedgerReason, User
+from app.services import credits as credits_service
+from app.services import users as users_service
 from tests.support.databases import TestDatabase, fresh_database, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +181,14 @@ def tree_cpu_seconds(pid: int) -> float:
         return 0.0
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(tree_cpu_seconds(child) for child in children)
+
+
+async def rich_user(session: AsyncSession, settings: Settings, prefix: str) -> User:
+    """A verified user whose balance no bench run can exhaust."""
+    user = await users_service.create_user(
+        session, settings, email=f"{prefix}-{uuid.uuid4().hex[:10]}@example.com", email_verified_at=utcnow()
+    )
+    await credits_service.grant(
+        session, user.id, 10**12, LedgerReason.admin_adjustment, f"bench:{uuid.uuid4()}"
+    )
+    return user

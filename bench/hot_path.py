@@ -42,14 +42,11 @@ from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.db.base import utcnow
 from app.db.session import Database
-from app.models import Job, LedgerReason
+from app.models import Job
 from app.security import LocalTokenCodec
 from app.services import api_keys as api_keys_service
-from app.services import credits as credits_service
-from app.services import users as users_service
-from bench.common import ROOT, bench_database, free_port, server_process
+from bench.common import ROOT, bench_database, free_port, rich_user, server_process
 
 SECRET = "bench-secret-key-of-at-least-32-characters"
 TIMEOUT_SECONDS = 2.0
@@ -120,12 +117,7 @@ async def seed(database_url: str) -> Seeded:
     settings = Settings(database_url=database_url, secret_key=SECRET)  # type: ignore[arg-type]
     database = Database.from_settings(settings)
     async with database.session_scope() as session:
-        user = await users_service.create_user(
-            session, settings, email=f"bench-{uuid.uuid4().hex[:8]}@example.com", email_verified_at=utcnow()
-        )
-        await credits_service.grant(
-            session, user.id, 10**12, LedgerReason.admin_adjustment, f"bench:{uuid.uuid4()}"
-        )
+        user = await rich_user(session, settings, "bench")
         created = await api_keys_service.create(session, user, "bench")
         await session.execute(
             insert(Job),

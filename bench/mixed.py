@@ -48,7 +48,6 @@ from sqlalchemy import String, and_, cast, func, insert, literal, select
 from sqlalchemy.orm import aliased
 
 from app.config import Settings
-from app.db.base import utcnow
 from app.db.session import Database, create_engine
 from app.models import (
     CreditAccount,
@@ -64,9 +63,7 @@ from app.models import (
     WebhookEvent,
 )
 from app.security import LocalTokenCodec
-from app.services import credits as credits_service
-from app.services import users as users_service
-from bench.common import ROOT, bench_database, free_port, server_process, tree_cpu_seconds
+from bench.common import ROOT, bench_database, free_port, rich_user, server_process, tree_cpu_seconds
 from tests.support.images import photo_like
 
 SECRET = "bench-secret-key-of-at-least-32-characters"
@@ -94,15 +91,7 @@ async def seed(database_url: str, users: int, orders: int) -> Seeded:
     seeded = Seeded([], [])
     async with database.session_scope() as session:
         for _ in range(users):
-            user = await users_service.create_user(
-                session,
-                settings,
-                email=f"mixed-{uuid.uuid4().hex[:10]}@example.com",
-                email_verified_at=utcnow(),
-            )
-            await credits_service.grant(
-                session, user.id, 10**12, LedgerReason.admin_adjustment, f"bench:{uuid.uuid4()}"
-            )
+            user = await rich_user(session, settings, "mixed")
             seeded.users.append(user.id)
         await session.execute(
             insert(Job),

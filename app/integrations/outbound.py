@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from functools import cache
 from typing import Any
 
 import httpcore
@@ -85,16 +87,24 @@ class PublicAddressesOnly(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """The default verifying TLS context, built once per process: loading the CA bundle costs tens of
+    milliseconds, and the context is never modified once made."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 def public_only_client(
     *, resolver: Resolver = resolve, timeout: httpx.Timeout | None = None, limits: httpx.Limits | None = None
 ) -> httpx.AsyncClient:
     """An httpx client whose every connection goes through :class:`PublicAddressesOnly`: no proxy from the
     environment (a proxy would connect in our place, unchecked), no redirects followed by default."""
     limits = limits or httpx.Limits(max_connections=20, max_keepalive_connections=5)
-    transport = httpx.AsyncHTTPTransport(trust_env=False, limits=limits)
+    tls = _tls_context()
+    transport = httpx.AsyncHTTPTransport(verify=tls, trust_env=False, limits=limits)
     # httpx takes no network backend; its pool is rebuilt with the same settings around ours.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=tls,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

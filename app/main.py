@@ -22,11 +22,10 @@ from app.errors import install_error_handlers
 from app.integrations.error_tracking import init_error_tracking
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.routers import API_PREFIX, API_ROUTERS, root_router
-from app.routers.compat import compat_router
+from app.routers import mounted_routes
 from app.routers.compat._hairtryon_session import install_hairtryon_errors
 from app.schemas.auth import LoginIn
-from app.schemas.errors import DESCRIPTIONS, ErrorOut, HairTryOnErrorOut, ValidationErrorOut, error_responses
+from app.schemas.errors import DESCRIPTIONS, ErrorOut, HairTryOnErrorOut, ValidationErrorOut
 from app.schemas.images import VectorizeIn
 from app.services import backups, catalogue
 from app.tasks import maintenance, recovery
@@ -36,8 +35,6 @@ log = structlog.get_logger("app.main")
 # Bodies that routes parse themselves (each takes JSON or a form, which FastAPI cannot declare) and
 # reference from `openapi_extra`: their schemas (and those they use) join the document's components.
 SELF_PARSED_BODIES: tuple[type[BaseModel], ...] = (LoginIn, VectorizeIn)
-# Any route that reads the database may find it down or saturated: 503 `database_unavailable`.
-EVERY_API_ROUTE_RESPONSES = error_responses(503)
 
 
 def create_app(
@@ -116,10 +113,8 @@ def create_app(
         max_age=600,
     )
 
-    app.include_router(root_router)
-    for router in API_ROUTERS:
-        app.include_router(router, prefix=API_PREFIX, responses=EVERY_API_ROUTE_RESPONSES)
-    app.include_router(compat_router, responses=EVERY_API_ROUTE_RESPONSES)
+    # Shared with every other app of this process; so `app.dependency_overrides` has no effect.
+    app.router.routes.extend(mounted_routes())
     _complete_document(app, SELF_PARSED_BODIES)
     return app
 

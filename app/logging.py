@@ -7,10 +7,12 @@ cut."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import traceback
+from datetime import UTC, datetime
 from typing import TextIO
 
 import structlog
@@ -64,19 +66,47 @@ def bound_values(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     return event_dict
 
 
-class _CurrentStderr:
-    """Whatever `sys.stderr` is when a line is written (a test's capture replaces it after start-up)."""
+class AccessLog:
+    """The access log: one line per request, the hot path's only log line, so it is rendered here in one
+    step (the same fields, JSON or console, as a structlog line of logger `app.access`) rather than
+    through the processor chain, which cost it five times as much. What the request bound with
+    structlog's contextvars joins the line, redacted like any other."""
 
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+    def __init__(self, *, json_lines: bool, enabled: bool) -> None:
+        self.json_lines = json_lines
+        self.enabled = enabled
 
-    def flush(self) -> None:
-        sys.stderr.flush()
+    def request(self, method: str, path: str, status: int, duration_ms: float, client: str | None) -> None:
+        if not self.enabled:
+            return
+        line: dict[str, object] = {
+            key: REDACTED if _SENSITIVE_KEY.search(key) else value
+            for key, value in structlog.contextvars.get_contextvars().items()
+        }
+        line.update(
+            method=method,
+            path=path if len(path) <= VALUE_CHARS else _cut(path, VALUE_CHARS),
+            status=status,
+            duration_ms=duration_ms,
+            client=client,
+            event="http.request",
+            level="info",
+            logger="app.access",
+            timestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        )
+        if self.json_lines:
+            text = json.dumps(line, default=str)
+        else:
+            fields = " ".join(f"{key}={line[key]}" for key in sorted(line) if key not in _CONSOLE_HEAD)
+            text = f"{line['timestamp']} [info     ] http.request [app.access] {fields}"
+        stream = sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
 
 
-# The access log: one line per request, so it skips the standard library's records, handler and
-# formatter and writes straight to stderr with the same processors and renderer (configure_logging).
-access_log: structlog.typing.FilteringBoundLogger = structlog.get_logger("app.access")
+_CONSOLE_HEAD = frozenset({"timestamp", "level", "event", "logger"})
+
+access_log = AccessLog(json_lines=True, enabled=True)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -106,18 +136,9 @@ def configure_logging(settings: Settings) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    access_log = structlog.wrap_logger(
-        structlog.WriteLogger(_CurrentStderr()),  # type: ignore[arg-type]
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_sensitive_values,
-            bound_values,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.log_level)),
-    ).bind(logger="app.access")
+    access_log = AccessLog(
+        json_lines=settings.json_logs, enabled=logging.getLevelName(settings.log_level) <= logging.INFO
+    )
     # The logging HOWTO's "Optimization": no record needs its caller's file and line (a stack walk per
     # line), its thread, process or multiprocessing name; nothing we render shows them.
     logging._srcfile = None

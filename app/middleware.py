@@ -116,13 +116,8 @@ class RequestContextMiddleware:
                 # Whatever the app answered after the client left (e.g. FastAPI's 400 for a body it
                 # could not read) reached no one.
                 status = CLIENT_CLOSED_REQUEST if client_left else status_code
-                app_logging.access_log.info(
-                    "http.request",
-                    method=scope["method"],
-                    path=path,
-                    status=status,
-                    duration_ms=round(seconds * 1000, 2),
-                    client=_client_host(scope),
+                app_logging.access_log.request(
+                    scope["method"], path, status, round(seconds * 1000, 2), _client_host(scope)
                 )
                 if self.metrics is not None:
                     self.metrics.observe_request(scope["method"], _route_template(scope), status, seconds)

@@ -10,11 +10,12 @@ from urllib.parse import urlsplit
 from fastapi import BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordBearer
+from fastapi.security.base import SecurityBase
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.session import Database, get_db_session, release_connection
+from app.db.session import Database, get_db_session, get_read_session, release_connection
 from app.errors import Forbidden
 from app.integrations.llm import TextModel, build_text_model
 from app.models import Job, User, UserRole
@@ -28,6 +29,8 @@ from app.tasks import dispatch, waited
 
 # scope="function": the commit happens before the response is sent and before BackgroundTasks run.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+# For routes that only read: no transaction of their own, so no BEGIN and COMMIT round trips.
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 ACCESS_COOKIE = "pf_access"
 REFRESH_COOKIE = "pf_refresh"
@@ -178,18 +181,18 @@ def session_refresh_token(request: Request, settings: Settings) -> str | None:
     return token
 
 
-async def get_caller(
-    request: Request, session: SessionDep, bearer: Annotated[str | None, Depends(_bearer)]
-) -> Caller:
+async def caller_of(request: Request) -> Caller:
     """One resolver, two transports: the Authorization header, else an httpOnly access cookie (the
     `pf_access` one guarded by the CSRF token, the `access_token` one by the Origin rule). A bearer
-    request never looks at cookies. (The container is read off the app rather than asked for: every
-    dependency costs each authenticated request its resolution.)"""
+    request never looks at cookies. A credential verified in the last AUTH_CACHE_SECONDS costs no query;
+    any other is verified in a unit of work of its own, whose connection is back in the pool before the
+    route takes one (so a request never holds two, and a route that only reads needs no transaction)."""
     container: Container = request.app.state.container
-    if bearer:
-        credential = bearer
-    elif request.headers.get("authorization"):
-        raise InvalidToken()
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credential:
+            raise InvalidToken()
     elif cookie := request.cookies.get(ACCESS_COOKIE):
         require_csrf(request)
         credential = cookie
@@ -198,11 +201,24 @@ async def get_caller(
         credential = cookie
     else:
         raise NotAuthenticated()
-    return await auth_service.identify(session, container, credential)
+    return await auth_service.identify(container, credential)
+
+
+class _CallerScheme(SecurityBase):
+    """The bearer scheme of the OpenAPI document (`_bearer`'s, which makes Swagger UI's "Authorize" form
+    work) that resolves the caller itself: one dependency per request where a scheme plus a resolver
+    would be two, and each costs every authenticated request its solving."""
+
+    def __init__(self) -> None:
+        self.model = _bearer.model
+        self.scheme_name = _bearer.scheme_name
+
+    async def __call__(self, request: Request) -> Caller:
+        return await caller_of(request)
 
 
 # Who is calling, without its account row: for routes that need no more than the id.
-CallerDep = Annotated[Caller, Depends(get_caller)]
+CallerDep = Annotated[Caller, Depends(_CallerScheme())]
 
 
 async def get_principal(caller: CallerDep, session: SessionDep) -> Principal:
@@ -213,11 +229,11 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def get_optional_principal(
-    request: Request, session: SessionDep, bearer: Annotated[str | None, Depends(_bearer)]
+    request: Request, session: SessionDep, _credential: Annotated[str | None, Depends(_bearer)]
 ) -> Principal | None:
     """The caller if its credential is still good, else None (logout must work with an expired one)."""
     try:
-        caller = await get_caller(request, session, bearer)
+        caller = await caller_of(request)
         return await auth_service.principal_of(session, caller)
     except (InvalidToken, NotAuthenticated):
         return None

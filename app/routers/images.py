@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from app.container import Container
-from app.dependencies import CallerDep, ContainerDep, CurrentUser, IdempotentDep, SessionDep
+from app.dependencies import CallerDep, ContainerDep, CurrentUser, IdempotentDep, ReadSessionDep, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind, JobStatus, Upload
 from app.schemas.errors import error_responses
@@ -257,7 +257,7 @@ class GalleryKind(StrEnum):
 @router.get("/images", response_model=ImagePageOut, responses=error_responses(400))
 async def gallery(
     caller: CallerDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     container: ContainerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

@@ -10,6 +10,7 @@ from app.dependencies import (
     ContainerDep,
     CurrentUser,
     PrincipalDep,
+    ReadSessionDep,
     SessionDep,
     record_client_ip,
 )
@@ -102,7 +103,7 @@ async def export_me(user: CurrentUser, session: SessionDep) -> AccountExportOut:
 
 
 @router.get("/credits", response_model=CreditsOut)
-async def my_credits(caller: CallerDep, session: SessionDep) -> CreditsOut:
+async def my_credits(caller: CallerDep, session: ReadSessionDep) -> CreditsOut:
     standing = await credits_service.plan_and_balance(session, caller.user_id)
     if standing is None:  # erased by another process since this credential was last verified here
         raise InvalidToken()

@@ -450,21 +450,23 @@ async def reset_password(session: AsyncSession, ctx: Container, token: str, new_
 # --- resolving a credential ------------------------------------------------------------------------
 
 
-async def identify(session: AsyncSession, ctx: Container, credential: str) -> Caller:
+async def identify(ctx: Container, credential: str) -> Caller:
     """Whose credential this is, from this process's cache of the last AUTH_CACHE_SECONDS, else verified
-    in full (`authenticate`, whose account row then stays in `session` for the request)."""
+    in full (`authenticate`) in a unit of work of its own: what verifying writes (a first-time Clerk
+    user) is committed, and its connection is back in the pool before the caller's request takes one."""
     cached = ctx.callers.get(credential)
     if cached is not None:
         return cached
-    principal = await authenticate(session, ctx, credential)
+    async with ctx.database.session_scope() as session:
+        principal = await authenticate(session, ctx, credential)
     caller = Caller(principal.user.id, principal.via, principal.access)
     ctx.callers.put(credential, caller)
     return caller
 
 
 async def principal_of(session: AsyncSession, caller: Caller) -> Principal:
-    """The caller with its account row (already in the session when `identify` just verified it),
-    checked again: an account closed since the credential was cached is refused here at once."""
+    """The caller with its account row, checked again: an account closed since the credential was
+    verified is refused here at once."""
     user = await session.get(User, caller.user_id)
     if user is None or not users_service.is_open(user):
         raise InvalidToken()

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,6 +75,36 @@ class CreditRepository(Repository[CreditAccount]):
             .execution_options(populate_existing=True)
         )
         return int(balance) if balance is not None else None
+
+    async def spend_by_user(self, user_id: uuid.UUID, amount: int) -> tuple[uuid.UUID, int] | None:
+        """`move` for a spend by the owner's id, the account's id and new balance in the same round trip
+        where the backend can return them (None when refused or there is no account)."""
+        condition = (CreditAccount.user_id == user_id, CreditAccount.balance >= amount)
+        statement = (
+            update(CreditAccount)
+            .where(*condition)
+            .values(balance=CreditAccount.balance - amount, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if self.session.get_bind().dialect.update_returning:
+            row = (
+                await self.session.execute(statement.returning(CreditAccount.id, CreditAccount.balance))
+            ).first()
+            return None if row is None else (row[0], int(row[1]))
+        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
+        if result.rowcount != 1:
+            return None
+        # This transaction holds the row lock now, so the read sees exactly the value it wrote.
+        row = (
+            await self.session.execute(
+                select(CreditAccount.id, CreditAccount.balance).where(CreditAccount.user_id == user_id)
+            )
+        ).first()
+        return None if row is None else (row[0], int(row[1]))
+
+    async def add_entries(self, entries: list[dict[str, Any]]) -> None:
+        """Ledger rows in one INSERT (no objects loaded: nothing reads them back in this transaction)."""
+        await self.session.execute(insert(CreditLedgerEntry), entries)
 
     async def current_balance(self, account_id: uuid.UUID) -> int:
         balance = await self.session.scalar(

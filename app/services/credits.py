@@ -14,6 +14,7 @@ from decimal import ROUND_DOWN, Decimal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.base import utcnow
 from app.errors import AppError, Conflict
 from app.models import MILLICREDITS_PER_CREDIT, CreditLedgerEntry, LedgerReason
 from app.repositories.credits import CreditRepository
@@ -148,6 +149,45 @@ async def reserve(
     return await _move(session, user_id, -amount, amount, LedgerReason.job_reserve, key, reference)
 
 
+def settlement_key(reservation_key: str) -> str:
+    return f"{reservation_key}:settle"
+
+
+async def spend_now(
+    session: AsyncSession, user_id: uuid.UUID, amount: int, key: str, reference: str | None = None
+) -> int:
+    """Reserve and capture at once, for work already done: the same two ledger rows as `reserve` then
+    `capture` (the hold under `key`, its settlement under `key:settle`), written in one INSERT after one
+    conditional UPDATE. Returns the balance after; 402 when it does not cover `amount`. `key` must be new
+    (it names a fresh object): this is no replayable movement, and a reused key fails the transaction."""
+    repository = CreditRepository(session)
+    spent = await repository.spend_by_user(user_id, _positive(amount))
+    if spent is None:
+        raise InsufficientCredits(amount, await balance_of(session, user_id))
+    account_id, balance = spent
+    now = utcnow()
+    hold = {"account_id": account_id, "reference": reference, "balance_after": balance, "created_at": now}
+    await repository.add_entries(
+        [
+            {
+                **hold,
+                "id": uuid.uuid4(),
+                "amount": -amount,
+                "reason": LedgerReason.job_reserve.value,
+                "idempotency_key": key,
+            },
+            {
+                **hold,
+                "id": uuid.uuid4(),
+                "amount": 0,
+                "reason": LedgerReason.job_capture.value,
+                "idempotency_key": settlement_key(key),
+            },
+        ]
+    )
+    return balance
+
+
 async def capture(session: AsyncSession, reservation_key: str, amount: int | None = None) -> Movement:
     """The job succeeded: the held credits are spent for good (a zero-amount row closes the hold). With
     `amount` (0 < amount <= held) only that much is spent and the rest goes back to the balance in the
@@ -218,7 +258,7 @@ async def _settle(
     session: AsyncSession, held: CreditLedgerEntry, reason: LedgerReason, balance_delta: int
 ) -> Movement:
     # Capture and release share one key, so a reservation is settled exactly once, whichever comes first.
-    key = f"{held.idempotency_key}:settle"
+    key = settlement_key(held.idempotency_key)
     account = await CreditRepository(session).get(held.account_id)
     assert account is not None
     movement = await _move(session, account.user_id, balance_delta, held.amount, reason, key, held.reference)

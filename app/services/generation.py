@@ -57,7 +57,7 @@ async def submit(
         raise NotFound("No such style.")
     upload = None
     if upload_id is not None:
-        upload = await uploads_service.get_owned(session, user, upload_id)
+        upload = await uploads_service.get_owned(session, user.id, upload_id)
     elif image_url is None:
         raise BadRequest("Send an upload_id or an image_input_url.")
     options = engine_for(JobKind.generate).options(

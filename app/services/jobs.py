@@ -218,7 +218,7 @@ async def submit_request(
         )
         upload, source = stored.upload, stored.data
     elif job.upload_id is not None:
-        upload = await uploads_service.get_owned(session, user, job.upload_id)
+        upload = await uploads_service.get_owned(session, user.id, job.upload_id)
         if uploads_service.format_of(upload) not in allowed:
             raise uploads_service.NotAnImage(f"This endpoint takes {', '.join(sorted(allowed))} images.")
     else:

@@ -227,9 +227,9 @@ async def store(
     return StoredUpload(upload, clean.data)
 
 
-async def get_owned(session: AsyncSession, user: User, upload_id: uuid.UUID) -> Upload:
+async def get_owned(session: AsyncSession, user_id: uuid.UUID, upload_id: uuid.UUID) -> Upload:
     upload = await UploadRepository(session).get(upload_id)
-    if upload is None or upload.user_id != user.id:
+    if upload is None or upload.user_id != user_id:
         raise NotFound("No such upload.")
     return upload
 

@@ -164,6 +164,36 @@ async def test_reserve_then_capture_spends_the_held_credits(session: AsyncSessio
     assert await state_of(session, user.id) == State(BONUS - 3_000, 0, BONUS - 3_000, 3)
 
 
+async def test_spend_now_writes_a_settled_hold_in_one_step(session: AsyncSession, user: User) -> None:
+    k = key()
+    balance = await credits.spend_now(session, user.id, 3_000, k, reference="palette:1")
+    assert balance == BONUS - 3_000
+    hold, settlement = await row_by_key(session, k), await row_by_key(session, f"{k}:settle")
+    assert hold is not None
+    assert settlement is not None
+    # The same two rows as reserve then capture: the credits leave with the hold, the capture closes it.
+    assert (hold.amount, hold.reason, hold.balance_after) == (-3_000, "job_reserve", BONUS - 3_000)
+    assert (settlement.amount, settlement.reason, settlement.balance_after) == (
+        0,
+        "job_capture",
+        BONUS - 3_000,
+    )
+    assert hold.reference == settlement.reference == "palette:1"
+    assert await state_of(session, user.id) == State(BONUS - 3_000, 0, BONUS - 3_000, 3)
+    assert await unsettled_reservations(session, user.id) == 0
+
+
+async def test_spend_now_beyond_the_balance_is_402_and_writes_nothing(
+    session: AsyncSession, user: User
+) -> None:
+    k = key()
+    with pytest.raises(InsufficientCredits) as raised:
+        await credits.spend_now(session, user.id, BONUS + 1, k)
+    assert raised.value.extra == {"required": 10.001, "available": 10.0}
+    assert await row_by_key(session, k) is None
+    assert await state_of(session, user.id) == State(BONUS, 0, BONUS, 1)
+
+
 async def test_a_partial_capture_spends_part_and_gives_the_rest_back_once(
     session: AsyncSession, user: User
 ) -> None:
@@ -942,6 +972,28 @@ async def test_concurrent_debits_never_overspend(
     state, reasons = await committed_state(database, user_id)
     assert state == State(0, 0, 0, 11)
     assert reasons == {"signup_bonus": 1, "chargeback": 10}
+
+
+async def test_concurrent_spends_now_never_overspend(
+    committed: tuple[Database, list[uuid.UUID]], settings: Settings
+) -> None:
+    database, user_ids = committed
+    user_id = await committed_user(database, user_ids, settings)
+    price = BONUS // 10  # the balance covers exactly ten
+
+    async def spend(i: int) -> int:
+        async with database.session_scope() as session:
+            return await credits.spend_now(session, user_id, price, f"race:{user_id}:{i}")
+
+    outcomes = await asyncio.gather(*(spend(i) for i in range(50)), return_exceptions=True)
+
+    unexpected = [o for o in outcomes if not isinstance(o, int | InsufficientCredits)]
+    assert not unexpected, unexpected
+    assert sorted(o for o in outcomes if isinstance(o, int)) == [price * n for n in range(10)]
+    assert sum(isinstance(o, InsufficientCredits) for o in outcomes) == 40
+    state, reasons = await committed_state(database, user_id)
+    assert state == State(0, 0, 0, 21)
+    assert reasons == {"signup_bonus": 1, "job_reserve": 10, "job_capture": 10}
 
 
 async def test_concurrent_grants_with_one_key_move_the_balance_once(

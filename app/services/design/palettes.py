@@ -14,7 +14,7 @@ from app.container import Container
 from app.errors import NotFound, ProviderNotConfigured
 from app.integrations.llm import TextModel
 from app.integrations.storage import ObjectNotFound
-from app.models import DesignSource, UsageAction, User
+from app.models import DesignSource, UsageAction
 from app.services import uploads
 from app.services.credits import to_millicredits
 from app.services.design import colors, prompting, spend
@@ -175,19 +175,26 @@ class PaidPalette:
 
 
 async def create(
-    session: AsyncSession, ctx: Container, model: TextModel | None, user: User, request: PaletteRequest
+    session: AsyncSession,
+    ctx: Container,
+    model: TextModel | None,
+    user_id: uuid.UUID,
+    request: PaletteRequest,
 ) -> PaidPalette:
     """A palette from a colour, an image or a brief, charged PALETTE_COST_CREDITS on success only."""
     price = to_millicredits(ctx.settings.palette_cost_credits)
     if request.prompt is not None and model is None:
         raise ProviderNotConfigured("No language model is configured (OPENAI_API_KEY or ANTHROPIC_API_KEY).")
-    await spend.require_balance(session, user.id, price)
+    if request.base_color is None:
+        # Not worth a round trip before a palette from a colour (milliseconds of local work): the spend
+        # refuses it all the same. An image or a brief costs more (a paid model call): checked first.
+        await spend.require_balance(session, user_id, price)
     if request.base_color is not None:
         mode = cast(Harmony, request.mode or "complementary")
         palette = await asyncio.to_thread(from_color, request.base_color, mode)
     elif request.upload_id is not None:
         image_mode = cast(ImageMode, request.mode or "median_cut")
-        dominant = await upload_colors(session, ctx, user, request.upload_id, image_mode)
+        dominant = await upload_colors(session, ctx, user_id, request.upload_id, image_mode)
         roles = roles_from_dominant(dominant)
         if roles is None:
             raise UnreadableImage("The image has no opaque pixels to take colours from.")
@@ -197,14 +204,14 @@ async def create(
     elif request.prompt is not None and model is not None:
         brief, llm = request.prompt, model
         idea = await spend.ask_llm(
-            session, user.id, UsageAction.palette, lambda: prompting.ask_palette(llm, brief)
+            session, user_id, UsageAction.palette, lambda: prompting.ask_palette(llm, brief)
         )
         harmony_mode = cast(Harmony, request.mode or "complementary")
         palette = await asyncio.to_thread(from_idea, idea, harmony_mode, DesignSource.prompt)
     else:
         raise ValueError("a palette request needs one source")
     palette_id = uuid.uuid4()
-    balance = await spend.charge(session, user.id, UsageAction.palette, price, palette_id)
+    balance = await spend.charge(session, user_id, UsageAction.palette, price, palette_id)
     return PaidPalette(palette_id, palette, price, balance)
 
 
@@ -225,10 +232,10 @@ def from_idea(idea: BrandIdea, mode: Harmony, source: DesignSource) -> Palette:
 
 
 async def upload_colors(
-    session: AsyncSession, ctx: Container, user: User, upload_id: uuid.UUID, mode: ImageMode
+    session: AsyncSession, ctx: Container, user_id: uuid.UUID, upload_id: uuid.UUID, mode: ImageMode
 ) -> list[DominantColor]:
     """The dominant colours of one of the user's stored uploads (404 when it is not theirs)."""
-    upload = await uploads.get_owned(session, user, upload_id)
+    upload = await uploads.get_owned(session, user_id, upload_id)
     try:
         data = await ctx.storage.get(upload.storage_key)
     except ObjectNotFound as exc:

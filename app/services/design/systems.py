@@ -108,7 +108,7 @@ async def generate(
         source = DesignSource.image
         image_mode = cast(ImageMode, request.mode or "median_cut")
         mode_name = image_mode
-        dominant = await palettes.upload_colors(session, ctx, user, request.upload_id, image_mode)
+        dominant = await palettes.upload_colors(session, ctx, user.id, request.upload_id, image_mode)
         fixed = palettes.roles_from_dominant(dominant)
         if fixed is None:
             raise UnreadableImage("The image has no opaque pixels to take colours from.")

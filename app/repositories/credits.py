@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.base import utcnow
 from app.db.upsert import insert_if_absent
@@ -21,12 +21,28 @@ _PLAN_AND_BALANCE = (
 )
 
 
+# A spend by the owner's id, on the tables themselves (Core statements, built once): the design charges'
+# hot path, where the ORM's statement building and unit of work cost more than the round trips.
+_ACCOUNT_TABLE = cast(Table, CreditAccount.__table__)
+_ACCOUNTS = _ACCOUNT_TABLE.c
+_SPEND = (
+    update(_ACCOUNT_TABLE)
+    .where(_ACCOUNTS.user_id == bindparam("owner"), _ACCOUNTS.balance >= bindparam("amount"))
+    .values(balance=_ACCOUNTS.balance - bindparam("amount"), updated_at=bindparam("now"))
+)
+_SPEND_RETURNING = _SPEND.returning(_ACCOUNTS.id, _ACCOUNTS.balance)
+_ACCOUNT_OF_USER = select(_ACCOUNTS.id, _ACCOUNTS.balance).where(_ACCOUNTS.user_id == bindparam("owner"))
+_ADD_ENTRIES = insert(cast(Table, CreditLedgerEntry.__table__))
+
+
+async def plan_and_balance(reader: AsyncConnection, user_id: uuid.UUID) -> tuple[str, int] | None:
+    """The account's plan and balance (None when the user is gone), on a reading connection."""
+    row = (await reader.execute(_PLAN_AND_BALANCE, {"user_id": user_id})).first()
+    return (row[0], row[1] or 0) if row is not None else None
+
+
 class CreditRepository(Repository[CreditAccount]):
     model = CreditAccount
-
-    async def plan_and_balance(self, user_id: uuid.UUID) -> tuple[str, int] | None:
-        row = (await self.session.execute(_PLAN_AND_BALANCE, {"user_id": user_id})).first()
-        return (row[0], row[1] or 0) if row is not None else None
 
     async def get_by_user(self, user_id: uuid.UUID) -> CreditAccount | None:
         return await self.session.scalar(select(CreditAccount).where(CreditAccount.user_id == user_id))
@@ -79,32 +95,20 @@ class CreditRepository(Repository[CreditAccount]):
     async def spend_by_user(self, user_id: uuid.UUID, amount: int) -> tuple[uuid.UUID, int] | None:
         """`move` for a spend by the owner's id, the account's id and new balance in the same round trip
         where the backend can return them (None when refused or there is no account)."""
-        condition = (CreditAccount.user_id == user_id, CreditAccount.balance >= amount)
-        statement = (
-            update(CreditAccount)
-            .where(*condition)
-            .values(balance=CreditAccount.balance - amount, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        values = {"owner": user_id, "amount": amount, "now": utcnow()}
         if self.session.get_bind().dialect.update_returning:
-            row = (
-                await self.session.execute(statement.returning(CreditAccount.id, CreditAccount.balance))
-            ).first()
+            row = (await self.session.execute(_SPEND_RETURNING, values)).first()
             return None if row is None else (row[0], int(row[1]))
-        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
+        result: CursorResult[Any] = await self.session.execute(_SPEND, values)  # type: ignore[assignment]
         if result.rowcount != 1:
             return None
         # This transaction holds the row lock now, so the read sees exactly the value it wrote.
-        row = (
-            await self.session.execute(
-                select(CreditAccount.id, CreditAccount.balance).where(CreditAccount.user_id == user_id)
-            )
-        ).first()
+        row = (await self.session.execute(_ACCOUNT_OF_USER, {"owner": user_id})).first()
         return None if row is None else (row[0], int(row[1]))
 
     async def add_entries(self, entries: list[dict[str, Any]]) -> None:
-        """Ledger rows in one INSERT (no objects loaded: nothing reads them back in this transaction)."""
-        await self.session.execute(insert(CreditLedgerEntry), entries)
+        """Ledger rows in one statement, no objects loaded (nothing reads them back in this transaction)."""
+        await self.session.execute(_ADD_ENTRIES, entries)
 
     async def current_balance(self, account_id: uuid.UUID) -> int:
         balance = await self.session.scalar(

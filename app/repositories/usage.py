@@ -3,9 +3,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, Table, case, func, insert, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -41,8 +41,15 @@ class DailyUsage:
     credits: int  # millicredits
 
 
+_ADD = insert(cast(Table, UsageRecord.__table__))
+
+
 class UsageRepository(Repository[UsageRecord]):
     model = UsageRecord
+
+    async def append(self, row: dict[str, Any]) -> None:
+        """One record, written as it is (one INSERT, no object: nothing reads it back here)."""
+        await self.session.execute(_ADD, [row])
 
     async def daily_sums(self, user_id: uuid.UUID, start: datetime, end: datetime) -> list[DailyUsage]:
         """Per UTC day and action, for records with start <= created_at < end."""

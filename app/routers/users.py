@@ -9,8 +9,8 @@ from app.dependencies import (
     CallerDep,
     ContainerDep,
     CurrentUser,
+    DatabaseDep,
     PrincipalDep,
-    ReadSessionDep,
     SessionDep,
     record_client_ip,
 )
@@ -103,8 +103,8 @@ async def export_me(user: CurrentUser, session: SessionDep) -> AccountExportOut:
 
 
 @router.get("/credits", response_model=CreditsOut)
-async def my_credits(caller: CallerDep, session: ReadSessionDep) -> CreditsOut:
-    standing = await credits_service.plan_and_balance(session, caller.user_id)
+async def my_credits(caller: CallerDep, database: DatabaseDep) -> CreditsOut:
+    standing = await credits_service.plan_and_balance(database, caller.user_id)
     if standing is None:  # erased by another process since this credential was last verified here
         raise InvalidToken()
     plan, balance = standing

@@ -15,8 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
+from app.db.session import Database
 from app.errors import AppError, Conflict
 from app.models import MILLICREDITS_PER_CREDIT, CreditLedgerEntry, LedgerReason
+from app.repositories import credits as credit_reads
 from app.repositories.credits import CreditRepository
 from app.services.pagination import decode_cursor, encode_cursor
 
@@ -97,10 +99,11 @@ async def movement_exists(session: AsyncSession, key: str) -> bool:
     return await CreditRepository(session).get_entry_by_key(key) is not None
 
 
-async def plan_and_balance(session: AsyncSession, user_id: uuid.UUID) -> tuple[str, int] | None:
+async def plan_and_balance(database: Database, user_id: uuid.UUID) -> tuple[str, int] | None:
     """The account's plan and balance (millicredits) in one round trip, what clients poll; None when
     the account is gone."""
-    return await CreditRepository(session).plan_and_balance(user_id)
+    async with database.reading() as reader:
+        return await credit_reads.plan_and_balance(reader, user_id)
 
 
 async def balance_of(session: AsyncSession, user_id: uuid.UUID) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.errors import AppError
-from app.models import UsageAction, UsageRecord
+from app.models import UsageAction
 from app.repositories.usage import DailyUsage, UsageRepository
 
 # The longest period one summary covers.
@@ -33,20 +33,23 @@ async def record(
     credits: int,
     object_id: uuid.UUID | None = None,
     success: bool = True,
-) -> UsageRecord:
+    at: datetime | None = None,
+) -> None:
     """Record one action in the caller's transaction (the one that moved the credits, so both or
-    neither are kept). `credits` is in millicredits (what the ledger moved; 0 for a failure)."""
+    neither are kept). `credits` is in millicredits (what the ledger moved; 0 for a failure); `at`
+    is now unless the record is written after the fact (an import, a test's history)."""
     if credits < 0:
         raise ValueError("usage credits are what was spent: never negative")
-    return await UsageRepository(session).add(
-        UsageRecord(
-            user_id=user_id,
-            action=action.value,
-            credits=credits,
-            object_id=object_id,
-            success=success,
-            created_at=utcnow(),
-        )
+    await UsageRepository(session).append(
+        {
+            "id": uuid.uuid4(),
+            "user_id": user_id,
+            "action": action.value,
+            "credits": credits,
+            "object_id": object_id,
+            "success": success,
+            "created_at": at or utcnow(),
+        }
     )
 
 

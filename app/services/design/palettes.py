@@ -191,7 +191,7 @@ async def create(
         await spend.require_balance(session, user_id, price)
     if request.base_color is not None:
         mode = cast(Harmony, request.mode or "complementary")
-        palette = await asyncio.to_thread(from_color, request.base_color, mode)
+        palette = from_color(request.base_color, mode)
     elif request.upload_id is not None:
         image_mode = cast(ImageMode, request.mode or "median_cut")
         dominant = await upload_colors(session, ctx, user_id, request.upload_id, image_mode)

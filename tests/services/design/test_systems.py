@@ -467,11 +467,9 @@ async def test_usage_sums_by_action_and_day_within_the_period(
         (UsageAction.generate, 1000, True, user, day_before - timedelta(days=40)),
         (UsageAction.palette, 1000, True, other, day_before),
     ):
-        record = await usage.record(
-            session, user_id=owner.id, action=action, credits=credits, success=success
+        await usage.record(
+            session, user_id=owner.id, action=action, credits=credits, success=success, at=moment
         )
-        record.created_at = moment
-    await session.flush()
     today, yesterday = datetime.now(UTC).date(), day_before.date()
     summary = (await client.get(USAGE, headers=auth)).json()
     assert (summary["from"], summary["to"]) == (str(today - timedelta(days=29)), str(today))

@@ -21,7 +21,6 @@ from app.integrations.llm import TextModel, build_text_model
 from app.models import Job, User, UserRole
 from app.schemas.base import Schema
 from app.security import Caller
-from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import google_login, idempotency, jobs
 from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal, TokenPair
@@ -263,11 +262,6 @@ async def client_ip(request: Request) -> str:
 
 
 ClientIp = Annotated[str, Depends(client_ip)]
-
-
-async def record_client_ip(request: Request) -> None:
-    """The caller's address for the audit rows this request writes (async: the endpoint sees it)."""
-    audit_service.client_ip.set(await client_ip(request))
 
 
 # --- POSTs that spend credits or create payments --------------------------------------------------------

@@ -19,6 +19,7 @@ from app import logging as app_logging
 from app.errors import AppError, InternalError, PayloadTooLarge, database_error_as_app_error, render_app_error
 from app.integrations.error_tracking import report_exception
 from app.metrics import Metrics
+from app.services import audit
 
 error_log = structlog.get_logger("app.errors")
 
@@ -93,6 +94,9 @@ class RequestContextMiddleware:
                 message["headers"] = raw
             await send(message)
 
+        client = _client_host(scope)
+        # Who is asking, for the audit rows this request writes (the endpoint and its tasks see it).
+        client_ip = audit.client_ip.set(client or "unknown")
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, watching_receive, send_with_headers)
@@ -116,8 +120,9 @@ class RequestContextMiddleware:
                 # Whatever the app answered after the client left (e.g. FastAPI's 400 for a body it
                 # could not read) reached no one.
                 status = CLIENT_CLOSED_REQUEST if client_left else status_code
+                audit.client_ip.reset(client_ip)
                 app_logging.access_log.request(
-                    scope["method"], path, status, round(seconds * 1000, 2), _client_host(scope)
+                    scope["method"], path, status, round(seconds * 1000, 2), client
                 )
                 if self.metrics is not None:
                     self.metrics.observe_request(scope["method"], _route_template(scope), status, seconds)

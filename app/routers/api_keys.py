@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from app.dependencies import PrincipalDep, SessionDep, record_client_ip
+from app.dependencies import PrincipalDep, SessionDep
 from app.errors import Forbidden
 from app.schemas.errors import error_responses
 from app.schemas.users import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut
 from app.services import api_keys as api_keys_service
 
-router = APIRouter(prefix="/api-keys", tags=["api keys"], dependencies=[Depends(record_client_ip)])
+router = APIRouter(prefix="/api-keys", tags=["api keys"])
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreatedOut, responses=error_responses(403))

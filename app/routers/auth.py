@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
@@ -19,7 +19,6 @@ from app.dependencies import (
     SessionDep,
     clear_session_cookies,
     google_consent_redirect,
-    record_client_ip,
     require_csrf,
     session_refresh_token,
     set_session_cookies,
@@ -52,7 +51,7 @@ from app.services import email as email_service
 from app.services import google_login, login_codes
 from app.services.auth import TokenPair
 
-router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(record_client_ip)])
+router = APIRouter(prefix="/auth", tags=["auth"])
 GOOGLE_STATE_COOKIE = "pf_google_state"
 _CHECK_INBOX = "If an account uses this address, a message is on its way."
 

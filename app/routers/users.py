@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from app.db.base import utcnow
 from app.dependencies import (
@@ -12,7 +12,6 @@ from app.dependencies import (
     DatabaseDep,
     PrincipalDep,
     SessionDep,
-    record_client_ip,
 )
 from app.errors import Forbidden
 from app.models import CreditLedgerEntry, User
@@ -25,7 +24,7 @@ from app.services import erasure
 from app.services import users as users_service
 from app.services.auth import InvalidToken
 
-router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(record_client_ip)])
+router = APIRouter(prefix="/users", tags=["users"])
 
 
 def user_out(user: User) -> UserOut:

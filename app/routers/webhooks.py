@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
-from app.dependencies import ContainerDep, SessionDep, record_client_ip
+from app.dependencies import ContainerDep, SessionDep
 from app.models import Provider
 from app.schemas.errors import error_responses
 from app.schemas.webhooks import WebhookAck
@@ -14,13 +14,12 @@ from app.services import clerk as clerk_service
 from app.services import generation
 from app.services.billing import webhooks as payment_webhooks
 
-# The caller's address goes on the audit row of a refused delivery. Every provider posts a JSON event
+# Every provider posts a JSON event
 # whose signature (in the provider's headers) is checked on the raw bytes: 400 when it does not hold,
 # 503 when this server has no secret for the provider.
 router = APIRouter(
     prefix="/webhooks",
     tags=["webhooks"],
-    dependencies=[Depends(record_client_ip)],
     responses=error_responses(400, 503),
 )
 # The event is read as raw bytes (the signature covers them), so FastAPI cannot declare it.

@@ -20,7 +20,7 @@ from app.models import AuditAction, AuditLog
 from app.repositories.audit import AuditLogRepository
 from app.services.pagination import decode_cursor, encode_cursor
 
-# Set per request by the routers that record events (an async dependency, so the endpoint sees it).
+# Set for each request by the request-context middleware (app/middleware.py).
 client_ip: ContextVar[str | None] = ContextVar("audit_client_ip", default=None)
 
 _SECRET_WORDS = ("password", "token", "secret", "hash", "authorization", "cookie", "api_key", "key_material")

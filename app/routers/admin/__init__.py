@@ -6,14 +6,14 @@ anonymous callers (401) and to non-admins (403) without having to ask for it
 
 from fastapi import APIRouter, Depends
 
-from app.dependencies import get_admin, record_client_ip
+from app.dependencies import get_admin
 from app.routers.admin import analytics, audit, credits, plans, reports, styles, users, webhooks
 from app.schemas.errors import error_responses
 
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
-    dependencies=[Depends(get_admin), Depends(record_client_ip)],
+    dependencies=[Depends(get_admin)],
     responses=error_responses(403),
 )
 for module in (analytics, audit, credits, plans, reports, styles, users, webhooks):

@@ -23,7 +23,6 @@ from app.dependencies import (
     SessionDep,
     clear_session_cookies,
     google_consent_redirect,
-    record_client_ip,
     set_session_cookies,
 )
 from app.errors import AppError, BadRequest, NotFound
@@ -61,7 +60,7 @@ from app.services import google_login, login_codes
 router = APIRouter(
     prefix=HAIRTRYON_PREFIX,
     tags=["compat: Hair Try-On"],
-    dependencies=[Depends(record_client_ip), Depends(require_hairtryon_origin)],
+    dependencies=[Depends(require_hairtryon_origin)],
 )
 
 # The token of the browser's latest sign-up code, so that "send the code again" (which the SPA asks

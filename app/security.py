@@ -9,6 +9,8 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -184,7 +186,28 @@ class CallerCache:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        # Verifications in progress, and how many requests wait on each.
+        self._verifying: dict[str, tuple[asyncio.Lock, int]] = {}
         _caller_caches.add(self)
+
+    @asynccontextmanager
+    async def verifying(self, credential: str) -> AsyncIterator[None]:
+        """One verification of a credential at a time in this process: when its entry runs out, the
+        requests that carry it at that moment wait for the first one's verification (and find the entry
+        it put) rather than each repeat it, a query and a unit of work apiece."""
+        lock, waiting = self._verifying.get(credential, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._verifying[credential] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._verifying[credential]
+            if waiting == 1:
+                del self._verifying[credential]
+            else:
+                self._verifying[credential] = (lock, waiting - 1)
 
     def get(self, credential: str) -> Caller | None:
         entry = self._entries.get(credential)

@@ -457,11 +457,15 @@ async def identify(ctx: Container, credential: str) -> Caller:
     cached = ctx.callers.get(credential)
     if cached is not None:
         return cached
-    async with ctx.database.session_scope() as session:
-        principal = await authenticate(session, ctx, credential)
-    caller = Caller(principal.user.id, principal.via, principal.access)
-    ctx.callers.put(credential, caller)
-    return caller
+    async with ctx.callers.verifying(credential):
+        cached = ctx.callers.get(credential)  # verified meanwhile by a request that carried it too
+        if cached is not None:
+            return cached
+        async with ctx.database.session_scope() as session:
+            principal = await authenticate(session, ctx, credential)
+        caller = Caller(principal.user.id, principal.via, principal.access)
+        ctx.callers.put(credential, caller)
+        return caller
 
 
 async def principal_of(session: AsyncSession, caller: Caller) -> Principal:

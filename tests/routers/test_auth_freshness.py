@@ -22,6 +22,7 @@ from app.db.base import utcnow
 from app.db.session import Database
 from app.models import ApiKey, CreditAccount, CreditLedgerEntry, RevokedAccessToken, User, UserRole
 from app.security import LocalTokenCodec
+from app.services import auth
 from app.services.credits import to_millicredits
 from tests.conftest import make_settings
 from tests.factories import access_token, bearer, make_api_key, make_user
@@ -187,3 +188,30 @@ async def test_concurrent_spends_across_processes_leave_the_balance_exact(
         assert stored == ledger == bonus - affordable * price
     finally:
         await cleanup(engine, [user.id], [])
+
+
+async def test_requests_that_carry_one_unverified_credential_at_once_verify_it_once(
+    client: httpx.AsyncClient, container: Container, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a credential's cache entry runs out under load, the requests carrying it wait for one
+    verification instead of each querying the database."""
+    verified = 0
+    authenticate = auth.authenticate
+
+    async def counting(*args: object, **kwargs: object) -> auth.Principal:
+        nonlocal verified
+        verified += 1
+        await asyncio.sleep(0.05)  # long enough for the others to arrive meanwhile
+        return await authenticate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth, "authenticate", counting)
+    headers = bearer(container, user)
+    answers = await asyncio.gather(*(client.get(USER_CREDITS, headers=headers) for _ in range(8)))
+    assert [answer.status_code for answer in answers] == [200] * 8
+    assert verified == 1
+
+    refused = await asyncio.gather(
+        *(client.get(USER_CREDITS, headers={"Authorization": "Bearer not-a-token"}) for _ in range(4))
+    )
+    assert [answer.status_code for answer in refused] == [401] * 4
+    assert verified == 5  # a failed verification is not shared: each request tries, one at a time

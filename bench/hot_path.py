@@ -322,47 +322,63 @@ def main() -> None:
         seeded = asyncio.run(seed(database_url))
         engine_ms = engine_cpu_ms()
         print(f"b's palette engine alone: {engine_ms:.2f} ms CPU per palette (subtracted in 'pix - engine')")
-        specs = [
-            pixforge(database_url, 1),
-            floor("floor_stack", database_url),
-            floor("floor_bare", database_url),
-        ]
-        if not args.no_workers:
-            specs.append(pixforge(database_url, 2))
-        servers = [stack.enter_context(server(*spec)) for spec in specs]
-        pix, *floors = servers[:3]
-        for scenario in SCENARIOS:
-            if args.only and args.only not in scenario.name:
-                continue
-            print(f"\n{scenario.name}")
-            print(HEADER.format("pix/x (req/s)", "pix/x (cpu)"))
-            for level in levels:
-                results: dict[str, Measure] = {}
-                for target in servers[:3]:
-                    credential = seeded.api_key if scenario.api_key else access_token(seeded.user_id)
-                    path = scenario.pixforge_path if target is pix else scenario.floor_path
-                    headers = [f"Authorization: Bearer {credential}"]
-                    results[target.name] = measure(
-                        target, path, level, args.seconds, headers, scenario.method, scenario.body
-                    )
-                reference = results[pix.name]
-                print(row(pix.name, level, reference, None))
-                if scenario.engine:
-                    reference = without_engine(reference, engine_ms)
-                    print(row("pix - engine", level, reference, None))
-                for target in floors:
-                    print(row(target.name, level, results[target.name], reference))
+        pix = stack.enter_context(server(*pixforge(database_url, 1)))
+        with ExitStack() as floor_servers:
+            floors = [
+                floor_servers.enter_context(server(*floor(module, database_url)))
+                for module in ("floor_stack", "floor_bare")
+            ]
+            run_scenarios(args, levels, seeded, engine_ms, pix, floors)
         if not args.no_workers and (not args.only or "credits" in args.only):
-            multi = servers[3]
-            print("\na. GET users/credits (access token): --workers 2 vs 1")
-            print(HEADER.format("x/1 (req/s)", ""))
-            for level in levels:
-                headers = [f"Authorization: Bearer {access_token(seeded.user_id)}"]
-                one = measure(pix, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
-                two = measure(multi, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
-                print(row(pix.name, level, one, None))
-                gain = f" {two.rate / one.rate:14.2f}" if one.rate else ""
-                print(row(multi.name, level, two, None).rstrip() + gain)
+            # Started once the floors are gone: each process has its own pool, and PostgreSQL's
+            # max_connections (100 by default) does not hold all five servers' pools at once.
+            multi = stack.enter_context(server(*pixforge(database_url, 2)))
+            compare_workers(args, levels, seeded, pix, multi)
+
+
+def run_scenarios(
+    args: argparse.Namespace,
+    levels: list[int],
+    seeded: Seeded,
+    engine_ms: float,
+    pix: Server,
+    floors: list[Server],
+) -> None:
+    for scenario in SCENARIOS:
+        if args.only and args.only not in scenario.name:
+            continue
+        print(f"\n{scenario.name}", flush=True)
+        print(HEADER.format("pix/x (req/s)", "pix/x (cpu)"))
+        for level in levels:
+            results: dict[str, Measure] = {}
+            for target in (pix, *floors):
+                credential = seeded.api_key if scenario.api_key else access_token(seeded.user_id)
+                path = scenario.pixforge_path if target is pix else scenario.floor_path
+                headers = [f"Authorization: Bearer {credential}"]
+                results[target.name] = measure(
+                    target, path, level, args.seconds, headers, scenario.method, scenario.body
+                )
+            reference = results[pix.name]
+            print(row(pix.name, level, reference, None))
+            if scenario.engine:
+                reference = without_engine(reference, engine_ms)
+                print(row("pix - engine", level, reference, None))
+            for target in floors:
+                print(row(target.name, level, results[target.name], reference), flush=True)
+
+
+def compare_workers(
+    args: argparse.Namespace, levels: list[int], seeded: Seeded, pix: Server, multi: Server
+) -> None:
+    print("\na. GET users/credits (access token): --workers 2 vs 1")
+    print(HEADER.format("x/1 (req/s)", ""))
+    for level in levels:
+        headers = [f"Authorization: Bearer {access_token(seeded.user_id)}"]
+        one = measure(pix, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+        two = measure(multi, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+        print(row(pix.name, level, one, None))
+        gain = f" {two.rate / one.rate:14.2f}" if one.rate else ""
+        print(row(multi.name, level, two, None).rstrip() + gain, flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.container import Container
-from app.db.session import Database, get_db_session, get_read_session, release_connection
+from app.db.session import Database, get_db_session, release_connection
 from app.errors import Forbidden
 from app.integrations.llm import TextModel, build_text_model
 from app.models import Job, User, UserRole
@@ -28,8 +28,6 @@ from app.tasks import dispatch, waited
 
 # scope="function": the commit happens before the response is sent and before BackgroundTasks run.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
-# For routes that only read: no transaction of their own, so no BEGIN and COMMIT round trips.
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 ACCESS_COOKIE = "pf_access"
 REFRESH_COOKIE = "pf_refresh"

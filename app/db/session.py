@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.config import Settings
@@ -148,36 +147,23 @@ def _install_mysql_statement_timeout(engine: AsyncEngine, seconds: float) -> Non
             cursor.close()
 
 
-class ReadOnlySession(Exception):
-    """Code tried to write through a read session (a bug: the route should take a SessionDep)."""
-
-
 class Database:
-    """The process's engine and session factories, built once in the app's lifespan.
-
-    `read_sessionmaker` makes sessions for requests that only read: their statements run without a
-    transaction of their own (autocommit), which saves a request two of its three round trips (BEGIN
-    and COMMIT around one SELECT). Such a session refuses to flush. Given a `sessionmaker` (tests on
-    one rolled-back connection), read sessions are made like its sessions, still refusing to flush."""
+    """The process's engine and session factory, built once in the app's lifespan, and `reading()`
+    for the hottest reads."""
 
     def __init__(self, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession] | None = None):
         self.engine = engine
         self.sessionmaker = sessionmaker or async_sessionmaker(engine, expire_on_commit=False)
-        read_options: dict[str, Any] = (
-            {**sessionmaker.kw}
-            if sessionmaker is not None
-            else {"bind": _reading(engine), "expire_on_commit": False}
-        )
-        self.read_sessionmaker = async_sessionmaker(**{**read_options, "info": {_READ_ONLY: True}})
-        bound = read_options.get("bind")
+        bound = sessionmaker.kw.get("bind") if sessionmaker is not None else None
         self._shared_connection = bound if isinstance(bound, AsyncConnection) else None
         self._reader = _reading(engine)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for the hottest reads, Core statements only: autocommit like a read session's,
-        and without the ORM session around it, which cost such a request a quarter of its CPU time. On
-        the tests' one rolled-back connection, that connection (left open)."""
+        """A connection for the hottest reads, Core statements only. It runs them without a transaction
+        of its own (autocommit), which saves such a request two of its three round trips (BEGIN and
+        COMMIT around one SELECT), and without an ORM session, which cost it a quarter of its CPU time.
+        On the tests' one rolled-back connection, that connection (left open)."""
         if self._shared_connection is not None:
             yield self._shared_connection
             return
@@ -211,36 +197,19 @@ class Database:
             await session.commit()
 
 
-_READ_ONLY = "pixforge_read_only"
-
-
 def _reading(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine and pool, its connections in autocommit while a read session holds them (on
-    asyncpg a client-side switch; SQLite has no such mode and reads in a deferred transaction, which
-    takes no write lock)."""
+    """The same engine and pool, its connections in autocommit while a reader holds them (on asyncpg a
+    client-side switch; SQLite has no such mode and reads in a deferred transaction, which takes no
+    write lock)."""
     if engine.dialect.name == "sqlite":
         return engine.execution_options(**{SQLITE_READ_ONLY: True})
     return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-@event.listens_for(Session, "before_flush")
-def _refuse_writes_when_read_only(session: Session, _flush: Any, _instances: Any) -> None:
-    if session.info.get(_READ_ONLY):
-        raise ReadOnlySession("a read session cannot write; take SessionDep for this route")
 
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work. Use through `SessionDep` (scope="function")."""
     database: Database = request.app.state.database
     async with database.session_scope() as session:
-        yield session
-
-
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for a request that only reads (see `Database.read_sessionmaker`). Use through
-    `ReadSessionDep`."""
-    database: Database = request.app.state.database
-    async with database.read_sessionmaker() as session:
         yield session
 
 

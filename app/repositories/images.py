@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import BindParameter
 
 from app.models import Job, JobStatus, Style, Upload, UploadOrigin
 from app.repositories.base import Repository
@@ -20,6 +24,150 @@ def _before(
     """Keyset condition for newest-first pages: strictly after the cursor's (created_at, id)."""
     moment, last_id = cursor
     return or_(created_at < moment, (created_at == moment) & (id_ < last_id))
+
+
+# --- the gallery's page, read on a reading connection (Core rows into plain records, no ORM objects) ----
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryJob:
+    """What a gallery page shows of a job."""
+
+    id: uuid.UUID
+    kind: str
+    status: str
+    input_key: str | None
+    outputs: list[dict[str, Any]]
+    options: dict[str, Any]
+    credits_reserved: int
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    time_taken_ms: int | None
+    is_favourite: bool
+    description: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryUpload:
+    """What a gallery page shows of a direct upload."""
+
+    id: uuid.UUID
+    storage_key: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+    is_favourite: bool
+    description: str | None
+    created_at: datetime
+
+
+_GALLERY_JOB_COLUMNS = [getattr(Job, name) for name in GalleryJob.__slots__]
+_GALLERY_UPLOAD_COLUMNS = [getattr(Upload, name) for name in GalleryUpload.__slots__]
+
+
+async def gallery_jobs(
+    reader: AsyncConnection,
+    user_id: uuid.UUID,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+    kind: str | None,
+    status: str | None,
+    favourite: bool | None,
+) -> list[GalleryJob]:
+    """`JobRepository.page_for_user`, as gallery records."""
+    filters = (kind is not None, status is not None, favourite is not None, before is not None)
+    statement = _gallery_jobs_statement(*filters)
+    values: dict[str, Any] = {"user_id": user_id, "kind": kind, "status": status, "favourite": favourite}
+    values["limit"] = limit
+    if before is not None:
+        values.update(moment=before[0], last_id=before[1])
+    return [GalleryJob(*row) for row in await reader.execute(statement, values)]
+
+
+async def gallery_uploads(
+    reader: AsyncConnection,
+    user_id: uuid.UUID,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+    favourite: bool | None,
+) -> list[GalleryUpload]:
+    """`UploadRepository.page_for_user`, as gallery records."""
+    statement = _gallery_uploads_statement(favourite is not None, before is not None)
+    values: dict[str, Any] = {"user_id": user_id, "favourite": favourite, "limit": limit}
+    if before is not None:
+        values.update(moment=before[0], last_id=before[1])
+    return [GalleryUpload(*row) for row in await reader.execute(statement, values)]
+
+
+# A page's statements, built once for each combination of filters (their values are bound): building a
+# statement cost a gallery page more than running it.
+@cache
+def _gallery_jobs_statement(kind: bool, status: bool, favourite: bool, before: bool) -> Select[Any]:
+    conditions: list[ColumnElement[bool]] = [Job.user_id == bindparam("user_id")]
+    if kind:
+        conditions.append(Job.kind == bindparam("kind"))
+    if status:
+        conditions.append(Job.status == bindparam("status"))
+    if favourite:
+        conditions.append(Job.is_favourite == bindparam("favourite"))
+    if before:
+        conditions.append(_before_bound(Job.created_at, Job.id))
+    return (
+        select(*_GALLERY_JOB_COLUMNS)
+        .where(*conditions)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(bindparam("limit"))
+    )
+
+
+@cache
+def _gallery_uploads_statement(favourite: bool, before: bool) -> Select[Any]:
+    conditions = [Upload.user_id == bindparam("user_id"), Upload.origin == UploadOrigin.direct.value]
+    if favourite:
+        conditions.append(Upload.is_favourite == bindparam("favourite"))
+    if before:
+        conditions.append(_before_bound(Upload.created_at, Upload.id))
+    return (
+        select(*_GALLERY_UPLOAD_COLUMNS)
+        .where(*conditions)
+        .order_by(Upload.created_at.desc(), Upload.id.desc())
+        .limit(bindparam("limit"))
+    )
+
+
+def _before_bound(
+    created_at: InstrumentedAttribute[datetime], id_: InstrumentedAttribute[uuid.UUID]
+) -> ColumnElement[bool]:
+    """`_before`, its cursor bound as `moment` and `last_id`."""
+    moment: BindParameter[datetime] = bindparam("moment")
+    return or_(created_at < moment, (created_at == moment) & (id_ < bindparam("last_id")))
+
+
+def _upload_filters(user_id: uuid.UUID, favourite: bool | None) -> list[ColumnElement[bool]]:
+    """A user's own (direct) uploads; inline ones belong to their jobs."""
+    conditions = [Upload.user_id == user_id, Upload.origin == UploadOrigin.direct.value]
+    if favourite is not None:
+        conditions.append(Upload.is_favourite.is_(favourite))
+    return conditions
+
+
+def _job_filters(
+    user_id: uuid.UUID, kind: str | None, status: str | None, favourite: bool | None, top_level: bool
+) -> list[ColumnElement[bool]]:
+    conditions = [Job.user_id == user_id]
+    if kind is not None:
+        conditions.append(Job.kind == kind)
+    if status is not None:
+        conditions.append(Job.status == status)
+    if favourite is not None:
+        conditions.append(Job.is_favourite.is_(favourite))
+    if top_level:
+        conditions.append(Job.parent_job_id.is_(None))
+    return conditions
 
 
 class UploadRepository(Repository[Upload]):
@@ -38,11 +186,7 @@ class UploadRepository(Repository[Upload]):
         favourite: bool | None,
     ) -> list[Upload]:
         """The user's own (direct) uploads, newest first; inline ones belong to their jobs."""
-        statement = select(Upload).where(
-            Upload.user_id == user_id, Upload.origin == UploadOrigin.direct.value
-        )
-        if favourite is not None:
-            statement = statement.where(Upload.is_favourite.is_(favourite))
+        statement = select(Upload).where(*_upload_filters(user_id, favourite))
         if before is not None:
             statement = statement.where(_before(Upload.created_at, Upload.id, before))
         statement = statement.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit)
@@ -126,16 +270,7 @@ class JobRepository(Repository[Job]):
     def _of_user(
         user_id: uuid.UUID, kind: str | None, status: str | None, favourite: bool | None, top_level: bool
     ) -> Select[Job]:
-        statement = select(Job).where(Job.user_id == user_id)
-        if kind is not None:
-            statement = statement.where(Job.kind == kind)
-        if status is not None:
-            statement = statement.where(Job.status == status)
-        if favourite is not None:
-            statement = statement.where(Job.is_favourite.is_(favourite))
-        if top_level:
-            statement = statement.where(Job.parent_job_id.is_(None))
-        return statement
+        return select(Job).where(*_job_filters(user_id, kind, status, favourite, top_level))
 
     async def children_of(self, user_id: uuid.UUID, parent_ids: list[uuid.UUID]) -> list[Job]:
         """The user's child jobs of these parents, oldest first."""

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from app.container import Container
-from app.dependencies import CallerDep, ContainerDep, CurrentUser, IdempotentDep, ReadSessionDep, SessionDep
+from app.dependencies import CallerDep, ContainerDep, CurrentUser, IdempotentDep, SessionDep
 from app.errors import BadRequest
 from app.models import Job, JobKind, JobStatus, Upload
 from app.schemas.errors import error_responses
@@ -34,6 +34,7 @@ from app.schemas.images import (
     VectorizeOptionsIn,
 )
 from app.services import credits, generation, images, jobs, uploads
+from app.services.images import GalleryJob, GalleryUpload
 
 router = APIRouter(tags=["images"])
 
@@ -46,7 +47,7 @@ async def read_limited(file: StarletteUploadFile, limit: int) -> bytes:
     return data
 
 
-async def job_out(ctx: Container, job: Job) -> ImageOut:
+async def job_out(ctx: Container, job: Job | GalleryJob) -> ImageOut:
     outputs = [
         JobOutputOut(
             view=output.get("view", "main"),
@@ -78,7 +79,7 @@ async def job_out(ctx: Container, job: Job) -> ImageOut:
     )
 
 
-async def upload_out(ctx: Container, upload: Upload) -> ImageOut:
+async def upload_out(ctx: Container, upload: Upload | GalleryUpload) -> ImageOut:
     url = await images.url_for(ctx, upload.storage_key)
     return ImageOut(
         id=upload.id,
@@ -101,8 +102,10 @@ async def upload_out(ctx: Container, upload: Upload) -> ImageOut:
     )
 
 
-async def item_out(ctx: Container, item: images.GalleryItem) -> ImageOut:
-    return await upload_out(ctx, item) if isinstance(item, Upload) else await job_out(ctx, item)
+async def item_out(ctx: Container, item: images.GalleryItem | images.GalleryRecord) -> ImageOut:
+    if isinstance(item, Upload | GalleryUpload):
+        return await upload_out(ctx, item)
+    return await job_out(ctx, item)
 
 
 @router.post("/uploads", status_code=201, response_model=UploadOut, responses=error_responses(413, 415))
@@ -257,7 +260,6 @@ class GalleryKind(StrEnum):
 @router.get("/images", response_model=ImagePageOut, responses=error_responses(400))
 async def gallery(
     caller: CallerDep,
-    session: ReadSessionDep,
     container: ContainerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -267,8 +269,8 @@ async def gallery(
 ) -> ImagePageOut:
     """Your jobs and the images you uploaded, newest first. Images sent inline with a job are that
     job's `input_url`, not items of their own."""
-    page = await images.gallery(
-        session,
+    page = await images.gallery_records(
+        container.database,
         caller.user_id,
         limit=limit,
         cursor=cursor,

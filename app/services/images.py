@@ -7,17 +7,29 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.container import Container
 from app.db.base import utcnow
+from app.db.session import Database
 from app.errors import Conflict, NotFound
 from app.integrations.storage import StorageError
 from app.models import TERMINAL_STATUSES, Job, JobStatus, Upload, UploadOrigin, User
-from app.repositories.images import JobRepository, UploadRepository
+from app.repositories.images import (
+    GalleryJob as GalleryJob,  # re-exported: what a gallery page's records are
+)
+from app.repositories.images import (
+    GalleryUpload as GalleryUpload,
+)
+from app.repositories.images import (
+    JobRepository,
+    UploadRepository,
+    gallery_jobs,
+    gallery_uploads,
+)
 from app.services import credits
 from app.services.engines import ENGINES, engine_for
 from app.services.pagination import decode_cursor, encode_cursor
@@ -49,6 +61,8 @@ async def get_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:
 
 
 GalleryItem = Job | Upload
+GalleryRecord = GalleryJob | GalleryUpload
+ItemT = TypeVar("ItemT", Job | Upload, GalleryJob | GalleryUpload)
 UPLOAD_KIND = "upload"
 
 
@@ -64,8 +78,8 @@ async def get_item(session: AsyncSession, user: User, item_id: uuid.UUID) -> Gal
 
 
 @dataclass(frozen=True)
-class GalleryPage:
-    items: list[GalleryItem]
+class GalleryPage(Generic[ItemT]):
+    items: list[ItemT]
     next_cursor: str | None
 
 
@@ -79,19 +93,51 @@ async def gallery(
     status: str | None,
     favourite: bool | None,
     top_level_only: bool = False,
-) -> GalleryPage:
+) -> GalleryPage[GalleryItem]:
     """Jobs and direct uploads in one newest-first list. Both tables are read past the same keyset
     cursor and merged; an upload counts as COMPLETED (it is there, ready to use). `top_level_only`:
     without child jobs (side views made later), for clients that show them under their parent
     (`latest_children`)."""
     before = decode_cursor(cursor) if cursor else None
-    items: list[GalleryItem] = []
+    jobs: list[Job] = []
     if kind != UPLOAD_KIND:
-        items += await JobRepository(session).page_for_user(
+        jobs = await JobRepository(session).page_for_user(
             user_id, limit + 1, before, kind, status, favourite, top_level_only
         )
-    if kind in (None, UPLOAD_KIND) and status in (None, JobStatus.completed.value):
-        items += await UploadRepository(session).page_for_user(user_id, limit + 1, before, favourite)
+    uploads: list[Upload] = []
+    if _lists_uploads(kind, status):
+        uploads = await UploadRepository(session).page_for_user(user_id, limit + 1, before, favourite)
+    return _merged_page([*jobs, *uploads], limit)
+
+
+async def gallery_records(
+    database: Database,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    kind: str | None,
+    status: str | None,
+    favourite: bool | None,
+) -> GalleryPage[GalleryRecord]:
+    """`gallery` as plain records, read on a reading connection: the page every gallery screen asks
+    for again and again, without an ORM object (or a transaction) per row."""
+    before = decode_cursor(cursor) if cursor else None
+    async with database.reading() as reader:
+        jobs: list[GalleryJob] = []
+        if kind != UPLOAD_KIND:
+            jobs = await gallery_jobs(reader, user_id, limit + 1, before, kind, status, favourite)
+        uploads: list[GalleryUpload] = []
+        if _lists_uploads(kind, status):
+            uploads = await gallery_uploads(reader, user_id, limit + 1, before, favourite)
+    return _merged_page([*jobs, *uploads], limit)
+
+
+def _lists_uploads(kind: str | None, status: str | None) -> bool:
+    return kind in (None, UPLOAD_KIND) and status in (None, JobStatus.completed.value)
+
+
+def _merged_page(items: list[ItemT], limit: int) -> GalleryPage[ItemT]:
     items.sort(key=lambda item: (item.created_at, item.id), reverse=True)
     last = items[limit - 1] if len(items) > limit else None
     return GalleryPage(items[:limit], encode_cursor(last.created_at, last.id) if last else None)

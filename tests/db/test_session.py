@@ -244,3 +244,25 @@ def test_postgresql_errors_that_mean_retry_later_answer_503(
     if error is not None:
         assert error.headers["Retry-After"]
     assert transient_database_error(_database_error(sqlstate)) is transient
+
+
+async def test_a_reader_gives_its_connection_back(engine: AsyncEngine) -> None:
+    database = Database(engine)
+    before = engine.pool.checkedout()  # type: ignore[attr-defined]
+    async with database.reading() as reader:
+        assert (await reader.execute(text("SELECT 1"))).scalar() == 1
+        assert engine.pool.checkedout() == before + 1  # type: ignore[attr-defined]
+    assert engine.pool.checkedout() == before  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres_only
+async def test_a_reader_holds_no_transaction_open_between_its_statements(engine: AsyncEngine) -> None:
+    """What the reading connection saves: no BEGIN before and no COMMIT after each read, so between two
+    statements its server session is plainly idle (a transaction would show 'idle in transaction')."""
+    database = Database(engine)
+    async with database.reading() as reader, engine.connect() as observer:
+        pid = (await reader.execute(text("SELECT pg_backend_pid()"))).scalar()
+        state = await observer.scalar(
+            text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        )
+    assert state == "idle"

@@ -188,6 +188,8 @@ class CallerCache:
         self._entries: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
         # Verifications in progress, and how many requests wait on each.
         self._verifying: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Entries one request is verifying again while the others still use them.
+        self._renewing: set[str] = set()
         _caller_caches.add(self)
 
     @asynccontextmanager
@@ -218,6 +220,25 @@ class CallerCache:
             return None
         self._entries.move_to_end(credential)
         return entry[1]
+
+    def renewal_due(self, credential: str) -> bool:
+        """Whether this request should verify the credential again now: its entry is past half its time
+        and no other request is renewing it (the caller then must call `renewed`). Renewing ahead keeps
+        a busy credential from running out for everyone at once: when it did, every request carrying
+        it waited for the one verification, and a crowd of clients saw a stall each second."""
+        entry = self._entries.get(credential)
+        if entry is None or credential in self._renewing:
+            return False
+        if entry[0] - time.monotonic() > self.ttl_seconds / 2:
+            return False
+        self._renewing.add(credential)
+        return True
+
+    def renewed(self, credential: str) -> None:
+        self._renewing.discard(credential)
+
+    def drop(self, credential: str) -> None:
+        self._entries.pop(credential, None)
 
     def put(self, credential: str, caller: Caller) -> None:
         if self.ttl_seconds <= 0:

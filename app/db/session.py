@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.config import Settings
+from app.db.fair_pool import FairAsyncQueuePool
 from app.errors import AppError
 
 
@@ -74,6 +75,7 @@ def create_engine(url: str | URL, options: EngineOptions | None = None) -> Async
     if backend == "sqlite":
         return _create_sqlite_engine(url, options, kwargs)
     kwargs.update(
+        poolclass=FairAsyncQueuePool,
         pool_size=options.pool_size,
         max_overflow=options.max_overflow,
         pool_timeout=options.pool_timeout_seconds,

@@ -453,19 +453,33 @@ async def reset_password(session: AsyncSession, ctx: Container, token: str, new_
 async def identify(ctx: Container, credential: str) -> Caller:
     """Whose credential this is, from this process's cache of the last AUTH_CACHE_SECONDS, else verified
     in full (`authenticate`) in a unit of work of its own: what verifying writes (a first-time Clerk
-    user) is committed, and its connection is back in the pool before the caller's request takes one."""
+    user) is committed, and its connection is back in the pool before the caller's request takes one.
+    A busy credential is verified again by one of its requests before its entry runs out."""
     cached = ctx.callers.get(credential)
     if cached is not None:
-        return cached
+        if not ctx.callers.renewal_due(credential):
+            return cached
+        try:
+            return await _verify(ctx, credential)
+        finally:
+            ctx.callers.renewed(credential)
     async with ctx.callers.verifying(credential):
         cached = ctx.callers.get(credential)  # verified meanwhile by a request that carried it too
         if cached is not None:
             return cached
+        return await _verify(ctx, credential)
+
+
+async def _verify(ctx: Container, credential: str) -> Caller:
+    try:
         async with ctx.database.session_scope() as session:
             principal = await authenticate(session, ctx, credential)
-        caller = Caller(principal.user.id, principal.via, principal.access)
-        ctx.callers.put(credential, caller)
-        return caller
+    except InvalidToken:
+        ctx.callers.drop(credential)  # ended since it was cached: refused from now on
+        raise
+    caller = Caller(principal.user.id, principal.via, principal.access)
+    ctx.callers.put(credential, caller)
+    return caller
 
 
 async def principal_of(session: AsyncSession, caller: Caller) -> Principal:

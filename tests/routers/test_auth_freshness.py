@@ -215,3 +215,28 @@ async def test_requests_that_carry_one_unverified_credential_at_once_verify_it_o
     )
     assert [answer.status_code for answer in refused] == [401] * 4
     assert verified == 5  # a failed verification is not shared: each request tries, one at a time
+
+
+async def test_a_busy_credential_is_verified_again_by_one_request_before_its_entry_runs_out(
+    settings: Settings, database: Database, container: Container, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past half its window, one request verifies the credential again while the others still use the
+    entry: a crowd carrying one credential never finds it expired all at once."""
+    verified = 0
+    authenticate = auth.authenticate
+
+    async def counting(*args: object, **kwargs: object) -> auth.Principal:
+        nonlocal verified
+        verified += 1
+        return await authenticate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth, "authenticate", counting)
+    headers = bearer(container, user)
+    async with app_client(settings.model_copy(update={"auth_cache_seconds": 0.4}), database) as here:
+        assert (await here.get(USER_CREDITS, headers=headers)).status_code == 200
+        assert (await here.get(USER_CREDITS, headers=headers)).status_code == 200
+        assert verified == 1
+        await asyncio.sleep(0.25)  # past half the window, not past the window
+        answers = await asyncio.gather(*(here.get(USER_CREDITS, headers=headers) for _ in range(4)))
+        assert [answer.status_code for answer in answers] == [200] * 4
+        assert verified == 2

@@ -116,26 +116,30 @@ def _gallery_jobs_statement(kind: bool, status: bool, favourite: bool, before: b
         conditions.append(Job.is_favourite == bindparam("favourite"))
     if before:
         conditions.append(_before_bound(Job.created_at, Job.id))
-    return (
-        select(*_GALLERY_JOB_COLUMNS)
-        .where(*conditions)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(bindparam("limit"))
-    )
+    return _newest_first_page(_GALLERY_JOB_COLUMNS, conditions, Job.created_at, Job.id)
 
 
 @cache
 def _gallery_uploads_statement(favourite: bool, before: bool) -> Select[Any]:
-    conditions = [Upload.user_id == bindparam("user_id"), Upload.origin == UploadOrigin.direct.value]
+    conditions: list[ColumnElement[bool]] = [
+        Upload.user_id == bindparam("user_id"),
+        Upload.origin == UploadOrigin.direct.value,
+    ]
     if favourite:
         conditions.append(Upload.is_favourite == bindparam("favourite"))
     if before:
         conditions.append(_before_bound(Upload.created_at, Upload.id))
+    return _newest_first_page(_GALLERY_UPLOAD_COLUMNS, conditions, Upload.created_at, Upload.id)
+
+
+def _newest_first_page(
+    columns: list[InstrumentedAttribute[Any]],
+    conditions: list[ColumnElement[bool]],
+    created_at: InstrumentedAttribute[datetime],
+    id_: InstrumentedAttribute[uuid.UUID],
+) -> Select[Any]:
     return (
-        select(*_GALLERY_UPLOAD_COLUMNS)
-        .where(*conditions)
-        .order_by(Upload.created_at.desc(), Upload.id.desc())
-        .limit(bindparam("limit"))
+        select(*columns).where(*conditions).order_by(created_at.desc(), id_.desc()).limit(bindparam("limit"))
     )
 
 

@@ -950,50 +950,33 @@ async def committed_state(database: Database, user_id: uuid.UUID) -> tuple[State
     return state, {str(reason): int(count) for reason, count in reasons}
 
 
-async def test_concurrent_debits_never_overspend(
-    committed: tuple[Database, list[uuid.UUID]], settings: Settings
+@pytest.mark.parametrize(
+    ("operation", "rows"),
+    [("debit", {"chargeback": 10}), ("spend_now", {"job_reserve": 10, "job_capture": 10})],
+)
+async def test_concurrent_spends_never_overspend(
+    committed: tuple[Database, list[uuid.UUID]], settings: Settings, operation: str, rows: dict[str, int]
 ) -> None:
     database, user_ids = committed
     user_id = await committed_user(database, user_ids, settings)
     price = BONUS // 10  # the balance covers exactly ten
 
-    async def spend(i: int) -> Movement:
+    async def spend(i: int) -> object:
+        key = f"race:{user_id}:{i}"
         async with database.session_scope() as session:
-            return await credits.debit(
-                session, user_id, price, LedgerReason.chargeback, f"race:{user_id}:{i}"
-            )
+            if operation == "debit":
+                return await credits.debit(session, user_id, price, LedgerReason.chargeback, key)
+            return await credits.spend_now(session, user_id, price, key)
 
     outcomes = await asyncio.gather(*(spend(i) for i in range(50)), return_exceptions=True)
 
-    unexpected = [o for o in outcomes if not isinstance(o, Movement | InsufficientCredits)]
+    refused = [o for o in outcomes if isinstance(o, InsufficientCredits)]
+    unexpected = [o for o in outcomes if isinstance(o, BaseException) and o not in refused]
     assert not unexpected, unexpected
-    assert sum(isinstance(o, Movement) for o in outcomes) == 10
-    assert sum(isinstance(o, InsufficientCredits) for o in outcomes) == 40
+    assert (len(outcomes) - len(refused), len(refused)) == (10, 40)
     state, reasons = await committed_state(database, user_id)
-    assert state == State(0, 0, 0, 11)
-    assert reasons == {"signup_bonus": 1, "chargeback": 10}
-
-
-async def test_concurrent_spends_now_never_overspend(
-    committed: tuple[Database, list[uuid.UUID]], settings: Settings
-) -> None:
-    database, user_ids = committed
-    user_id = await committed_user(database, user_ids, settings)
-    price = BONUS // 10  # the balance covers exactly ten
-
-    async def spend(i: int) -> int:
-        async with database.session_scope() as session:
-            return await credits.spend_now(session, user_id, price, f"race:{user_id}:{i}")
-
-    outcomes = await asyncio.gather(*(spend(i) for i in range(50)), return_exceptions=True)
-
-    unexpected = [o for o in outcomes if not isinstance(o, int | InsufficientCredits)]
-    assert not unexpected, unexpected
-    assert sorted(o for o in outcomes if isinstance(o, int)) == [price * n for n in range(10)]
-    assert sum(isinstance(o, InsufficientCredits) for o in outcomes) == 40
-    state, reasons = await committed_state(database, user_id)
-    assert state == State(0, 0, 0, 21)
-    assert reasons == {"signup_bonus": 1, "job_reserve": 10, "job_capture": 10}
+    assert state == State(0, 0, 0, 1 + sum(rows.values()))
+    assert reasons == {"signup_bonus": 1, **rows}
 
 
 async def test_concurrent_grants_with_one_key_move_the_balance_once(

@@ -45,7 +45,7 @@ class Container:
     public_http: httpx.AsyncClient
     passwords: PasswordHasher
     tokens: LocalTokenCodec
-    # Credentials verified in the last AUTH_CACHE_SECONDS (app/services/auth.py `identify`).
+    # Credentials verified in the last AUTH_CACHE_SECONDS (app/services/credentials.py `identify`).
     callers: CallerCache
     email: EmailSender
     rate_limiter: RateLimiter

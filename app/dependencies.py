@@ -21,8 +21,7 @@ from app.integrations.llm import TextModel, build_text_model
 from app.models import Job, User, UserRole
 from app.schemas.base import Schema
 from app.security import Caller
-from app.services import auth as auth_service
-from app.services import google_login, idempotency, jobs
+from app.services import credentials, google_login, idempotency, jobs
 from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal, TokenPair
 from app.tasks import dispatch, waited
 
@@ -198,7 +197,7 @@ async def caller_of(request: Request) -> Caller:
         credential = cookie
     else:
         raise NotAuthenticated()
-    return await auth_service.identify(container, credential)
+    return await credentials.identify(container, credential)
 
 
 class _CallerScheme(SecurityBase):
@@ -219,7 +218,7 @@ CallerDep = Annotated[Caller, Depends(_CallerScheme())]
 
 
 async def get_principal(caller: CallerDep, session: SessionDep) -> Principal:
-    return await auth_service.principal_of(session, caller)
+    return await credentials.principal_of(session, caller)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -231,7 +230,7 @@ async def get_optional_principal(
     """The caller if its credential is still good, else None (logout must work with an expired one)."""
     try:
         caller = await caller_of(request)
-        return await auth_service.principal_of(session, caller)
+        return await credentials.principal_of(session, caller)
     except (InvalidToken, NotAuthenticated):
         return None
 

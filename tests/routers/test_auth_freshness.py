@@ -22,7 +22,7 @@ from app.db.base import utcnow
 from app.db.session import Database
 from app.models import ApiKey, CreditAccount, CreditLedgerEntry, RevokedAccessToken, User, UserRole
 from app.security import LocalTokenCodec
-from app.services import auth
+from app.services import credentials
 from app.services.credits import to_millicredits
 from tests.conftest import make_settings
 from tests.factories import access_token, bearer, make_api_key, make_user
@@ -196,15 +196,15 @@ async def test_requests_that_carry_one_unverified_credential_at_once_verify_it_o
     """When a credential's cache entry runs out under load, the requests carrying it wait for one
     verification instead of each querying the database."""
     verified = 0
-    authenticate = auth.authenticate
+    authenticate = credentials.authenticate
 
-    async def counting(*args: object, **kwargs: object) -> auth.Principal:
+    async def counting(*args: object, **kwargs: object) -> credentials.Principal:
         nonlocal verified
         verified += 1
         await asyncio.sleep(0.05)  # long enough for the others to arrive meanwhile
         return await authenticate(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(auth, "authenticate", counting)
+    monkeypatch.setattr(credentials, "authenticate", counting)
     headers = bearer(container, user)
     answers = await asyncio.gather(*(client.get(USER_CREDITS, headers=headers) for _ in range(8)))
     assert [answer.status_code for answer in answers] == [200] * 8
@@ -223,14 +223,14 @@ async def test_a_busy_credential_is_verified_again_by_one_request_before_its_ent
     """Past half its window, one request verifies the credential again while the others still use the
     entry: a crowd carrying one credential never finds it expired all at once."""
     verified = 0
-    authenticate = auth.authenticate
+    authenticate = credentials.authenticate
 
-    async def counting(*args: object, **kwargs: object) -> auth.Principal:
+    async def counting(*args: object, **kwargs: object) -> credentials.Principal:
         nonlocal verified
         verified += 1
         return await authenticate(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(auth, "authenticate", counting)
+    monkeypatch.setattr(credentials, "authenticate", counting)
     headers = bearer(container, user)
     async with app_client(settings.model_copy(update={"auth_cache_seconds": 0.4}), database) as here:
         assert (await here.get(USER_CREDITS, headers=headers)).status_code == 200

@@ -22,7 +22,7 @@ from app.dependencies import (
 )
 from app.errors import AppError, request_id_of
 from app.models import User
-from app.services import auth as auth_service
+from app.services import credentials
 
 HAIRTRYON_PREFIX = "/hairtryon/api/v1"
 
@@ -127,7 +127,7 @@ async def get_hairtryon_user(request: Request, session: SessionDep, container: C
         raise not_authenticated()
     require_trusted_origin(request, container.settings)
     try:
-        principal = await auth_service.authenticate(session, container, access)
+        principal = await credentials.authenticate(session, container, access)
     except AppError as exc:
         if exc.status_code == 401:
             raise not_authenticated() from exc

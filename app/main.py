@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,9 +67,6 @@ def create_app(
                     backups.run_forever(settings, settings.maintenance_interval_seconds), name="backups"
                 )
             )
-        # What start-up built (modules, routes, validators: most of the heap) lives as long as the
-        # process; left to the collector, every full collection walks it again for nothing.
-        gc.freeze()
         yield
         for task in background:
             task.cancel()

@@ -185,14 +185,13 @@ async def create(
     price = to_millicredits(ctx.settings.palette_cost_credits)
     if request.prompt is not None and model is None:
         raise ProviderNotConfigured("No language model is configured (OPENAI_API_KEY or ANTHROPIC_API_KEY).")
-    if request.base_color is None:
-        # Not worth a round trip before a palette from a colour (milliseconds of local work): the spend
-        # refuses it all the same. An image or a brief costs more (a paid model call): checked first.
-        await spend.require_balance(session, user_id, price)
     if request.base_color is not None:
+        # No balance check first: a palette from a colour is milliseconds of local work, and the spend
+        # refuses it all the same. An image or a brief costs more (a paid model call): checked first.
         mode = cast(Harmony, request.mode or "complementary")
         palette = from_color(request.base_color, mode)
     elif request.upload_id is not None:
+        await spend.require_balance(session, user_id, price)
         image_mode = cast(ImageMode, request.mode or "median_cut")
         dominant = await upload_colors(session, ctx, user_id, request.upload_id, image_mode)
         roles = roles_from_dominant(dominant)
@@ -202,6 +201,7 @@ async def create(
             build, *roles, source=DesignSource.image, mode=image_mode, dominant=dominant
         )
     elif request.prompt is not None and model is not None:
+        await spend.require_balance(session, user_id, price)
         brief, llm = request.prompt, model
         idea = await spend.ask_llm(
             session, user_id, UsageAction.palette, lambda: prompting.ask_palette(llm, brief)

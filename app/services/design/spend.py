@@ -31,12 +31,13 @@ async def charge(
 ) -> int:
     """Spend `amount` millicredits for `object_id` and record the usage, in the session's transaction.
     Returns the balance after. 402 (and the caller's transaction undone) when it does not cover it."""
-    balance = None
     if amount > 0:
         key = f"{action.value}:{object_id}"
         balance = await credits.spend_now(session, user_id, amount, key, reference=key)
+    else:  # a free action: nothing moves
+        balance = await credits.balance_of(session, user_id)
     await usage.record(session, user_id=user_id, action=action, credits=amount, object_id=object_id)
-    return balance if balance is not None else await credits.balance_of(session, user_id)
+    return balance
 
 
 async def ask_llm(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from coloraide import Color
@@ -90,14 +91,30 @@ def oklch(hex_color: str) -> Oklch:
     return Oklch(round(lightness, 4), round(chroma, 4), round(hue % 360, 2))
 
 
+@lru_cache(maxsize=4096)
+def luminance(hex_color: str) -> float:
+    """WCAG relative luminance, 0 to 1. Kept per colour: a palette asks for the same few colours' contrast
+    over and over (each shade against white and black, a background against every repair candidate)."""
+    return max(0.0, float(Color(hex_color).luminance()))
+
+
 def contrast(foreground: str, background: str) -> float:
-    """WCAG 2.1 contrast ratio, 1 to 21."""
-    return float(Color(foreground).contrast(background, method="wcag21"))
+    """WCAG 2.1 contrast ratio, 1 to 21: coloraide's "wcag21" ratio, from the cached luminances."""
+    darker, lighter = sorted((luminance(foreground), luminance(background)))
+    return (lighter + 0.05) / (darker + 0.05)
 
 
 def best_text(background: str) -> str:
     """White or black, whichever contrasts more with `background` (always at least 4.58:1)."""
-    return WHITE if contrast(WHITE, background) >= contrast(BLACK, background) else BLACK
+    return text_for(contrast(WHITE, background), contrast(BLACK, background))
+
+
+def text_for(contrast_white: float, contrast_black: float) -> str:
+    return WHITE if contrast_white >= contrast_black else BLACK
+
+
+# Finer than any step between two 8-bit sRGB colours of one hue and chroma: the bisection's end.
+_LIGHTNESS_STEP = 2e-5
 
 
 def ensure_contrast(foreground: str, background: str, minimum: float = AA) -> str:
@@ -110,7 +127,7 @@ def ensure_contrast(foreground: str, background: str, minimum: float = AA) -> st
     # Bisect on lightness between the colour and the extreme that is sure to pass.
     passing, failing = (0.0, start.lightness) if darker else (1.0, start.lightness)
     best = BLACK if darker else WHITE
-    for _ in range(24):
+    while abs(failing - passing) > _LIGHTNESS_STEP:
         middle = (passing + failing) / 2
         candidate = from_oklch(middle, start.chroma, start.hue)
         if contrast(candidate, background) >= minimum:

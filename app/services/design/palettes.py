@@ -38,12 +38,14 @@ class ColorInfo:
 
     @classmethod
     def of(cls, hex_color: str) -> ColorInfo:
+        on_white = colors.contrast(hex_color, colors.WHITE)
+        on_black = colors.contrast(hex_color, colors.BLACK)
         return cls(
             hex=hex_color,
             oklch=colors.oklch(hex_color),
-            contrast_white=colors.contrast(hex_color, colors.WHITE),
-            contrast_black=colors.contrast(hex_color, colors.BLACK),
-            text_color=colors.best_text(hex_color),
+            contrast_white=on_white,
+            contrast_black=on_black,
+            text_color=colors.text_for(on_white, on_black),
         )
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from coloraide import Color
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,6 +62,16 @@ def test_777777_on_white_fails_aa_and_black_on_white_is_21() -> None:
     assert round(colors.contrast("#777777", "#ffffff"), 2) == 4.48
     assert colors.contrast("#777777", "#ffffff") < colors.AA
     assert colors.contrast("#000000", "#ffffff") == pytest.approx(21.0)
+
+
+@pytest.mark.parametrize(
+    ("foreground", "background"),
+    [("#777777", "#ffffff"), ("#3b82f6", "#0f172a"), ("#fde047", "#fde047"), ("#ff0000", "#000000")],
+)
+def test_contrast_from_the_kept_luminances_is_coloraides_own_ratio(foreground: str, background: str) -> None:
+    expected = Color(foreground).contrast(background, method="wcag21")
+    assert colors.contrast(foreground, background) == pytest.approx(expected, rel=1e-12)
+    assert colors.contrast(background, foreground) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("background", ["#ffffff", "#f4f4f5", "#3b82f6", "#fde047", "#1e293b", "#000000"])

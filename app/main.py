@@ -24,6 +24,7 @@ from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import mounted_routes
 from app.routers.compat._hairtryon_session import install_hairtryon_errors
+from app.routers.dispatch import index_routes
 from app.schemas.auth import LoginIn
 from app.schemas.errors import DESCRIPTIONS, ErrorOut, HairTryOnErrorOut, ValidationErrorOut
 from app.schemas.images import VectorizeIn
@@ -115,6 +116,7 @@ def create_app(
 
     # Shared with every other app of this process; so `app.dependency_overrides` has no effect.
     app.router.routes.extend(mounted_routes())
+    index_routes(app)
     _complete_document(app, SELF_PARSED_BODIES)
     return app
 

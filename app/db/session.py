@@ -2,8 +2,8 @@
 
 Nothing else in the code base commits: services and repositories flush, and the unit of work is
 closed here, for a request by `get_db_session` (which FastAPI runs with scope="function", so the
-commit lands before the response and before any BackgroundTask starts) and for a task by
-`session_scope()`.
+commit lands before the response and before any BackgroundTask starts), for a task by
+`session_scope()`, and for the hottest writes (Core statements, no session) by `writing()`.
 """
 
 from __future__ import annotations
@@ -168,6 +168,29 @@ class Database:
         On the tests' one rolled-back connection, that connection (left open)."""
         if self._shared_connection is not None:
             yield self._shared_connection
+            return
+        async with self._reader.connect() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on a Core connection for the hottest writes (a design charge: one UPDATE, two
+        INSERTs), without an ORM session around them: committed when the block ends, rolled back when it
+        raises. On the tests' one rolled-back connection, a savepoint on it."""
+        if self._shared_connection is not None:
+            async with self._shared_connection.begin_nested():
+                yield self._shared_connection
+            return
+        async with self.engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection that commits each statement as it runs, for one statement that is atomic by itself:
+        no BEGIN and COMMIT round trips. SQLite has no such mode: there, `writing()`."""
+        if self._shared_connection is not None or self.engine.dialect.name == "sqlite":
+            async with self.writing() as connection:
+                yield connection
             return
         async with self._reader.connect() as connection:
             yield connection

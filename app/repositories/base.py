@@ -4,11 +4,15 @@ import uuid
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.base import Base
 
 ModelT = TypeVar("ModelT", bound=Base)
+
+# Where a Core statement runs: the ORM session of a request or task, or a Core connection in a transaction
+# of its own (`Database.writing()`, for the hottest writes).
+Executor = AsyncSession | AsyncConnection
 
 
 class Repository(Generic[ModelT]):

@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
-from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy import Select, Table, bindparam, insert, or_, select, union_all, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.base import utcnow
 from app.db.upsert import insert_if_absent
-from app.models import CreditAccount, CreditLedgerEntry, SignupBonusClaim, User
-from app.repositories.base import Repository
+from app.models import CreditAccount, CreditLedgerEntry, SignupBonusClaim, UsageRecord, User
+from app.repositories.base import Executor, Repository
 
 # Built once: the statement every client polls (its balance) skips SQLAlchemy's statement building.
 _PLAN_AND_BALANCE = (
@@ -32,7 +32,124 @@ _SPEND = (
 )
 _SPEND_RETURNING = _SPEND.returning(_ACCOUNTS.id, _ACCOUNTS.balance)
 _ACCOUNT_OF_USER = select(_ACCOUNTS.id, _ACCOUNTS.balance).where(_ACCOUNTS.user_id == bindparam("owner"))
-_ADD_ENTRIES = insert(cast(Table, CreditLedgerEntry.__table__))
+_LEDGER_TABLE = cast(Table, CreditLedgerEntry.__table__)
+_ADD_ENTRIES = insert(_LEDGER_TABLE)
+
+
+def _spend_recorded() -> Select[Any]:
+    """`spend_by_user`, the spend-now's two ledger rows and the usage record in one statement (PostgreSQL's
+    data-modifying CTEs): atomic alone, so it needs no transaction around it, and one round trip instead of
+    five (BEGIN, UPDATE, INSERT, INSERT, COMMIT). The rows are written only when the UPDATE took the
+    credits; it returns the account's id and new balance, or no row when refused."""
+    spent = _SPEND_RETURNING.cte("spent")
+    ledger = _LEDGER_TABLE.c
+
+    def ledger_row(entry: str) -> Select[Any]:
+        return select(
+            bindparam(f"{entry}_id", type_=ledger.id.type),
+            spent.c.id,
+            bindparam(f"{entry}_amount", type_=ledger.amount.type),
+            bindparam(f"{entry}_reason", type_=ledger.reason.type),
+            bindparam("reference", type_=ledger.reference.type),
+            bindparam(f"{entry}_key", type_=ledger.idempotency_key.type),
+            spent.c.balance,
+            bindparam("now", type_=ledger.created_at.type),
+        )
+
+    entries = insert(_LEDGER_TABLE).from_select(
+        [
+            "id",
+            "account_id",
+            "amount",
+            "reason",
+            "reference",
+            "idempotency_key",
+            "balance_after",
+            "created_at",
+        ],
+        union_all(ledger_row("hold"), ledger_row("settle")),
+    )
+    usage_table = cast(Table, UsageRecord.__table__)
+    usage = usage_table.c
+    record = insert(usage_table).from_select(
+        ["id", "user_id", "action", "credits", "object_id", "success", "created_at"],
+        select(
+            bindparam("usage_id", type_=usage.id.type),
+            bindparam("owner", type_=usage.user_id.type),
+            bindparam("usage_action", type_=usage.action.type),
+            bindparam("amount", type_=usage.credits.type),
+            bindparam("usage_object_id", type_=usage.object_id.type),
+            bindparam("usage_success", type_=usage.success.type),
+            bindparam("now", type_=usage.created_at.type),
+        ).select_from(spent),
+    )
+    return select(spent.c.id, spent.c.balance).add_cte(entries.cte("entries"), record.cte("record"))
+
+
+_SPEND_RECORDED = _spend_recorded()
+
+
+async def spend_by_user(db: Executor, user_id: uuid.UUID, amount: int) -> tuple[uuid.UUID, int] | None:
+    """A conditional spend by the owner's id: the account's id and new balance, in the same round trip
+    where the backend can return them (None when refused or there is no account)."""
+    values = {"owner": user_id, "amount": amount, "now": utcnow()}
+    dialect = db.dialect if isinstance(db, AsyncConnection) else db.get_bind().dialect
+    if dialect.update_returning:
+        row = (await db.execute(_SPEND_RETURNING, values)).first()
+        return None if row is None else (row[0], int(row[1]))
+    result: CursorResult[Any] = await db.execute(_SPEND, values)  # type: ignore[assignment]
+    if result.rowcount != 1:
+        return None
+    # This transaction holds the row lock now, so the read sees exactly the value it wrote.
+    row = (await db.execute(_ACCOUNT_OF_USER, {"owner": user_id})).first()
+    return None if row is None else (row[0], int(row[1]))
+
+
+def spends_in_one_statement(db: Executor) -> TypeGuard[AsyncConnection]:
+    """Whether `spend_recorded` can run here: on a Core connection (it brings no transaction of its own)
+    to PostgreSQL."""
+    return isinstance(db, AsyncConnection) and db.dialect.name == "postgresql"
+
+
+async def spend_recorded(
+    connection: AsyncConnection,
+    user_id: uuid.UUID,
+    amount: int,
+    entries: tuple[dict[str, Any], dict[str, Any]],
+    usage: dict[str, Any],
+) -> tuple[uuid.UUID, int] | None:
+    """`spend_by_user` with its hold and settlement ledger `entries` (id, amount, reason, idempotency_key
+    each, `reference` and `created_at` shared) and a `usage` record (id, action, object_id, success; its
+    credits are `amount`), all or nothing in one statement. None when refused."""
+    hold, settle = entries
+    values = {"owner": user_id, "amount": amount, "now": hold["created_at"], "reference": hold["reference"]}
+    for name, entry in (("hold", hold), ("settle", settle)):
+        values.update(
+            {
+                f"{name}_id": entry["id"],
+                f"{name}_amount": entry["amount"],
+                f"{name}_reason": entry["reason"],
+                f"{name}_key": entry["idempotency_key"],
+            }
+        )
+    values.update(
+        usage_id=usage["id"],
+        usage_action=usage["action"],
+        usage_object_id=usage["object_id"],
+        usage_success=usage["success"],
+    )
+    row = (await connection.execute(_SPEND_RECORDED, values)).first()
+    return None if row is None else (row[0], int(row[1]))
+
+
+async def balance_by_user(db: Executor, user_id: uuid.UUID) -> int:
+    row = (await db.execute(_ACCOUNT_OF_USER, {"owner": user_id})).first()
+    return 0 if row is None else int(row[1])
+
+
+async def add_entries(db: Executor, entries: list[dict[str, Any]]) -> None:
+    """Ledger rows in one statement, no objects loaded (nothing reads them back in this transaction)."""
+    await db.execute(_ADD_ENTRIES, entries)
 
 
 async def plan_and_balance(reader: AsyncConnection, user_id: uuid.UUID) -> tuple[str, int] | None:
@@ -91,24 +208,6 @@ class CreditRepository(Repository[CreditAccount]):
             .execution_options(populate_existing=True)
         )
         return int(balance) if balance is not None else None
-
-    async def spend_by_user(self, user_id: uuid.UUID, amount: int) -> tuple[uuid.UUID, int] | None:
-        """`move` for a spend by the owner's id, the account's id and new balance in the same round trip
-        where the backend can return them (None when refused or there is no account)."""
-        values = {"owner": user_id, "amount": amount, "now": utcnow()}
-        if self.session.get_bind().dialect.update_returning:
-            row = (await self.session.execute(_SPEND_RETURNING, values)).first()
-            return None if row is None else (row[0], int(row[1]))
-        result: CursorResult[Any] = await self.session.execute(_SPEND, values)  # type: ignore[assignment]
-        if result.rowcount != 1:
-            return None
-        # This transaction holds the row lock now, so the read sees exactly the value it wrote.
-        row = (await self.session.execute(_ACCOUNT_OF_USER, {"owner": user_id})).first()
-        return None if row is None else (row[0], int(row[1]))
-
-    async def add_entries(self, entries: list[dict[str, Any]]) -> None:
-        """Ledger rows in one statement, no objects loaded (nothing reads them back in this transaction)."""
-        await self.session.execute(_ADD_ENTRIES, entries)
 
     async def current_balance(self, account_id: uuid.UUID) -> int:
         balance = await self.session.scalar(

@@ -11,7 +11,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.models import UsageRecord
-from app.repositories.base import Repository
+from app.repositories.base import Executor, Repository
 
 
 class utc_day(FunctionElement[Any]):
@@ -44,12 +44,13 @@ class DailyUsage:
 _ADD = insert(cast(Table, UsageRecord.__table__))
 
 
+async def append(db: Executor, row: dict[str, Any]) -> None:
+    """One record, written as it is (one INSERT, no object: nothing reads it back here)."""
+    await db.execute(_ADD, [row])
+
+
 class UsageRepository(Repository[UsageRecord]):
     model = UsageRecord
-
-    async def append(self, row: dict[str, Any]) -> None:
-        """One record, written as it is (one INSERT, no object: nothing reads it back here)."""
-        await self.session.execute(_ADD, [row])
 
     async def daily_sums(self, user_id: uuid.UUID, start: datetime, end: datetime) -> list[DailyUsage]:
         """Per UTC day and action, for records with start <= created_at < end."""

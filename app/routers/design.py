@@ -51,12 +51,12 @@ TagQuery = Annotated[
 
 @router.post("/palettes", response_model=PaletteOut, responses=error_responses(404))
 async def create_palette(
-    body: PaletteIn, caller: CallerDep, session: SessionDep, container: ContainerDep, model: TextModelDep
+    body: PaletteIn, caller: CallerDep, container: ContainerDep, model: TextModelDep
 ) -> PaletteOut:
     """A palette from a colour (OKLCH harmonies), one of your uploads (its dominant colours) or a brief
     (through the configured LLM). Charged PALETTE_COST_CREDITS, only on success."""
     request = palettes.PaletteRequest(body.base_color, body.upload_id, body.prompt, body.mode)
-    paid = await palettes.create(session, container, model, caller.user_id, request)
+    paid = await palettes.create(container, model, caller.user_id, request)
     palette = paid.palette
     return PaletteOut(
         id=paid.id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,8 @@ from app.db.session import Database
 from app.errors import AppError, Conflict
 from app.models import MILLICREDITS_PER_CREDIT, CreditLedgerEntry, LedgerReason
 from app.repositories import credits as credit_reads
+from app.repositories import usage as usage_rows
+from app.repositories.base import Executor
 from app.repositories.credits import CreditRepository
 from app.services.pagination import decode_cursor, encode_cursor
 
@@ -111,6 +114,11 @@ async def balance_of(session: AsyncSession, user_id: uuid.UUID) -> int:
     return account.balance if account else 0
 
 
+async def stored_balance(db: Executor, user_id: uuid.UUID) -> int:
+    """The balance as the database holds it, read with a Core statement (on a session: what it flushed)."""
+    return await credit_reads.balance_by_user(db, user_id)
+
+
 def _positive(amount: int) -> int:
     if amount <= 0:
         raise ValueError(f"a movement amount must be positive, got {amount}")
@@ -157,38 +165,40 @@ def settlement_key(reservation_key: str) -> str:
 
 
 async def spend_now(
-    session: AsyncSession, user_id: uuid.UUID, amount: int, key: str, reference: str | None = None
+    db: Executor,
+    user_id: uuid.UUID,
+    amount: int,
+    key: str,
+    reference: str | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> int:
     """Reserve and capture at once, for work already done: the same two ledger rows as `reserve` then
-    `capture` (the hold under `key`, its settlement under `key:settle`), written in one INSERT after one
-    conditional UPDATE. Returns the balance after; 402 when it does not cover `amount`. `key` must be new
-    (it names a fresh object): this is no replayable movement, and a reused key fails the transaction."""
-    repository = CreditRepository(session)
-    spent = await repository.spend_by_user(user_id, _positive(amount))
-    if spent is None:
-        raise InsufficientCredits(amount, await balance_of(session, user_id))
-    account_id, balance = spent
+    `capture` (the hold under `key`, its settlement under `key:settle`), and the `usage` record when given
+    (a `usage.row` for `amount`), written only if the conditional spend took the credits. Returns the
+    balance after; 402 when it does not cover `amount`. `key` must be new (it names a fresh object): this
+    is no replayable movement, and a reused key fails the transaction.
+
+    On a Core connection to PostgreSQL, all of it is one statement; elsewhere one UPDATE and an INSERT
+    per table."""
     now = utcnow()
-    hold = {"account_id": account_id, "reference": reference, "balance_after": balance, "created_at": now}
-    await repository.add_entries(
-        [
-            {
-                **hold,
-                "id": uuid.uuid4(),
-                "amount": -amount,
-                "reason": LedgerReason.job_reserve.value,
-                "idempotency_key": key,
-            },
-            {
-                **hold,
-                "id": uuid.uuid4(),
-                "amount": 0,
-                "reason": LedgerReason.job_capture.value,
-                "idempotency_key": settlement_key(key),
-            },
-        ]
-    )
-    return balance
+    entry = {"reference": reference, "created_at": now}
+    hold = {**entry, "id": uuid.uuid4(), "amount": -amount, "reason": LedgerReason.job_reserve.value}
+    settle = {**entry, "id": uuid.uuid4(), "amount": 0, "reason": LedgerReason.job_capture.value}
+    hold["idempotency_key"], settle["idempotency_key"] = key, settlement_key(key)
+    if usage is not None and credit_reads.spends_in_one_statement(db):
+        spent = await credit_reads.spend_recorded(db, user_id, _positive(amount), (hold, settle), usage)
+    else:
+        spent = await credit_reads.spend_by_user(db, user_id, _positive(amount))
+        if spent is not None:
+            account_id, balance = spent
+            await credit_reads.add_entries(
+                db, [{**row, "account_id": account_id, "balance_after": balance} for row in (hold, settle)]
+            )
+            if usage is not None:
+                await usage_rows.append(db, usage)
+    if spent is None:
+        raise InsufficientCredits(amount, await stored_balance(db, user_id))
+    return spent[1]
 
 
 async def capture(session: AsyncSession, reservation_key: str, amount: int | None = None) -> Movement:

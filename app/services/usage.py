@@ -6,12 +6,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.errors import AppError
 from app.models import UsageAction
+from app.repositories import usage as usage_rows
+from app.repositories.base import Executor
 from app.repositories.usage import DailyUsage, UsageRepository
 
 # The longest period one summary covers.
@@ -26,7 +29,7 @@ class InvalidPeriod(AppError):
 
 
 async def record(
-    session: AsyncSession,
+    db: Executor,
     *,
     user_id: uuid.UUID,
     action: UsageAction,
@@ -38,19 +41,29 @@ async def record(
     """Record one action in the caller's transaction (the one that moved the credits, so both or
     neither are kept). `credits` is in millicredits (what the ledger moved; 0 for a failure); `at`
     is now unless the record is written after the fact (an import, a test's history)."""
+    await usage_rows.append(db, row(user_id, action, credits, object_id, success, at or utcnow()))
+
+
+def row(
+    user_id: uuid.UUID,
+    action: UsageAction,
+    credits: int,
+    object_id: uuid.UUID | None,
+    success: bool,
+    at: datetime,
+) -> dict[str, Any]:
+    """A usage record's row, for `record` or to be written along with a spend (`credits.spend_now`)."""
     if credits < 0:
         raise ValueError("usage credits are what was spent: never negative")
-    await UsageRepository(session).append(
-        {
-            "id": uuid.uuid4(),
-            "user_id": user_id,
-            "action": action.value,
-            "credits": credits,
-            "object_id": object_id,
-            "success": success,
-            "created_at": at or utcnow(),
-        }
-    )
+    return {
+        "id": uuid.uuid4(),
+        "user_id": user_id,
+        "action": action.value,
+        "credits": credits,
+        "object_id": object_id,
+        "success": success,
+        "created_at": at,
+    }
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.container import Container
+from app.db.base import utcnow
 from app.db.session import Database
 from app.errors import render_app_error
-from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, User
-from app.services import credits
+from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, UsageAction, UsageRecord, User
+from app.repositories.base import Executor
+from app.services import credits, usage
 from app.services.credits import IdempotencyKeyConflict, InsufficientCredits, Movement
+from app.services.design import spend as design_spend
 from tests.conftest import make_settings
 from tests.factories import bearer, make_user
 from tests.support.databases import TestDatabase
@@ -164,9 +167,32 @@ async def test_reserve_then_capture_spends_the_held_credits(session: AsyncSessio
     assert await state_of(session, user.id) == State(BONUS - 3_000, 0, BONUS - 3_000, 3)
 
 
-async def test_spend_now_writes_a_settled_hold_in_one_step(session: AsyncSession, user: User) -> None:
-    k = key()
-    balance = await credits.spend_now(session, user.id, 3_000, k, reference="palette:1")
+# spend_now runs on the request's ORM session, or on a Core connection (a design charge on its own), where
+# PostgreSQL writes it all in one statement: both must leave the same rows.
+EXECUTORS = ["session", "connection"]
+
+
+async def executor_of(session: AsyncSession, kind: str) -> Executor:
+    return session if kind == "session" else await session.connection()
+
+
+async def usage_of(session: AsyncSession, object_id: uuid.UUID) -> list[tuple[str, int, bool]]:
+    rows = await session.execute(
+        select(UsageRecord.action, UsageRecord.credits, UsageRecord.success).where(
+            UsageRecord.object_id == object_id
+        )
+    )
+    return [tuple(row) for row in rows]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+async def test_spend_now_writes_a_settled_hold_and_its_usage_in_one_step(
+    session: AsyncSession, user: User, executor: str
+) -> None:
+    k, palette_id = key(), uuid.uuid4()
+    record = usage.row(user.id, UsageAction.palette, 3_000, palette_id, success=True, at=utcnow())
+    db = await executor_of(session, executor)
+    balance = await credits.spend_now(db, user.id, 3_000, k, reference="palette:1", usage=record)
     assert balance == BONUS - 3_000
     hold, settlement = await row_by_key(session, k), await row_by_key(session, f"{k}:settle")
     assert hold is not None
@@ -179,18 +205,22 @@ async def test_spend_now_writes_a_settled_hold_in_one_step(session: AsyncSession
         BONUS - 3_000,
     )
     assert hold.reference == settlement.reference == "palette:1"
+    assert await usage_of(session, palette_id) == [("palette", 3_000, True)]
     assert await state_of(session, user.id) == State(BONUS - 3_000, 0, BONUS - 3_000, 3)
     assert await unsettled_reservations(session, user.id) == 0
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
 async def test_spend_now_beyond_the_balance_is_402_and_writes_nothing(
-    session: AsyncSession, user: User
+    session: AsyncSession, user: User, executor: str
 ) -> None:
-    k = key()
+    k, palette_id = key(), uuid.uuid4()
+    record = usage.row(user.id, UsageAction.palette, BONUS + 1, palette_id, success=True, at=utcnow())
     with pytest.raises(InsufficientCredits) as raised:
-        await credits.spend_now(session, user.id, BONUS + 1, k)
+        await credits.spend_now(await executor_of(session, executor), user.id, BONUS + 1, k, usage=record)
     assert raised.value.extra == {"required": 10.001, "available": 10.0}
     assert await row_by_key(session, k) is None
+    assert await usage_of(session, palette_id) == []
     assert await state_of(session, user.id) == State(BONUS, 0, BONUS, 1)
 
 
@@ -952,7 +982,11 @@ async def committed_state(database: Database, user_id: uuid.UUID) -> tuple[State
 
 @pytest.mark.parametrize(
     ("operation", "rows"),
-    [("debit", {"chargeback": 10}), ("spend_now", {"job_reserve": 10, "job_capture": 10})],
+    [
+        ("debit", {"chargeback": 10}),
+        ("spend_now", {"job_reserve": 10, "job_capture": 10}),
+        ("design charge", {"job_reserve": 10, "job_capture": 10}),
+    ],
 )
 async def test_concurrent_spends_never_overspend(
     committed: tuple[Database, list[uuid.UUID]], settings: Settings, operation: str, rows: dict[str, int]
@@ -963,6 +997,10 @@ async def test_concurrent_spends_never_overspend(
 
     async def spend(i: int) -> object:
         key = f"race:{user_id}:{i}"
+        if operation == "design charge":  # on a Core connection of its own: one statement on PostgreSQL
+            return await design_spend.charge_alone(
+                database, user_id, UsageAction.palette, price, uuid.uuid4()
+            )
         async with database.session_scope() as session:
             if operation == "debit":
                 return await credits.debit(session, user_id, price, LedgerReason.chargeback, key)

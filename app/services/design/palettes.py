@@ -177,43 +177,41 @@ class PaidPalette:
 
 
 async def create(
-    session: AsyncSession,
-    ctx: Container,
-    model: TextModel | None,
-    user_id: uuid.UUID,
-    request: PaletteRequest,
+    ctx: Container, model: TextModel | None, user_id: uuid.UUID, request: PaletteRequest
 ) -> PaidPalette:
     """A palette from a colour, an image or a brief, charged PALETTE_COST_CREDITS on success only."""
     price = to_millicredits(ctx.settings.palette_cost_credits)
+    palette_id = uuid.uuid4()
+    if request.base_color is not None:
+        # Milliseconds of local work, then the charge alone in a Core transaction: no balance check
+        # first (the spend refuses it all the same) and no ORM session, on the busiest paid route.
+        palette = from_color(request.base_color, cast(Harmony, request.mode or "complementary"))
+        balance = await spend.charge_alone(ctx.database, user_id, UsageAction.palette, price, palette_id)
+        return PaidPalette(palette_id, palette, price, balance)
     if request.prompt is not None and model is None:
         raise ProviderNotConfigured("No language model is configured (OPENAI_API_KEY or ANTHROPIC_API_KEY).")
-    if request.base_color is not None:
-        # No balance check first: a palette from a colour is milliseconds of local work, and the spend
-        # refuses it all the same. An image or a brief costs more (a paid model call): checked first.
-        mode = cast(Harmony, request.mode or "complementary")
-        palette = from_color(request.base_color, mode)
-    elif request.upload_id is not None:
+    async with ctx.database.session_scope() as session:
+        # An image or a brief costs more (a paid model call): the balance is checked first.
         await spend.require_balance(session, user_id, price)
-        image_mode = cast(ImageMode, request.mode or "median_cut")
-        dominant = await upload_colors(session, ctx, user_id, request.upload_id, image_mode)
-        roles = roles_from_dominant(dominant)
-        if roles is None:
-            raise UnreadableImage("The image has no opaque pixels to take colours from.")
-        palette = await asyncio.to_thread(
-            build, *roles, source=DesignSource.image, mode=image_mode, dominant=dominant
-        )
-    elif request.prompt is not None and model is not None:
-        await spend.require_balance(session, user_id, price)
-        brief, llm = request.prompt, model
-        idea = await spend.ask_llm(
-            session, user_id, UsageAction.palette, lambda: prompting.ask_palette(llm, brief)
-        )
-        harmony_mode = cast(Harmony, request.mode or "complementary")
-        palette = await asyncio.to_thread(from_idea, idea, harmony_mode, DesignSource.prompt)
-    else:
-        raise ValueError("a palette request needs one source")
-    palette_id = uuid.uuid4()
-    balance = await spend.charge(session, user_id, UsageAction.palette, price, palette_id)
+        if request.upload_id is not None:
+            image_mode = cast(ImageMode, request.mode or "median_cut")
+            dominant = await upload_colors(session, ctx, user_id, request.upload_id, image_mode)
+            roles = roles_from_dominant(dominant)
+            if roles is None:
+                raise UnreadableImage("The image has no opaque pixels to take colours from.")
+            palette = await asyncio.to_thread(
+                build, *roles, source=DesignSource.image, mode=image_mode, dominant=dominant
+            )
+        elif request.prompt is not None and model is not None:
+            brief, llm = request.prompt, model
+            idea = await spend.ask_llm(
+                session, user_id, UsageAction.palette, lambda: prompting.ask_palette(llm, brief)
+            )
+            harmony_mode = cast(Harmony, request.mode or "complementary")
+            palette = await asyncio.to_thread(from_idea, idea, harmony_mode, DesignSource.prompt)
+        else:
+            raise ValueError("a palette request needs one source")
+        balance = await spend.charge(session, user_id, UsageAction.palette, price, palette_id)
     return PaidPalette(palette_id, palette, price, balance)
 
 

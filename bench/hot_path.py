@@ -156,6 +156,13 @@ def _wrk_ms(text: str) -> float:
     return float(found.group(1)) * _WRK_UNITS[found.group(2)] if found else float("nan")
 
 
+def _wrk_percentile(out: str, percent: int) -> float:
+    """From wrk's latency distribution, whose lines start with the percentile (a "Req/Sec" line may end in
+    "65.50%" too)."""
+    found = re.search(rf"^\s+{percent}%\s+(\S+)", out, re.MULTILINE)
+    return _wrk_ms(found.group(1)) if found else float("nan")
+
+
 def drive(url: str, connections: int, seconds: float, headers: list[str], method: str, body: str) -> Measure:
     wrk = shutil.which("wrk")
     if wrk:
@@ -193,8 +200,8 @@ def drive(url: str, connections: int, seconds: float, headers: list[str], method
         non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         return Measure(
             rate=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-            p50_ms=_wrk_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-            p99_ms=_wrk_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+            p50_ms=_wrk_percentile(out, 50),
+            p99_ms=_wrk_percentile(out, 99),
             non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
             timeouts=int(errors.group(4)) if errors else 0,
             errors=sum(int(errors.group(n)) for n in (1, 2, 3)) if errors else 0,

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.repositories.images import GalleryJob, GalleryUpload
 from app.security import LOCAL_AUDIENCE, LOCAL_ISSUER
 
 SECRET = os.environ["SECRET_KEY"]
@@ -103,6 +104,11 @@ async def spend(request: Request) -> Response:
     return answer({"credits": row[1] / 1000, "charged": 1.0})
 
 
+# Pixforge's gallery statements: the same columns (what a page item shows), filter and order.
+JOB_COLUMNS = ", ".join(GalleryJob.__slots__)
+UPLOAD_COLUMNS = ", ".join(GalleryUpload.__slots__)
+
+
 async def images(request: Request) -> Response:
     user_id = user_of(request)
     if user_id is None:
@@ -110,19 +116,22 @@ async def images(request: Request) -> Response:
     limit = int(request.query_params.get("limit", "20"))
     async with pool.acquire() as connection:
         jobs = await connection.fetch(
-            "SELECT id, kind, status, created_at FROM jobs WHERE user_id = $1 "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 "  # noqa: S608 - our own column names
             "ORDER BY created_at DESC, id DESC LIMIT $2",
             user_id,
             limit + 1,
         )
         uploads = await connection.fetch(
-            "SELECT id, created_at FROM uploads WHERE user_id = $1 AND origin = 'direct' "
+            f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE user_id = $1 AND origin = 'direct' "  # noqa: S608
             "ORDER BY created_at DESC, id DESC LIMIT $2",
             user_id,
             limit + 1,
         )
-    items = [{"id": r[0], "kind": r[1], "status": r[2], "created_at": r[3]} for r in jobs]
-    items += [{"id": r[0], "kind": "upload", "status": "COMPLETED", "created_at": r[1]} for r in uploads]
+    # asyncpg hands JSON columns over as text.
+    items = [
+        {**row, "outputs": json.loads(row["outputs"]), "options": json.loads(row["options"])} for row in jobs
+    ]
+    items += [{**row, "kind": "upload", "status": "COMPLETED"} for row in uploads]
     items.sort(key=lambda item: (item["created_at"], item["id"]), reverse=True)
     return answer({"items": items[:limit]})
 

@@ -12,7 +12,7 @@ import hmac
 import os
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Query
 from jose import JWTError, jwt
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.repositories.images import GalleryJob, GalleryUpload
 from app.security import LOCAL_AUDIENCE, LOCAL_ISSUER
 
 SECRET = os.environ["SECRET_KEY"]
@@ -39,12 +40,15 @@ LEDGER = text(
     "INSERT INTO credit_ledger (id, account_id, amount, reason, reference, idempotency_key, balance_after, "
     "created_at) VALUES (:id, :account_id, :amount, 'job_capture', NULL, :key, :after, now())"
 )
+# Pixforge's gallery statements: the same columns (what a page item shows), filter and order.
+JOB_COLUMNS = ", ".join(GalleryJob.__slots__)
+UPLOAD_COLUMNS = ", ".join(GalleryUpload.__slots__)
 GALLERY = text(
-    "SELECT id, kind, status, created_at FROM jobs WHERE user_id = :user_id "
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = :user_id "  # noqa: S608 - our own column names
     "ORDER BY created_at DESC, id DESC LIMIT :limit"
 )
 UPLOADS = text(
-    "SELECT id, created_at FROM uploads WHERE user_id = :user_id AND origin = 'direct' "
+    f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE user_id = :user_id AND origin = 'direct' "  # noqa: S608
     "ORDER BY created_at DESC, id DESC LIMIT :limit"
 )
 
@@ -59,10 +63,28 @@ class SpentOut(BaseModel):
 
 
 class ItemOut(BaseModel):
+    """The columns as read: a job's, or an upload's."""
+
     id: uuid.UUID
     kind: str
     status: str
     created_at: datetime
+    is_favourite: bool
+    description: str | None
+    input_key: str | None = None
+    outputs: list[dict[str, Any]] = []
+    options: dict[str, Any] = {}
+    credits_reserved: int = 0
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    time_taken_ms: int | None = None
+    finished_at: datetime | None = None
+    storage_key: str | None = None
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    size: int | None = None
 
 
 class PageOut(BaseModel):
@@ -121,7 +143,7 @@ async def images(authorization: Annotated[str, Header()], limit: Annotated[int, 
     async with engine.connect() as connection:
         jobs = (await connection.execute(GALLERY, {"user_id": user_id, "limit": limit + 1})).all()
         uploads = (await connection.execute(UPLOADS, {"user_id": user_id, "limit": limit + 1})).all()
-    items = [ItemOut(id=row[0], kind=row[1], status=row[2], created_at=row[3]) for row in jobs]
-    items += [ItemOut(id=row[0], kind="upload", status="COMPLETED", created_at=row[1]) for row in uploads]
+    items = [ItemOut(**row._mapping) for row in jobs]
+    items += [ItemOut(**row._mapping, kind="upload", status="COMPLETED") for row in uploads]
     items.sort(key=lambda item: (item.created_at, item.id), reverse=True)
     return PageOut(items=items[:limit])

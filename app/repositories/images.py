@@ -27,9 +27,11 @@ def _before(
 
 
 # --- the gallery's page, read on a reading connection (Core rows into plain records, no ORM objects) ----
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, several times the cost of a
+# plain one, for each of a page's forty records.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GalleryJob:
     """What a gallery page shows of a job."""
 
@@ -50,7 +52,7 @@ class GalleryJob:
     finished_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GalleryUpload:
     """What a gallery page shows of a direct upload."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -45,7 +46,9 @@ def to_millicredits(credits: Decimal) -> int:
     return int(millis)
 
 
+@lru_cache(maxsize=4096)
 def to_credits(millicredits: int) -> Decimal:
+    """Kept per amount (a Decimal is immutable): a gallery page shows the same few prices twenty times."""
     return (Decimal(millicredits) / MILLICREDITS_PER_CREDIT).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
 
 

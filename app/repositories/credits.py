@@ -44,45 +44,35 @@ def _spend_recorded() -> Select[Any]:
     spent = _SPEND_RETURNING.cte("spent")
     ledger = _LEDGER_TABLE.c
 
-    def ledger_row(entry: str) -> Select[Any]:
-        return select(
-            bindparam(f"{entry}_id", type_=ledger.id.type),
-            spent.c.id,
-            bindparam(f"{entry}_amount", type_=ledger.amount.type),
-            bindparam(f"{entry}_reason", type_=ledger.reason.type),
-            bindparam("reference", type_=ledger.reference.type),
-            bindparam(f"{entry}_key", type_=ledger.idempotency_key.type),
-            spent.c.balance,
-            bindparam("now", type_=ledger.created_at.type),
-        )
+    def ledger_row(entry: str) -> dict[str, Any]:
+        """A ledger row's values by column, the spend's account and balance among them."""
+        return {
+            "id": bindparam(f"{entry}_id", type_=ledger.id.type),
+            "account_id": spent.c.id,
+            "amount": bindparam(f"{entry}_amount", type_=ledger.amount.type),
+            "reason": bindparam(f"{entry}_reason", type_=ledger.reason.type),
+            "reference": bindparam("reference", type_=ledger.reference.type),
+            "idempotency_key": bindparam(f"{entry}_key", type_=ledger.idempotency_key.type),
+            "balance_after": spent.c.balance,
+            "created_at": bindparam("now", type_=ledger.created_at.type),
+        }
 
+    hold, settle = ledger_row("hold"), ledger_row("settle")
     entries = insert(_LEDGER_TABLE).from_select(
-        [
-            "id",
-            "account_id",
-            "amount",
-            "reason",
-            "reference",
-            "idempotency_key",
-            "balance_after",
-            "created_at",
-        ],
-        union_all(ledger_row("hold"), ledger_row("settle")),
+        list(hold), union_all(select(*hold.values()), select(*settle.values()))
     )
     usage_table = cast(Table, UsageRecord.__table__)
     usage = usage_table.c
-    record = insert(usage_table).from_select(
-        ["id", "user_id", "action", "credits", "object_id", "success", "created_at"],
-        select(
-            bindparam("usage_id", type_=usage.id.type),
-            bindparam("owner", type_=usage.user_id.type),
-            bindparam("usage_action", type_=usage.action.type),
-            bindparam("amount", type_=usage.credits.type),
-            bindparam("usage_object_id", type_=usage.object_id.type),
-            bindparam("usage_success", type_=usage.success.type),
-            bindparam("now", type_=usage.created_at.type),
-        ).select_from(spent),
-    )
+    usage_row = {
+        "id": bindparam("usage_id", type_=usage.id.type),
+        "user_id": bindparam("owner", type_=usage.user_id.type),
+        "action": bindparam("usage_action", type_=usage.action.type),
+        "credits": bindparam("amount", type_=usage.credits.type),
+        "object_id": bindparam("usage_object_id", type_=usage.object_id.type),
+        "success": bindparam("usage_success", type_=usage.success.type),
+        "created_at": bindparam("now", type_=usage.created_at.type),
+    }
+    record = insert(usage_table).from_select(list(usage_row), select(*usage_row.values()).select_from(spent))
     return select(spent.c.id, spent.c.balance).add_cte(entries.cte("entries"), record.cte("record"))
 
 

@@ -67,10 +67,10 @@ def _spend_recorded() -> Select[Any]:
         "id": bindparam("usage_id", type_=usage.id.type),
         "user_id": bindparam("owner", type_=usage.user_id.type),
         "action": bindparam("usage_action", type_=usage.action.type),
-        "credits": bindparam("amount", type_=usage.credits.type),
+        "credits": bindparam("usage_credits", type_=usage.credits.type),
         "object_id": bindparam("usage_object_id", type_=usage.object_id.type),
         "success": bindparam("usage_success", type_=usage.success.type),
-        "created_at": bindparam("now", type_=usage.created_at.type),
+        "created_at": bindparam("usage_created_at", type_=usage.created_at.type),
     }
     record = insert(usage_table).from_select(list(usage_row), select(*usage_row.values()).select_from(spent))
     return select(spent.c.id, spent.c.balance).add_cte(entries.cte("entries"), record.cte("record"))
@@ -109,8 +109,8 @@ async def spend_recorded(
     usage: dict[str, Any],
 ) -> tuple[uuid.UUID, int] | None:
     """`spend_by_user` with its hold and settlement ledger `entries` (id, amount, reason, idempotency_key
-    each, `reference` and `created_at` shared) and a `usage` record (id, action, object_id, success; its
-    credits are `amount`), all or nothing in one statement. None when refused."""
+    each, `reference` and `created_at` shared) and a `usage` record (a `usage_records` row, its owner the
+    spender), all or nothing in one statement. None when refused."""
     hold, settle = entries
     values = {"owner": user_id, "amount": amount, "now": hold["created_at"], "reference": hold["reference"]}
     for name, entry in (("hold", hold), ("settle", settle)):
@@ -125,8 +125,10 @@ async def spend_recorded(
     values.update(
         usage_id=usage["id"],
         usage_action=usage["action"],
+        usage_credits=usage["credits"],
         usage_object_id=usage["object_id"],
         usage_success=usage["success"],
+        usage_created_at=usage["created_at"],
     )
     row = (await connection.execute(_SPEND_RECORDED, values)).first()
     return None if row is None else (row[0], int(row[1]))

@@ -177,7 +177,7 @@ async def spend_now(
 ) -> int:
     """Reserve and capture at once, for work already done: the same two ledger rows as `reserve` then
     `capture` (the hold under `key`, its settlement under `key:settle`), and the `usage` record when given
-    (a `usage.row` for `amount`), written only if the conditional spend took the credits. Returns the
+    (a `usage.row` of the spender), written only if the conditional spend took the credits. Returns the
     balance after; 402 when it does not cover `amount`. `key` must be new (it names a fresh object): this
     is no replayable movement, and a reused key fails the transaction.
 

@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -176,9 +177,9 @@ async def executor_of(session: AsyncSession, kind: str) -> Executor:
     return session if kind == "session" else await session.connection()
 
 
-async def usage_of(session: AsyncSession, object_id: uuid.UUID) -> list[tuple[str, int, bool]]:
+async def usage_of(session: AsyncSession, object_id: uuid.UUID) -> list[tuple[str, int, bool, datetime]]:
     rows = await session.execute(
-        select(UsageRecord.action, UsageRecord.credits, UsageRecord.success).where(
+        select(UsageRecord.action, UsageRecord.credits, UsageRecord.success, UsageRecord.created_at).where(
             UsageRecord.object_id == object_id
         )
     )
@@ -190,7 +191,9 @@ async def test_spend_now_writes_a_settled_hold_and_its_usage_in_one_step(
     session: AsyncSession, user: User, executor: str
 ) -> None:
     k, palette_id = key(), uuid.uuid4()
-    record = usage.row(user.id, UsageAction.palette, 3_000, palette_id, success=True, at=utcnow())
+    # Written as given, its own moment included (here one that differs from the ledger rows').
+    at = utcnow().replace(microsecond=0) - timedelta(minutes=5)
+    record = usage.row(user.id, UsageAction.palette, 3_000, palette_id, success=True, at=at)
     db = await executor_of(session, executor)
     balance = await credits.spend_now(db, user.id, 3_000, k, reference="palette:1", usage=record)
     assert balance == BONUS - 3_000
@@ -205,7 +208,8 @@ async def test_spend_now_writes_a_settled_hold_and_its_usage_in_one_step(
         BONUS - 3_000,
     )
     assert hold.reference == settlement.reference == "palette:1"
-    assert await usage_of(session, palette_id) == [("palette", 3_000, True)]
+    [(action, spent, success, moment)] = await usage_of(session, palette_id)
+    assert (action, spent, success, moment) == ("palette", 3_000, True, at)
     assert await state_of(session, user.id) == State(BONUS - 3_000, 0, BONUS - 3_000, 3)
     assert await unsettled_reservations(session, user.id) == 0
 

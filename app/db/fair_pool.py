@@ -6,12 +6,18 @@ first of them, but that request only runs later: a request that arrives in betwe
 that was woken goes back to the end of the line. Under a crowd (256 clients, 30 connections) most requests
 were answered in tens of milliseconds and some waited for seconds, past their clients' timeouts. Here a
 connection given back goes straight to the request that has waited longest, and a newcomer queues behind.
+
+One kind of work goes ahead of the line (`served_first`): a short statement that many requests wait on,
+such as verifying a busy credential again. Queued behind a crowd it made the whole crowd wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TypeVar
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
@@ -19,6 +25,19 @@ from sqlalchemy.util.concurrency import await_
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
 ItemT = TypeVar("ItemT")
+
+_served_first: ContextVar[bool] = ContextVar("served_first", default=False)
+
+
+@contextlib.contextmanager
+def served_first() -> Iterator[None]:
+    """Connections taken in this block go to the head of the line: for a few short statements that other
+    requests are waiting on, never for a request's own work (that would only reorder the crowd)."""
+    token = _served_first.set(True)
+    try:
+        yield
+    finally:
+        _served_first.reset(token)
 
 
 class FairAsyncQueue(QueueCommon[ItemT]):
@@ -68,7 +87,10 @@ class FairAsyncQueue(QueueCommon[ItemT]):
 
     async def _wait(self, seconds: float | None) -> ItemT:
         waiter: asyncio.Future[ItemT] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        if _served_first.get():
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         try:
             async with asyncio.timeout(seconds):
                 return await waiter

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 
 from app.container import Container
 from app.db.base import utcnow
+from app.db.fair_pool import served_first
 from app.errors import ServiceUnavailable
 from app.integrations.clerk import ClerkUnavailable, InvalidClerkToken
 from app.models import ApiKey, User
@@ -48,8 +49,11 @@ async def identify(ctx: Container, credential: str) -> Caller:
 
 async def _verify(ctx: Container, credential: str) -> Caller:
     try:
-        async with ctx.database.session_scope() as session:
-            principal = await authenticate(session, ctx, credential)
+        # Ahead of the requests queued for a connection: under a crowd, every request that carries this
+        # credential waits on this one lookup once its entry runs out (measured at 256 clients: 1.5 s).
+        with served_first():
+            async with ctx.database.session_scope() as session:
+                principal = await authenticate(session, ctx, credential)
     except InvalidToken:
         ctx.callers.drop(credential)  # ended since it was cached: refused from now on
         raise

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.util.concurrency import greenlet_spawn
 from sqlalchemy.util.queue import Empty, Full
 
-from app.db.fair_pool import FairAsyncQueue
+from app.db.fair_pool import FairAsyncQueue, served_first
 
 
 async def take(queue: FairAsyncQueue[str], seconds: float = 5.0) -> str:
@@ -28,6 +28,27 @@ async def test_a_connection_given_back_goes_to_the_longest_waiting_request_not_t
     for task in (*waiting[1:], newcomer):
         assert not task.done()
     for turn, expected in enumerate([waiting[1], waiting[2], newcomer]):
+        queue.put_nowait(f"connection {turn}")
+        assert await expected == f"connection {turn}"
+
+
+async def test_work_served_first_takes_the_next_connection_ahead_of_the_line_and_only_in_its_block() -> None:
+    queue: FairAsyncQueue[str] = FairAsyncQueue(maxsize=1)
+    crowd = [asyncio.create_task(take(queue)) for _ in range(2)]
+    await asyncio.sleep(0)
+
+    async def take_first() -> str:
+        with served_first():
+            return await take(queue)
+
+    verification = asyncio.create_task(take_first())
+    await asyncio.sleep(0)
+    later = asyncio.create_task(take(queue))  # after the block: an ordinary newcomer again
+    await asyncio.sleep(0)
+    queue.put_nowait("connection")
+    assert await verification == "connection"
+    assert not any(task.done() for task in (*crowd, later))
+    for turn, expected in enumerate([*crowd, later]):
         queue.put_nowait(f"connection {turn}")
         assert await expected == f"connection {turn}"
 

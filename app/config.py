@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # The default is the largest upload plus room for the multipart envelope, so an oversize upload is
     # refused while it streams in, before it is read whole.
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024 + 256 * 1024, ge=1024)
+    # Requests a process runs at once; the others wait their turn in arrival order (app/admission.py).
+    # 0: no limit. Past MAX_QUEUED_REQUESTS waiting, a request is answered 503 `overloaded` at once.
+    max_active_requests: int = Field(default=16, ge=0)
+    max_queued_requests: int = Field(default=4096, ge=0)
+    # A request still unanswered after this long runs on without its slot (it is waiting on something
+    # outside: a model, a provider, its client's upload).
+    admission_lease_seconds: float = Field(default=1.0, gt=0)
     # Browser origins allowed to call the API with credentials (exact origins, comma separated).
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"]

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.middleware.cors import CORSMiddleware
 
+from app.admission import AdmissionGate
 from app.config import Environment, Settings, get_settings
 from app.container import Container
 from app.db.session import Database
@@ -123,6 +124,12 @@ def create_app(
     # Added innermost first: CORS wraps the request context so even a last-resort 500 carries the
     # CORS headers a browser needs to read it.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        AdmissionGate,
+        max_active=settings.max_active_requests,
+        max_queued=settings.max_queued_requests,
+        lease_seconds=settings.admission_lease_seconds,
+    )
     app.add_middleware(
         RequestContextMiddleware,
         hsts=settings.environment is Environment.production,

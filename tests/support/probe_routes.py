@@ -3,6 +3,7 @@ the commit point) through real HTTP requests."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from fastapi import APIRouter, BackgroundTasks, Request
@@ -16,6 +17,8 @@ from app.schemas.base import Schema
 
 probe_router = APIRouter(prefix="/probe")
 seen_by_background_task: dict[str, bool] = {}
+# Requests held open by name until a test sets their event (the admission tests).
+held_open: dict[str, asyncio.Event] = {}
 
 
 class ItemIn(Schema):
@@ -26,6 +29,12 @@ class ItemIn(Schema):
 @probe_router.post("/items", status_code=201)
 async def create_item(item: ItemIn) -> ItemIn:
     return item
+
+
+@probe_router.get("/held/{name}")
+async def hold_open(name: str) -> dict[str, str]:
+    await held_open.setdefault(name, asyncio.Event()).wait()
+    return {"released": name}
 
 
 @probe_router.get("/boom")

@@ -1,0 +1,115 @@
+"""Admission: how many requests run at once, and the order the others wait in.
+
+One process runs every request on one event loop. Under a crowd (256 clients at once), letting them all
+in makes each turn of the loop run a step of every one of them: a request's every await then waits for
+a whole crowd's steps, the CPU-heavy routes (a palette computed on the loop) stretch a turn to a second,
+and a short lookup that many requests wait on (verifying a busy credential again) takes seconds. Most
+requests were answered fast and some waited past their clients' timeouts.
+
+`AdmissionGate` lets `max_active` requests run at once; the others wait, doing nothing, in the order
+they came, and each takes the slot of a request that ends. Overload then raises every request's latency
+evenly instead of some requests' by seconds. Past `max_queued` waiting, a request is answered 503
+`overloaded` at once (with Retry-After): that is the documented queue limit.
+
+A slot is held until the answer starts (a stream, a download or an event feed holds none while it
+flows) and at most `lease_seconds`: a request still running then is waiting on something outside (a
+model, a payment provider, its own client's upload), not using the loop, and runs on without a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import ServiceUnavailable
+
+# Probes that must answer whatever the load (a load balancer takes a queued /healthz for a dead process).
+UNGATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class Overloaded(ServiceUnavailable):
+    code = "overloaded"
+    default_detail = "The server is at its queue limit; retry shortly."
+
+
+class _Slot:
+    """One admitted request's place: given back once, whichever comes first (its answer starting, its
+    end, its lease running out)."""
+
+    __slots__ = ("_gate", "_lease", "held")
+
+    def __init__(self, gate: AdmissionGate, lease_seconds: float) -> None:
+        self._gate = gate
+        self.held = True
+        self._lease = asyncio.get_running_loop().call_later(lease_seconds, self.release)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._lease.cancel()
+            self._gate.hand_on()
+
+
+class AdmissionGate:
+    """ASGI middleware: at most `max_active` requests at once, the others first come, first served;
+    `max_active` 0 admits every request at once (no gate)."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_active: int, max_queued: int, lease_seconds: float, retry_after: int = 1
+    ) -> None:
+        self.app = app
+        self.max_active = max_active
+        self.max_queued = max_queued
+        self.lease_seconds = lease_seconds
+        self.retry_after = retry_after
+        self.active = 0
+        # Requests waiting for a slot, oldest first.
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.max_active <= 0 or scope["path"] in UNGATED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        slot = await self._enter()
+
+        async def send_releasing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                slot.release()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_releasing)
+        finally:
+            slot.release()
+
+    async def _enter(self) -> _Slot:
+        if self.active < self.max_active and not self._waiting:
+            self.active += 1
+            return _Slot(self, self.lease_seconds)
+        if len(self._waiting) >= self.max_queued:
+            raise Overloaded(headers={"Retry-After": str(self.retry_after)})
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.hand_on()  # the slot handed over in the same moment goes to the next in line
+            else:
+                turn.cancel()
+                self._waiting.remove(turn)
+            raise
+        return _Slot(self, self.lease_seconds)
+
+    def hand_on(self) -> None:
+        """A slot given back: to the request that has waited longest, else free."""
+        if self._waiting:
+            self._waiting.popleft().set_result(None)
+        else:
+            self.active -= 1

@@ -1,0 +1,182 @@
+"""At most MAX_ACTIVE_REQUESTS requests run at once; the others wait in arrival order, and past
+MAX_QUEUED_REQUESTS waiting a request is answered 503 `overloaded` at once (app/admission.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from app.admission import AdmissionGate
+from app.config import Settings
+from app.container import Container
+from app.db.session import Database
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.support.probe_routes import held_open, probe_router
+
+# The gate sits in front of the routes and never touches the database: one run, on SQLite.
+pytestmark = pytest.mark.any_database
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(
+        database_url=database_url, max_active_requests=1, max_queued_requests=2, admission_lease_seconds=30
+    )
+
+
+@pytest.fixture
+async def gated(
+    settings: Settings, database: Database, container: Container
+) -> AsyncIterator[httpx.AsyncClient]:
+    held_open.clear()
+    app: FastAPI = create_app(settings, database, container)
+    app.include_router(probe_router)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        yield client
+    for event in held_open.values():
+        event.set()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        # Whether a request got in shows in the app's own state; no event is set on the way in.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+def holding(*names: str) -> bool:
+    return all(name in held_open for name in names)
+
+
+async def test_waiting_requests_run_in_arrival_order_and_past_the_queue_limit_the_answer_is_503(
+    gated: httpx.AsyncClient,
+) -> None:
+    first = asyncio.create_task(gated.get("/probe/held/first"))
+    await until(lambda: holding("first"))
+    second = asyncio.create_task(gated.get("/probe/held/second"))
+    await asyncio.sleep(0.05)
+    third = asyncio.create_task(gated.get("/probe/held/third"))
+    await asyncio.sleep(0.05)
+    assert not holding("second")  # queued, not running
+    assert not holding("third")
+
+    refused = await gated.get("/probe/held/fourth", headers={"X-Request-ID": "over-the-limit"})
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json() == {
+        "error": "overloaded",
+        "detail": "The server is at its queue limit; retry shortly.",
+        "request_id": "over-the-limit",
+    }
+    assert "fourth" not in held_open
+    assert (await gated.get("/healthz")).status_code == 200  # probes are never queued
+
+    held_open["first"].set()
+    assert (await first).json() == {"released": "first"}
+    await until(lambda: holding("second"))
+    await asyncio.sleep(0.05)
+    assert not holding("third")  # the second came first, and one runs at a time
+    held_open["second"].set()
+    await until(lambda: holding("third"))
+    held_open["third"].set()
+    assert [(await task).status_code for task in (second, third)] == [200, 200]
+
+
+class Scripted:
+    """An ASGI app whose requests each wait for their own event: before answering, or (`stream`) after
+    the answer has started."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, asyncio.Event] = {}
+        self.entered: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path"].strip("/")
+        self.entered.append(name)
+        event = self.events.setdefault(name, asyncio.Event())
+        if scope["query_string"] == b"stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await event.wait()
+        else:
+            await event.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": name.encode()})
+
+
+def request(gate: AdmissionGate, path: str) -> asyncio.Task[None]:
+    path, _, query = path.partition("?")
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode(), "headers": []}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    return asyncio.create_task(gate(scope, receive, send))
+
+
+async def test_a_request_whose_answer_has_started_streaming_gives_its_slot_to_the_next() -> None:
+    app = Scripted()
+    gate = AdmissionGate(app, max_active=1, max_queued=10, lease_seconds=30)
+    feed = request(gate, "/feed?stream")
+    await until(lambda: "feed" in app.entered)
+    other = request(gate, "/other")
+    await until(lambda: "other" in app.entered)  # while the feed still flows
+    app.events["other"].set()
+    await other
+    app.events["feed"].set()
+    await feed
+    assert (gate.active, gate.queued) == (0, 0)
+
+
+async def test_a_request_unanswered_past_its_lease_runs_on_without_holding_up_the_line() -> None:
+    app = Scripted()
+    gate = AdmissionGate(app, max_active=1, max_queued=10, lease_seconds=0.05)
+    slow = request(gate, "/slow")
+    await until(lambda: "slow" in app.entered)
+    quick = request(gate, "/quick")
+    await asyncio.sleep(0.01)
+    assert app.entered == ["slow"]
+    await until(lambda: "quick" in app.entered)  # once the lease ran out
+    app.events["quick"].set()
+    app.events["slow"].set()
+    await asyncio.gather(quick, slow)
+    assert (gate.active, gate.queued) == (0, 0)
+
+
+async def test_a_request_whose_client_left_while_it_waited_leaves_the_line() -> None:
+    app = Scripted()
+    gate = AdmissionGate(app, max_active=1, max_queued=10, lease_seconds=30)
+    running = request(gate, "/running")
+    await until(lambda: "running" in app.entered)
+    gone, next_one = request(gate, "/gone"), request(gate, "/next")
+    await until(lambda: gate.queued == 2)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert gate.queued == 1
+    app.events["running"].set()
+    await until(lambda: "next" in app.entered)
+    app.events["next"].set()
+    await asyncio.gather(running, next_one)
+    assert "gone" not in app.entered
+    assert (gate.active, gate.queued) == (0, 0)
+
+
+async def test_without_a_limit_every_request_runs_at_once() -> None:
+    app = Scripted()
+    gate = AdmissionGate(app, max_active=0, max_queued=0, lease_seconds=30)
+    tasks = [request(gate, f"/r{n}") for n in range(5)]
+    await until(lambda: len(app.entered) == 5)
+    for event in app.events.values():
+        event.set()
+    await asyncio.gather(*tasks)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # A request still unanswered after this long runs on without its slot (it is waiting on something
     # outside: a model, a provider, its client's upload).
     admission_lease_seconds: float = Field(default=1.0, gt=0)
+    # Worker processes for pure-Python CPU work (a palette's colour science), so that it runs on another
+    # core instead of stopping the event loop (app/compute.py). 0: on the event loop.
+    compute_processes: int = Field(default=1, ge=0)
     # Browser origins allowed to call the API with credentials (exact origins, comma separated).
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"]

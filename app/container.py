@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from app.compute import Compute
 from app.config import Settings
 from app.db.session import Database
 from app.integrations.alerts import AlertSender, SlackWebhookSender
@@ -75,6 +76,8 @@ class Container:
     alert_delivery: asyncio.Task[None] | None = None
     # Kinds claimed in memory while the database could not be reached (app/services/alerts.py).
     alerts_sent_here: dict[str, datetime] = field(default_factory=dict)
+    # Pure-Python CPU work (palettes) in worker processes, off the event loop (COMPUTE_PROCESSES).
+    compute: Compute = field(default_factory=lambda: Compute(0))
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> Container:
@@ -112,6 +115,7 @@ class Container:
             job_queue=build_job_queue(settings),
             alert_sender=_alert_sender(settings, http),
             provider_outages=outages,
+            compute=Compute(settings.compute_processes),
         )
 
     async def aclose(self) -> None:
@@ -127,6 +131,7 @@ class Container:
         if self.dodo is not None:
             await self.dodo.aclose()
         await self.vectorizer.aclose()  # its worker processes
+        await self.compute.aclose()  # and these
         if self.job_queue is not None:
             await asyncio.to_thread(self.job_queue.close)
 

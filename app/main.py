@@ -85,7 +85,7 @@ def create_app(
         housekeeping = asyncio.create_task(
             maintenance.run_forever(container, settings.maintenance_interval_seconds), name="maintenance"
         )
-        background = [housekeeping]
+        background = [housekeeping, asyncio.create_task(container.compute.warm_up(), name="compute")]
         if settings.backup_schedule_enabled:
             background.append(
                 asyncio.create_task(

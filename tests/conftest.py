@@ -132,6 +132,9 @@ def make_settings(**overrides: object) -> Settings:
         # The cheapest Argon2id the settings allow: hashing cost is not what these tests measure.
         "password_hash_memory_kib": 1024,
         "password_hash_time_cost": 1,
+        # Palettes on the loop: a worker process per test's container would cost a second each to
+        # start. tests/test_compute.py starts real ones.
+        "compute_processes": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

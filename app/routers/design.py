@@ -64,8 +64,11 @@ async def create_palette(
         mode=palette.mode,
         name=palette.name,
         rationale=palette.rationale,
-        **{role: color_out(hex_color) for role, hex_color in (palette.roles | palette.semantic).items()},
-        neutral={shade: color_out(hex_color) for shade, hex_color in palette.neutral.items()},
+        **{
+            role: color_out(palette.infos[hex_color])
+            for role, hex_color in (palette.roles | palette.semantic).items()
+        },
+        neutral={shade: color_out(palette.infos[hex_color]) for shade, hex_color in palette.neutral.items()},
         pairs=[pair_out(pair) for pair in palette.pairs],
         dominant=[DominantOut(hex=color.hex, share=color.share) for color in palette.dominant],
         repairs=palette.repairs,
@@ -227,8 +230,7 @@ def contrast_out(ratio: float) -> ContrastOut:
     )
 
 
-def color_out(hex_color: str) -> ColorOut:
-    info = ColorInfo.of(hex_color)
+def color_out(info: ColorInfo) -> ColorOut:
     return ColorOut(
         hex=info.hex,
         oklch=OklchOut(l=info.oklch.lightness, c=info.oklch.chroma, h=info.oklch.hue),

@@ -78,6 +78,8 @@ class Palette:
     rationale: str | None = None
     # What was fixed in the input (a model's colours that were not colours, contrast repairs).
     repairs: list[str] = field(default_factory=list)
+    # Each colour of roles, semantic and neutral, analysed.
+    infos: dict[str, ColorInfo] = field(default_factory=dict)
 
 
 def build(
@@ -122,6 +124,10 @@ def build(
         name=name,
         rationale=rationale,
         repairs=notes,
+        infos={
+            hex_color: ColorInfo.of(hex_color)
+            for hex_color in (*roles.values(), *semantic.values(), *neutral.values())
+        },
     )
 
 
@@ -183,9 +189,12 @@ async def create(
     price = to_millicredits(ctx.settings.palette_cost_credits)
     palette_id = uuid.uuid4()
     if request.base_color is not None:
-        # Milliseconds of local work, then the charge alone in a Core transaction: no balance check
-        # first (the spend refuses it all the same) and no ORM session, on the busiest paid route.
-        palette = from_color(request.base_color, cast(Harmony, request.mode or "complementary"))
+        # Milliseconds of colour science in a worker process, then the charge alone in a Core
+        # transaction: no balance check first (the spend refuses it all the same) and no ORM session,
+        # on the busiest paid route.
+        palette = await ctx.compute.run(
+            from_color, request.base_color, cast(Harmony, request.mode or "complementary")
+        )
         balance = await spend.charge_alone(ctx.database, user_id, UsageAction.palette, price, palette_id)
         return PaidPalette(palette_id, palette, price, balance)
     if request.prompt is not None and model is None:

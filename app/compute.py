@@ -5,13 +5,16 @@ every other request of the process, and under a crowd (256 clients asking for pa
 of a turn of the loop; a thread would not help, since the work holds the GIL. In a worker process it runs
 on another core while the loop goes on serving.
 
-The processes are started with `spawn` (the server has threads a fork would copy mid-flight), on first
-use or by `warm_up`, and stopped by `close`. `processes=0` runs the work inline, on the loop.
+The processes are started with `spawn` (the server has threads a fork would copy mid-flight) and import
+the modules the work needs (`preload`) as they start: by `warm_up`, which the server awaits before it
+takes requests (the first palettes had waited a second or more for both), else on first use. `close`
+stops them. `processes=0` runs the work inline, on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import multiprocessing
 import signal
 import threading
@@ -24,9 +27,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _ignore_interrupts() -> None:
+def _start_worker(preload: tuple[str, ...]) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the server stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for module in preload:
+        importlib.import_module(module)
 
 
 def _ready() -> bool:
@@ -34,12 +39,14 @@ def _ready() -> bool:
 
 
 class Compute:
-    """Runs picklable functions on `processes` worker processes, or inline when `processes` is 0."""
+    """Runs picklable functions on `processes` worker processes, or inline when `processes` is 0;
+    `preload`: modules each worker imports as it starts."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, preload: tuple[str, ...] = ()) -> None:
         if processes < 0:
             raise ValueError("processes must be 0 (inline) or more")
         self.processes = processes
+        self.preload = preload
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -49,7 +56,8 @@ class Compute:
                 self._pool = ProcessPoolExecutor(
                     self.processes,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_ignore_interrupts,
+                    initializer=_start_worker,
+                    initargs=(self.preload,),
                 )
             return self._pool
 

@@ -115,7 +115,7 @@ class Container:
             job_queue=build_job_queue(settings),
             alert_sender=_alert_sender(settings, http),
             provider_outages=outages,
-            compute=Compute(settings.compute_processes),
+            compute=Compute(settings.compute_processes, preload=("app.services.design.palettes",)),
         )
 
     async def aclose(self) -> None:

@@ -4,6 +4,7 @@ results as inline; a worker that dies costs its request nothing."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,10 @@ def children() -> set[int]:
 
 def where_it_ran(_: int) -> int:
     return os.getpid()
+
+
+def has_imported(module: str) -> bool:
+    return module in sys.modules
 
 
 def die_unless_in(parent: int) -> str:
@@ -59,3 +64,14 @@ async def test_with_no_processes_the_work_runs_inline() -> None:
     assert await compute.run(where_it_ran, 0) == os.getpid()
     with pytest.raises(ValueError, match="processes"):
         Compute(-1)
+
+
+async def test_workers_import_the_modules_they_are_given_as_they_start() -> None:
+    # `wave`: a module nothing here imports, so only the preload can have put it there.
+    for preload, expected in ((("wave",), True), ((), False)):
+        compute = Compute(1, preload=preload)
+        try:
+            await compute.warm_up()
+            assert await compute.run(has_imported, "wave") is expected
+        finally:
+            await compute.aclose()

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import gc
+import os
+from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 
+from app.config import Settings
 from app.main import SERVING_THRESHOLDS
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url=database_url, compute_processes=1)
+
+
+def children() -> set[str]:
+    return set(Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split())
 
 
 async def test_while_serving_start_up_is_frozen_and_young_collections_are_rarer(app: FastAPI) -> None:
@@ -17,3 +31,10 @@ async def test_while_serving_start_up_is_frozen_and_young_collections_are_rarer(
         assert gc.get_freeze_count() > frozen_before
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+async def test_the_compute_workers_are_up_before_the_first_request(app: FastAPI) -> None:
+    before = children()
+    async with app.router.lifespan_context(app):
+        # Started (and their modules imported) by the start-up, not by a first palette.
+        assert children() - before

@@ -282,11 +282,16 @@ def engine_cpu_ms() -> float:
     from app.services.design.palettes import from_color
 
     from_color("#3366ff", "complementary")
-    runs = 20
-    started = time.process_time()
-    for _ in range(runs):
-        from_color("#3366ff", "complementary")
-    return (time.process_time() - started) * 1000 / runs
+    runs, batches = 20, []
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(runs):
+            from_color("#3366ff", "complementary")
+        batches.append((time.process_time() - started) * 1000 / runs)
+    # The least disturbed batch: a batch run while the machine was busy elsewhere once came out slower
+    # than a whole request, and the subtraction then made no sense. The lowest is the cautious figure to
+    # subtract: Pixforge keeps the rest.
+    return min(batches)
 
 
 def without_engine(m: Measure, engine_ms: float) -> Measure:

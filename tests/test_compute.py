@@ -3,14 +3,22 @@ results as inline; a worker that dies costs its request nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.compute import Compute
 from app.services.design.palettes import from_color
+from tests.support.compute_tasks import (
+    die_unless_in,
+    has_imported,
+    refuse,
+    slowly,
+    where_it_ran,
+    where_it_ran_with,
+)
 
 pytestmark = pytest.mark.any_database
 
@@ -18,20 +26,6 @@ pytestmark = pytest.mark.any_database
 def children() -> set[int]:
     me = os.getpid()
     return {int(pid) for pid in (Path(f"/proc/{me}/task") / str(me) / "children").read_text().split()}
-
-
-def where_it_ran(_: int) -> int:
-    return os.getpid()
-
-
-def has_imported(module: str) -> bool:
-    return module in sys.modules
-
-
-def die_unless_in(parent: int) -> str:
-    if os.getpid() != parent:
-        os._exit(1)  # a worker killed mid-task (the OOM killer, say)
-    return "done here"
 
 
 async def test_a_palette_computed_in_a_worker_process_is_the_one_computed_inline() -> None:
@@ -75,3 +69,37 @@ async def test_workers_import_the_modules_they_are_given_as_they_start() -> None
             assert await compute.run(has_imported, "wave") is expected
         finally:
             await compute.aclose()
+
+
+async def test_an_error_in_the_work_reaches_the_caller_and_the_worker_goes_on() -> None:
+    compute = Compute(1)
+    try:
+        with pytest.raises(ValueError, match="not a colour"):
+            await compute.run(refuse, "not a colour")
+        assert await compute.run(slowly, "next") == "next"
+    finally:
+        await compute.aclose()
+
+
+async def test_a_caller_that_left_mid_task_does_not_leave_its_answer_to_the_next() -> None:
+    compute = Compute(1)
+    try:
+        await compute.warm_up()
+        left = asyncio.create_task(compute.run(slowly, "the first's"))
+        await asyncio.sleep(0.05)
+        left.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await left
+        assert await compute.run(slowly, "the second's") == "the second's"
+    finally:
+        await compute.aclose()
+
+
+async def test_many_callers_at_once_each_get_their_own_answer() -> None:
+    compute = Compute(2)
+    try:
+        answers = await asyncio.gather(*(compute.run(where_it_ran_with, n) for n in range(40)))
+    finally:
+        await compute.aclose()
+    assert [n for n, _ in answers] == list(range(40))
+    assert len({worker for _, worker in answers}) == 2  # both workers took a share

@@ -13,6 +13,9 @@ from app.config import Settings
 from app.main import SERVING_THRESHOLDS
 from tests.conftest import make_settings
 
+# What start-up sets for serving does not depend on the database.
+pytestmark = pytest.mark.any_database
+
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:

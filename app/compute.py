@@ -37,6 +37,9 @@ T = TypeVar("T")
 _LENGTH = struct.Struct("!I")
 _READY = b"ready"
 _STOP_SECONDS = 5.0
+# Spawning and importing takes a second or two; a worker not ready long after is stuck (a hung import),
+# and must not hold the server's start-up with it.
+START_SECONDS = 60.0
 
 
 def _receive_exactly(connection: socket.socket, size: int) -> bytes | None:
@@ -96,7 +99,7 @@ class _Worker:
         self.writer = writer
 
     @classmethod
-    async def start(cls, preload: tuple[str, ...]) -> _Worker:
+    async def start(cls, preload: tuple[str, ...], start_seconds: float) -> _Worker:
         ours, theirs = socket.socketpair()
         process = multiprocessing.get_context("spawn").Process(
             target=_serve, args=(theirs, preload), name="pixforge-compute", daemon=True
@@ -108,8 +111,14 @@ class _Worker:
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         worker = cls(process, reader, writer)
         try:
-            if await worker._receive() != _READY:
+            async with asyncio.timeout(start_seconds):
+                ready = await worker._receive()
+            if ready != _READY:
                 raise WorkerGone("the worker did not start")
+        except TimeoutError as exc:
+            process.kill()  # stuck in its imports: it would not read the end of its socket
+            await worker.stop()
+            raise WorkerGone(f"the worker was not ready after {start_seconds:g} s") from exc
         except BaseException:
             await worker.stop()
             raise
@@ -143,13 +152,16 @@ class _Worker:
 
 class Compute:
     """Runs picklable functions on `processes` worker processes, or inline when `processes` is 0;
-    `preload`: modules each worker imports as it starts."""
+    `preload`: modules each worker imports as it starts, within `start_seconds`."""
 
-    def __init__(self, processes: int, preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, processes: int, preload: tuple[str, ...] = (), start_seconds: float = START_SECONDS
+    ) -> None:
         if processes < 0:
             raise ValueError("processes must be 0 (inline) or more")
         self.processes = processes
         self.preload = preload
+        self.start_seconds = start_seconds
         self._idle: asyncio.Queue[_Worker | None] | None = None
         self._workers: set[_Worker] = set()
 
@@ -163,7 +175,7 @@ class Compute:
 
     async def _started(self, worker: _Worker | None) -> _Worker:
         if worker is None:
-            worker = await _Worker.start(self.preload)
+            worker = await _Worker.start(self.preload, self.start_seconds)
             self._workers.add(worker)
         return worker
 

@@ -103,3 +103,14 @@ async def test_many_callers_at_once_each_get_their_own_answer() -> None:
         await compute.aclose()
     assert [n for n, _ in answers] == list(range(40))
     assert len({worker for _, worker in answers}) == 2  # both workers took a share
+
+
+async def test_a_worker_stuck_starting_is_stopped_and_the_work_done_here() -> None:
+    compute = Compute(1, preload=("tests.support.slow_to_import",), start_seconds=0.5)
+    before = children()
+    try:
+        await compute.warm_up()  # returns: start-up is not held by a stuck worker
+        assert children() == before  # and the stuck one is gone
+        assert await compute.run(where_it_ran, 0) == os.getpid()
+    finally:
+        await compute.aclose()

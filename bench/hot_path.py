@@ -279,14 +279,14 @@ def engine_cpu_ms() -> float:
     """CPU time of scenario b's own work alone: the palette from the colour with the colour analysis its
     answer carries (OKLCH and contrast of each of its colours), not request handling. Pixforge runs it
     in a worker process (COMPUTE_PROCESSES), whose CPU time the server's figures include."""
-    from app.services.design.palettes import from_color
+    from app.services.design.palettes import analysed_from_color
 
-    from_color("#3366ff", "complementary")
+    analysed_from_color("#3366ff", "complementary")
     runs, batches = 20, []
     for _ in range(5):
         started = time.process_time()
         for _ in range(runs):
-            from_color("#3366ff", "complementary")
+            analysed_from_color("#3366ff", "complementary")
         batches.append((time.process_time() - started) * 1000 / runs)
     # The least disturbed batch: a batch run while the machine was busy elsewhere once came out slower
     # than a whole request, and the subtraction then made no sense. The lowest is the cautious figure to

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.compute import Compute
-from app.services.design.palettes import from_color
+from app.services.design.palettes import analysed_from_color
 from tests.support.compute_tasks import (
     die_unless_in,
     has_imported,
@@ -36,7 +36,7 @@ async def test_a_palette_computed_in_a_worker_process_is_the_one_computed_inline
         assert worker != os.getpid()
         assert worker in children()
         for base, mode in (("#3366ff", "complementary"), ("#e11d48", "triadic"), ("#0f766e", "analogous")):
-            assert await compute.run(from_color, base, mode) == from_color(base, mode)  # type: ignore[arg-type]
+            assert await compute.run(analysed_from_color, base, mode) == analysed_from_color(base, mode)  # type: ignore[arg-type]
     finally:
         await compute.aclose()
     assert worker not in children()  # its processes are gone with it

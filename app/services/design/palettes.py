@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,7 +78,8 @@ class Palette:
     rationale: str | None = None
     # What was fixed in the input (a model's colours that were not colours, contrast repairs).
     repairs: list[str] = field(default_factory=list)
-    # Each colour of roles, semantic and neutral, analysed.
+    # Each colour of roles, semantic and neutral, analysed: filled by `analysed` for the palette's own
+    # answer (a design system does not show them).
     infos: dict[str, ColorInfo] = field(default_factory=dict)
 
 
@@ -124,11 +125,13 @@ def build(
         name=name,
         rationale=rationale,
         repairs=notes,
-        infos={
-            hex_color: ColorInfo.of(hex_color)
-            for hex_color in (*roles.values(), *semantic.values(), *neutral.values())
-        },
     )
+
+
+def analysed(palette: Palette) -> Palette:
+    """`palette` with `infos` filled in."""
+    colours = (*palette.roles.values(), *palette.semantic.values(), *palette.neutral.values())
+    return replace(palette, infos={hex_color: ColorInfo.of(hex_color) for hex_color in colours})
 
 
 def _pair(name: str, foreground: str, background: str) -> Pair:
@@ -139,6 +142,11 @@ def _pair(name: str, foreground: str, background: str) -> Pair:
 def from_color(base: str, mode: Harmony) -> Palette:
     secondary, accent = colors.harmony(base, mode)
     return build(base, secondary, accent, source=DesignSource.color, mode=mode)
+
+
+def analysed_from_color(base: str, mode: Harmony) -> Palette:
+    """The palette answer's whole colour science for a base colour, in one call (for a worker process)."""
+    return analysed(from_color(base, mode))
 
 
 def roles_from_dominant(dominant: list[DominantColor]) -> tuple[str, str, str] | None:
@@ -193,7 +201,7 @@ async def create(
         # transaction: no balance check first (the spend refuses it all the same) and no ORM session,
         # on the busiest paid route.
         palette = await ctx.compute.run(
-            from_color, request.base_color, cast(Harmony, request.mode or "complementary")
+            analysed_from_color, request.base_color, cast(Harmony, request.mode or "complementary")
         )
         balance = await spend.charge_alone(ctx.database, user_id, UsageAction.palette, price, palette_id)
         return PaidPalette(palette_id, palette, price, balance)
@@ -221,7 +229,7 @@ async def create(
         else:
             raise ValueError("a palette request needs one source")
         balance = await spend.charge(session, user_id, UsageAction.palette, price, palette_id)
-    return PaidPalette(palette_id, palette, price, balance)
+    return PaidPalette(palette_id, analysed(palette), price, balance)
 
 
 def from_idea(idea: BrandIdea, mode: Harmony, source: DesignSource) -> Palette:

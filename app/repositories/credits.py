@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, TypeGuard, cast
 
-from sqlalchemy import Select, Table, bindparam, insert, or_, select, union_all, update
+from sqlalchemy import BindParameter, Select, Table, bindparam, insert, or_, select, union_all, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -21,27 +21,37 @@ _PLAN_AND_BALANCE = (
 )
 
 
-# A spend by the owner's id, on the tables themselves (Core statements, built once): the design charges'
-# hot path, where the ORM's statement building and unit of work cost more than the round trips.
+# A movement by the owner's id, on the tables themselves (Core statements, built once): the charges' and
+# jobs' hot path, where the ORM's statement building and unit of work cost more than the round trips.
 _ACCOUNT_TABLE = cast(Table, CreditAccount.__table__)
 _ACCOUNTS = _ACCOUNT_TABLE.c
-_SPEND = (
+_BALANCE_DELTA: BindParameter[int] = bindparam("balance_delta", type_=_ACCOUNTS.balance.type)
+_RESERVED_DELTA: BindParameter[int] = bindparam("reserved_delta", type_=_ACCOUNTS.reserved.type)
+_MOVE = (
     update(_ACCOUNT_TABLE)
-    .where(_ACCOUNTS.user_id == bindparam("owner"), _ACCOUNTS.balance >= bindparam("amount"))
-    .values(balance=_ACCOUNTS.balance - bindparam("amount"), updated_at=bindparam("now"))
+    .where(
+        _ACCOUNTS.user_id == bindparam("owner"),
+        _ACCOUNTS.balance + _BALANCE_DELTA >= 0,
+        _ACCOUNTS.reserved + _RESERVED_DELTA >= 0,
+    )
+    .values(
+        balance=_ACCOUNTS.balance + _BALANCE_DELTA,
+        reserved=_ACCOUNTS.reserved + _RESERVED_DELTA,
+        updated_at=bindparam("now"),
+    )
 )
-_SPEND_RETURNING = _SPEND.returning(_ACCOUNTS.id, _ACCOUNTS.balance)
+_MOVE_RETURNING = _MOVE.returning(_ACCOUNTS.id, _ACCOUNTS.balance)
 _ACCOUNT_OF_USER = select(_ACCOUNTS.id, _ACCOUNTS.balance).where(_ACCOUNTS.user_id == bindparam("owner"))
 _LEDGER_TABLE = cast(Table, CreditLedgerEntry.__table__)
 _ADD_ENTRIES = insert(_LEDGER_TABLE)
 
 
 def _spend_recorded() -> Select[Any]:
-    """`spend_by_user`, the spend-now's two ledger rows and the usage record in one statement (PostgreSQL's
-    data-modifying CTEs): atomic alone, so it needs no transaction around it, and one round trip instead of
-    five (BEGIN, UPDATE, INSERT, INSERT, COMMIT). The rows are written only when the UPDATE took the
-    credits; it returns the account's id and new balance, or no row when refused."""
-    spent = _SPEND_RETURNING.cte("spent")
+    """`move_by_user` spending, the spend-now's two ledger rows and the usage record in one statement
+    (PostgreSQL's data-modifying CTEs): atomic alone, so it needs no transaction around it, and one round
+    trip instead of five (BEGIN, UPDATE, INSERT, INSERT, COMMIT). The rows are written only when the
+    UPDATE took the credits; it returns the account's id and new balance, or no row when refused."""
+    spent = _MOVE_RETURNING.cte("spent")
     ledger = _LEDGER_TABLE.c
 
     def ledger_row(entry: str) -> dict[str, Any]:
@@ -79,15 +89,20 @@ def _spend_recorded() -> Select[Any]:
 _SPEND_RECORDED = _spend_recorded()
 
 
-async def spend_by_user(db: Executor, user_id: uuid.UUID, amount: int) -> tuple[uuid.UUID, int] | None:
-    """A conditional spend by the owner's id: the account's id and new balance, in the same round trip
-    where the backend can return them (None when refused or there is no account)."""
-    values = {"owner": user_id, "amount": amount, "now": utcnow()}
+async def move_by_user(
+    db: Executor, user_id: uuid.UUID, balance_delta: int, reserved_delta: int = 0
+) -> tuple[uuid.UUID, int] | None:
+    """Apply the deltas to the owner's account only if neither balance nor reserved would go negative, in
+    one conditional UPDATE (concurrent movers serialize on the row and each re-checks the condition): the
+    account's id and new balance, in the same round trip where the backend can return them. None when
+    refused or there is no account."""
+    values = {"owner": user_id, "balance_delta": balance_delta, "reserved_delta": reserved_delta}
+    values["now"] = utcnow()
     dialect = db.dialect if isinstance(db, AsyncConnection) else db.get_bind().dialect
     if dialect.update_returning:
-        row = (await db.execute(_SPEND_RETURNING, values)).first()
+        row = (await db.execute(_MOVE_RETURNING, values)).first()
         return None if row is None else (row[0], int(row[1]))
-    result: CursorResult[Any] = await db.execute(_SPEND, values)  # type: ignore[assignment]
+    result: CursorResult[Any] = await db.execute(_MOVE, values)  # type: ignore[assignment]
     if result.rowcount != 1:
         return None
     # This transaction holds the row lock now, so the read sees exactly the value it wrote.
@@ -108,11 +123,12 @@ async def spend_recorded(
     entries: tuple[dict[str, Any], dict[str, Any]],
     usage: dict[str, Any],
 ) -> tuple[uuid.UUID, int] | None:
-    """`spend_by_user` with its hold and settlement ledger `entries` (id, amount, reason, idempotency_key
-    each, `reference` and `created_at` shared) and a `usage` record (a `usage_records` row, its owner the
-    spender), all or nothing in one statement. None when refused."""
+    """A spend of `amount` (`move_by_user`) with its hold and settlement ledger `entries` (id, amount,
+    reason, idempotency_key each, `reference` and `created_at` shared) and a `usage` record (a
+    `usage_records` row, its owner the spender), all or nothing in one statement. None when refused."""
     hold, settle = entries
-    values = {"owner": user_id, "amount": amount, "now": hold["created_at"], "reference": hold["reference"]}
+    values = {"owner": user_id, "balance_delta": -amount, "reserved_delta": 0, "now": hold["created_at"]}
+    values["reference"] = hold["reference"]
     for name, entry in (("hold", hold), ("settle", settle)):
         values.update(
             {

@@ -171,7 +171,7 @@ async def submit(
     )
     if cost:
         assert job.reservation_key is not None
-        await credits.reserve(session, user.id, cost, job.reservation_key, reference=f"job:{job_id}")
+        await credits.hold_new(session, user.id, cost, job.reservation_key, reference=_reference(job))
     return job
 
 
@@ -366,12 +366,20 @@ async def complete(
             job.time_taken_ms = int((time.perf_counter() - started) * 1000)
             charged = engine_for(job.kind).captured(job.options, job.credits_reserved, outputs)
             if job.reservation_key:
-                await credits.capture(session, job.reservation_key, charged or None)
+                balance = await credits.capture_held(
+                    session,
+                    job.user_id,
+                    job.credits_reserved,
+                    job.reservation_key,
+                    _reference(job),
+                    charged or None,
+                )
+            else:
+                balance = await credits.balance_of(session, job.user_id)
             # A completed job's credits are what it cost (the image's `credits`, the usage report's
             # charge): less than reserved when it delivered fewer outputs than were paid for.
             job.credits_reserved = charged
             await _record_usage(session, job, success=True, charged=charged)
-            balance = await credits.balance_of(session, job.user_id)
             return FinishedJob(job, outputs, balance), True
 
     result, recorded = await retry_transient(write, what="job.complete", **WRITE_RETRIES)
@@ -425,7 +433,9 @@ async def _end_failed(
     if started is not None:
         job.time_taken_ms = int((time.perf_counter() - started) * 1000)
     if job.reservation_key:
-        await credits.release(session, job.reservation_key)
+        await credits.release_held(
+            session, job.user_id, job.credits_reserved, job.reservation_key, _reference(job)
+        )
     await _record_usage(session, job, success=False)
 
 
@@ -447,6 +457,11 @@ async def balance_after(ctx: Container, job: Job, outputs: list[JobOutput]) -> F
     async with ctx.database.session_scope() as session:
         balance = await credits.balance_of(session, job.user_id)
     return FinishedJob(job, outputs, balance)
+
+
+def _reference(job: Job) -> str:
+    """What the job's ledger rows refer to."""
+    return f"job:{job.id}"
 
 
 def vanished(job_id: uuid.UUID) -> Job:

@@ -12,6 +12,7 @@ import structlog
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import SessionTransaction
 
 from app.config import Settings
 from app.container import Container
@@ -140,10 +141,35 @@ async def lock_open(session: AsyncSession, user_id: uuid.UUID) -> User:
     Erasure and everything that creates data for an account (an upload, a job and its reservation)
     take this lock first, so they never interleave: what was created before an erasure is erased with
     the rest, and nothing can be created after it."""
-    user = await UserRepository(session).lock(user_id)
+    held: tuple[SessionTransaction, set[uuid.UUID]] | None = session.info.get(_LOCKED_IN)
+    transaction = _innermost_transaction(session)
+    user = None
+    if held is not None and held[0] is transaction and user_id in held[1]:
+        # Locked already in this very transaction (an upload stored, then its job submitted): the row
+        # cannot have changed under our lock, so the session's copy is current and no query is needed.
+        user = await session.get(User, user_id)
+    if user is None:
+        user = await UserRepository(session).lock(user_id)
+        if user is not None and transaction is not None:
+            if held is None or held[0] is not transaction:
+                held = (transaction, set())
+                session.info[_LOCKED_IN] = held
+            held[1].add(user_id)
     if user is None or not is_open(user):
         raise NotFound("No such user.")
     return user
+
+
+# session.info's entry: the transaction `lock_open` locked users in, and their ids. Keyed by the innermost
+# transaction (a savepoint's rollback gives up the locks taken inside it) and kept only while it is the
+# one running, so a lock is never assumed in a transaction that did not take it.
+_LOCKED_IN = "users_locked_in"
+
+
+def _innermost_transaction(session: AsyncSession) -> SessionTransaction | None:
+    sync = session.sync_session
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    return transaction if transaction is not None and transaction.is_active else None
 
 
 async def erase(session: AsyncSession, ctx: Container, user: User) -> None:

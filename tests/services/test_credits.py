@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -254,6 +255,81 @@ async def test_reserve_then_release_returns_the_credits(session: AsyncSession, u
     released = await credits.release(session, k)
     await assert_row(session, released, f"{k}:settle", 3_000, LedgerReason.job_release, BONUS)
     assert await state_of(session, user.id) == State(BONUS, 0, BONUS, 3)
+
+
+# A job's hold is made under a key its new row names, and settled under that row's lock: the lean movements
+# must leave exactly the rows the replaying ones leave.
+SETTLEMENTS = {
+    "capture": (None, LedgerReason.job_capture, 0, BONUS - 3_000),
+    "partial capture": (2_000, LedgerReason.job_capture, 1_000, BONUS - 2_000),
+    "release": (None, LedgerReason.job_release, 3_000, BONUS),
+}
+
+
+@pytest.mark.parametrize("settlement", list(SETTLEMENTS))
+async def test_a_new_hold_and_its_settlement_leave_the_rows_reserve_and_settle_leave(
+    session: AsyncSession, user: User, settlement: str
+) -> None:
+    k = key()
+    assert await credits.hold_new(session, user.id, 3_000, k, reference="job:1") == BONUS - 3_000
+    hold = await row_by_key(session, k)
+    assert hold is not None
+    assert (hold.amount, hold.reason, hold.balance_after, hold.reference) == (
+        -3_000,
+        "job_reserve",
+        BONUS - 3_000,
+        "job:1",
+    )
+    assert await state_of(session, user.id) == State(BONUS - 3_000, 3_000, BONUS - 3_000, 2)
+
+    amount, reason, returned, after = SETTLEMENTS[settlement]
+    if reason is LedgerReason.job_capture:
+        balance = await credits.capture_held(session, user.id, 3_000, k, "job:1", amount)
+    else:
+        balance = await credits.release_held(session, user.id, 3_000, k, "job:1")
+    assert balance == after
+    settled = await row_by_key(session, f"{k}:settle")
+    assert settled is not None
+    assert (settled.amount, settled.reason, settled.balance_after, settled.reference) == (
+        returned,
+        reason.value,
+        after,
+        "job:1",
+    )
+    assert await state_of(session, user.id) == State(after, 0, after, 3)
+    assert await unsettled_reservations(session, user.id) == 0
+    # The same hold settled again (were a job's lock not taken), even with another hold on the account to
+    # take it from: the ledger's key refuses it, whichever way, and nothing moves.
+    await credits.hold_new(session, user.id, 3_000, key())
+    for again in (credits.capture_held, credits.release_held):
+        with pytest.raises(IntegrityError):
+            async with session.begin_nested():
+                await again(session, user.id, 3_000, k, "job:1")
+    assert await state_of(session, user.id) == State(after - 3_000, 3_000, after - 3_000, 4)
+
+
+async def test_a_new_hold_beyond_the_balance_is_402_and_writes_nothing(
+    session: AsyncSession, user: User
+) -> None:
+    k = key()
+    with pytest.raises(InsufficientCredits) as raised:
+        await credits.hold_new(session, user.id, BONUS + 1, k)
+    assert raised.value.extra == {"required": 10.001, "available": 10.0}
+    assert await row_by_key(session, k) is None
+    assert await state_of(session, user.id) == State(BONUS, 0, BONUS, 1)
+
+
+async def test_a_hold_is_never_settled_for_more_than_the_account_holds(
+    session: AsyncSession, user: User
+) -> None:
+    k = key()
+    await credits.hold_new(session, user.id, 1_000, k)
+    with pytest.raises(RuntimeError, match="does not hold"):
+        async with session.begin_nested():
+            await credits.release_held(session, user.id, 2_000, k, None)
+    with pytest.raises(ValueError, match="cannot capture"):
+        await credits.capture_held(session, user.id, 1_000, k, None, 1_001)
+    assert await state_of(session, user.id) == State(BONUS - 1_000, 1_000, BONUS - 1_000, 2)
 
 
 async def test_refund_claws_back_from_the_balance(session: AsyncSession, user: User) -> None:
@@ -990,6 +1066,7 @@ async def committed_state(database: Database, user_id: uuid.UUID) -> tuple[State
         ("debit", {"chargeback": 10}),
         ("spend_now", {"job_reserve": 10, "job_capture": 10}),
         ("design charge", {"job_reserve": 10, "job_capture": 10}),
+        ("new hold", {"job_reserve": 10}),
     ],
 )
 async def test_concurrent_spends_never_overspend(
@@ -1008,6 +1085,8 @@ async def test_concurrent_spends_never_overspend(
         async with database.session_scope() as session:
             if operation == "debit":
                 return await credits.debit(session, user_id, price, LedgerReason.chargeback, key)
+            if operation == "new hold":
+                return await credits.hold_new(session, user_id, price, key)
             return await credits.spend_now(session, user_id, price, key)
 
     outcomes = await asyncio.gather(*(spend(i) for i in range(50)), return_exceptions=True)
@@ -1017,7 +1096,8 @@ async def test_concurrent_spends_never_overspend(
     assert not unexpected, unexpected
     assert (len(outcomes) - len(refused), len(refused)) == (10, 40)
     state, reasons = await committed_state(database, user_id)
-    assert state == State(0, 0, 0, 1 + sum(rows.values()))
+    held = BONUS if operation == "new hold" else 0  # the holds keep what left the balance
+    assert state == State(0, held, 0, 1 + sum(rows.values()))
     assert reasons == {"signup_bonus": 1, **rows}
 
 

@@ -137,7 +137,9 @@ async def test_a_completion_refused_once_is_written_again_and_charged_once(
     form: dict[str, str],
     cost: float,
 ) -> None:
-    monkeypatch.setattr(credits_service, "capture", failing(credits_service.capture, error, times=1))
+    monkeypatch.setattr(
+        credits_service, "capture_held", failing(credits_service.capture_held, error, times=1)
+    )
     response = await client.post(endpoint, headers=auth, files={"file": ("a.png", logo_like(48))}, data=form)
     assert response.status_code == 200, response.text
     assert response.json()["credits"] == pytest.approx(BONUS - cost)
@@ -161,7 +163,9 @@ async def test_a_completion_never_written_is_a_503_that_charges_nothing_ever(
     form: dict[str, str],
     cost: float,
 ) -> None:
-    monkeypatch.setattr(credits_service, "capture", failing(credits_service.capture, _sqlite_locked, 99))
+    monkeypatch.setattr(
+        credits_service, "capture_held", failing(credits_service.capture_held, _sqlite_locked, 99)
+    )
     response = await client.post(endpoint, headers=auth, files={"file": ("a.png", logo_like(48))}, data=form)
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "database_unavailable"
@@ -195,8 +199,12 @@ async def test_a_job_whose_end_cannot_be_written_at_all_is_released_by_the_recov
     """Neither the completion nor the failure can be written: the client is told 503, the job is left
     PROCESSING with its credits held, and the recovery, once the lease expired, releases them instead of
     running the job again for a client that already had its answer."""
-    monkeypatch.setattr(credits_service, "capture", failing(credits_service.capture, _sqlite_locked, 99))
-    monkeypatch.setattr(credits_service, "release", failing(credits_service.release, _sqlite_locked, 99))
+    monkeypatch.setattr(
+        credits_service, "capture_held", failing(credits_service.capture_held, _sqlite_locked, 99)
+    )
+    monkeypatch.setattr(
+        credits_service, "release_held", failing(credits_service.release_held, _sqlite_locked, 99)
+    )
     response = await client.post(endpoint, headers=auth, files={"file": ("a.png", logo_like(48))}, data=form)
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "database_unavailable"
@@ -217,7 +225,9 @@ async def test_a_retry_with_the_same_key_after_the_503_runs_again_and_is_charged
 ) -> None:
     headers = {**auth, "Idempotency-Key": "cut-out-1"}
     request: dict[str, Any] = {"files": {"file": ("a.png", logo_like(48))}}
-    monkeypatch.setattr(credits_service, "capture", failing(credits_service.capture, _sqlite_locked, 99))
+    monkeypatch.setattr(
+        credits_service, "capture_held", failing(credits_service.capture_held, _sqlite_locked, 99)
+    )
     first = await client.post(CUT_OUT, headers=headers, **request)
     assert first.status_code == 503, first.text
     monkeypatch.undo()
@@ -234,7 +244,9 @@ async def test_a_retry_with_the_same_key_after_the_503_runs_again_and_is_charged
 async def test_an_async_jobs_completion_refused_once_is_written_again(
     client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(credits_service, "capture", failing(credits_service.capture, _postgres_deadlock, 1))
+    monkeypatch.setattr(
+        credits_service, "capture_held", failing(credits_service.capture_held, _postgres_deadlock, 1)
+    )
     accepted = await client.post(
         f"{CUT_OUT}?async=true", headers=auth, files={"file": ("a.png", logo_like(48))}
     )
@@ -256,7 +268,7 @@ async def test_a_non_transient_error_is_not_retried(
         calls["count"] += 1
         raise ValueError("a bug")
 
-    monkeypatch.setattr(credits_service, "capture", broken)
+    monkeypatch.setattr(credits_service, "capture_held", broken)
     response = await client.post(CUT_OUT, headers=auth, files={"file": ("a.png", logo_like(48))})
     assert response.status_code == 500, response.text
     assert response.json()["error"] == "internal_error"

@@ -215,14 +215,19 @@ async def test_spend_now_writes_a_settled_hold_and_its_usage_in_one_step(
     assert await unsettled_reservations(session, user.id) == 0
 
 
-@pytest.mark.parametrize("executor", EXECUTORS)
-async def test_spend_now_beyond_the_balance_is_402_and_writes_nothing(
+@pytest.mark.parametrize("executor", [*EXECUTORS, "new hold"])
+async def test_spend_now_or_a_new_hold_beyond_the_balance_is_402_and_writes_nothing(
     session: AsyncSession, user: User, executor: str
 ) -> None:
     k, palette_id = key(), uuid.uuid4()
     record = usage.row(user.id, UsageAction.palette, BONUS + 1, palette_id, success=True, at=utcnow())
+    spend = (
+        credits.hold_new(session, user.id, BONUS + 1, k)
+        if executor == "new hold"
+        else credits.spend_now(await executor_of(session, executor), user.id, BONUS + 1, k, usage=record)
+    )
     with pytest.raises(InsufficientCredits) as raised:
-        await credits.spend_now(await executor_of(session, executor), user.id, BONUS + 1, k, usage=record)
+        await spend
     assert raised.value.extra == {"required": 10.001, "available": 10.0}
     assert await row_by_key(session, k) is None
     assert await usage_of(session, palette_id) == []
@@ -306,17 +311,6 @@ async def test_a_new_hold_and_its_settlement_leave_the_rows_reserve_and_settle_l
             async with session.begin_nested():
                 await again(session, user.id, 3_000, k, "job:1")
     assert await state_of(session, user.id) == State(after - 3_000, 3_000, after - 3_000, 4)
-
-
-async def test_a_new_hold_beyond_the_balance_is_402_and_writes_nothing(
-    session: AsyncSession, user: User
-) -> None:
-    k = key()
-    with pytest.raises(InsufficientCredits) as raised:
-        await credits.hold_new(session, user.id, BONUS + 1, k)
-    assert raised.value.extra == {"required": 10.001, "available": 10.0}
-    assert await row_by_key(session, k) is None
-    assert await state_of(session, user.id) == State(BONUS, 0, BONUS, 1)
 
 
 async def test_a_hold_is_never_settled_for_more_than_the_account_holds(

@@ -22,23 +22,18 @@ async def test_a_user_locked_again_in_the_same_transaction_is_not_queried_again(
     assert len(selects_from(statements, "users")) == 1
 
 
-async def test_a_new_transaction_locks_the_user_again(
-    session: AsyncSession, user: User, engine: AsyncEngine
+@pytest.mark.parametrize("end", ["commit", "savepoint rollback"])
+async def test_a_lock_whose_transaction_ended_is_taken_again(
+    session: AsyncSession, user: User, engine: AsyncEngine, end: str
 ) -> None:
-    await users_service.lock_open(session, user.id)
-    await session.commit()
-    with recorded_statements(engine) as statements:
+    """A new transaction holds no lock yet, and a rolled-back savepoint gives up those taken inside it."""
+    if end == "commit":
         await users_service.lock_open(session, user.id)
-    assert len(selects_from(statements, "users")) == 1
-
-
-async def test_a_lock_taken_in_a_savepoint_rolled_back_is_taken_again(
-    session: AsyncSession, user: User, engine: AsyncEngine
-) -> None:
-    """A rolled-back savepoint gives up the row locks taken inside it."""
-    nested = await session.begin_nested()
-    await users_service.lock_open(session, user.id)
-    await nested.rollback()
+        await session.commit()
+    else:
+        nested = await session.begin_nested()
+        await users_service.lock_open(session, user.id)
+        await nested.rollback()
     with recorded_statements(engine) as statements:
         await users_service.lock_open(session, user.id)
     assert len(selects_from(statements, "users")) == 1

@@ -36,6 +36,9 @@ from app.integrations.vies import VatNumberChecker, ViesClient
 from app.metrics import Metrics, ProviderOutages, ReadinessRecord
 from app.security import CallerCache, LocalTokenCodec, PasswordHasher
 
+# What the compute workers run: a palette from a colour, rendered as the answer shows it.
+PALETTE_MODULES = ("app.services.design.palettes", "app.schemas.palette_answer")
+
 
 @dataclass
 class Container:
@@ -115,7 +118,7 @@ class Container:
             job_queue=build_job_queue(settings),
             alert_sender=_alert_sender(settings, http),
             provider_outages=outages,
-            compute=Compute(settings.compute_processes, preload=("app.services.design.palettes",)),
+            compute=Compute(settings.compute_processes, preload=PALETTE_MODULES),
         )
 
     async def aclose(self) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.compute import Compute
-from app.services.design.palettes import analysed_from_color
+from app.schemas.palette_answer import palette_json
+from app.services.design.palettes import analysed_from_color, rendered_from_color
 from tests.support.compute_tasks import (
     die_unless_in,
     has_imported,
@@ -29,6 +30,7 @@ def children() -> set[int]:
 
 
 async def test_a_palette_computed_in_a_worker_process_is_the_one_computed_inline() -> None:
+    """Objects and the rendered answer alike: the server sends a worker its render function by name."""
     compute = Compute(1)
     try:
         await compute.warm_up()
@@ -37,6 +39,8 @@ async def test_a_palette_computed_in_a_worker_process_is_the_one_computed_inline
         assert worker in children()
         for base, mode in (("#3366ff", "complementary"), ("#e11d48", "triadic"), ("#0f766e", "analogous")):
             assert await compute.run(analysed_from_color, base, mode) == analysed_from_color(base, mode)  # type: ignore[arg-type]
+            rendered = await compute.run(rendered_from_color, base, mode, palette_json)
+            assert rendered == palette_json(analysed_from_color(base, mode))  # type: ignore[arg-type]
     finally:
         await compute.aclose()
     assert worker not in children()  # its processes are gone with it

@@ -16,29 +16,24 @@ from app.dependencies import (
 )
 from app.models import DesignSystem
 from app.schemas.design import (
-    ColorOut,
-    ContrastOut,
     DesignSystemIn,
     DesignSystemOut,
     DesignSystemPageOut,
     DesignSystemUpdateIn,
-    DominantOut,
     GeneratedOut,
     GenerateIn,
-    OklchOut,
     OwnerOut,
-    PairOut,
+    PaletteChargeOut,
     PaletteIn,
     PaletteOut,
     ShadowLayerOut,
     TypographyOut,
 )
 from app.schemas.errors import error_responses
+from app.schemas.palette_answer import pair_out, palette_answer, palette_json
 from app.services.credits import to_credits
 from app.services.design import exports, palettes, systems
-from app.services.design.colors import AA, AA_LARGE, AAA
 from app.services.design.exports import ExportFormat
-from app.services.design.palettes import ColorInfo, Pair
 
 router = APIRouter(tags=["design"])
 
@@ -52,29 +47,15 @@ TagQuery = Annotated[
 @router.post("/palettes", response_model=PaletteOut, responses=error_responses(404))
 async def create_palette(
     body: PaletteIn, caller: CallerDep, container: ContainerDep, model: TextModelDep
-) -> PaletteOut:
+) -> Response:
     """A palette from a colour (OKLCH harmonies), one of your uploads (its dominant colours) or a brief
     (through the configured LLM). Charged PALETTE_COST_CREDITS, only on success."""
     request = palettes.PaletteRequest(body.base_color, body.upload_id, body.prompt, body.mode)
-    paid = await palettes.create(container, model, caller.user_id, request)
-    palette = paid.palette
-    return PaletteOut(
-        id=paid.id,
-        source=palette.source.value,
-        mode=palette.mode,
-        name=palette.name,
-        rationale=palette.rationale,
-        **{
-            role: color_out(palette.infos[hex_color])
-            for role, hex_color in (palette.roles | palette.semantic).items()
-        },
-        neutral={shade: color_out(palette.infos[hex_color]) for shade, hex_color in palette.neutral.items()},
-        pairs=[pair_out(pair) for pair in palette.pairs],
-        dominant=[DominantOut(hex=color.hex, share=color.share) for color in palette.dominant],
-        repairs=palette.repairs,
-        credits_charged=to_credits(paid.credits_charged),
-        credits=to_credits(paid.balance),
+    paid = await palettes.create(container, model, caller.user_id, request, palette_json)
+    charge = PaletteChargeOut(
+        id=paid.id, credits_charged=to_credits(paid.credits_charged), credits=to_credits(paid.balance)
     )
+    return Response(palette_answer(charge, paid.rendered), media_type="application/json")
 
 
 @router.post(
@@ -218,37 +199,6 @@ async def export_design_system(
 
 
 # --- shapes ----------------------------------------------------------------------------------------
-
-
-def contrast_out(ratio: float) -> ContrastOut:
-    return ContrastOut(
-        ratio=round(ratio, 2),
-        aa=ratio >= AA,
-        aa_large=ratio >= AA_LARGE,
-        aaa=ratio >= AAA,
-        aaa_large=ratio >= AA,
-    )
-
-
-def color_out(info: ColorInfo) -> ColorOut:
-    return ColorOut(
-        hex=info.hex,
-        oklch=OklchOut(l=info.oklch.lightness, c=info.oklch.chroma, h=info.oklch.hue),
-        on_white=contrast_out(info.contrast_white),
-        on_black=contrast_out(info.contrast_black),
-        text_color=info.text_color,
-    )
-
-
-def pair_out(pair: Pair) -> PairOut:
-    return PairOut(
-        name=pair.name,
-        foreground=pair.foreground,
-        background=pair.background,
-        ratio=round(pair.ratio, 2),
-        level=pair.level,
-        repaired=pair.repaired,
-    )
 
 
 def system_out(view: systems.SystemView) -> DesignSystemOut:

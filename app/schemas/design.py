@@ -137,8 +137,9 @@ class DominantOut(Schema):
     share: float = Field(description="Share of the image's opaque area, 0..1.")
 
 
-class PaletteOut(Schema):
-    id: uuid.UUID
+class PaletteBodyOut(Schema):
+    """The palette itself: what a compute worker renders (see app/schemas/palette_answer.py)."""
+
     source: Literal["color", "image", "prompt"]
     mode: str
     name: str | None
@@ -154,8 +155,18 @@ class PaletteOut(Schema):
     pairs: list[PairOut] = Field(description="Recommended text/background pairs; every one passes AA.")
     dominant: list[DominantOut] = Field(description="Images only: the dominant colours, by area.")
     repairs: list[str]
+
+
+class PaletteChargeOut(Schema):
+    """The palette answer's own fields besides the palette: its id and what it cost."""
+
+    id: uuid.UUID
     credits_charged: Credits
     credits: Credits = Field(description="Your balance after this palette.")
+
+
+class PaletteOut(PaletteChargeOut, PaletteBodyOut):
+    """A paid palette: the palette and its charge."""
 
 
 # --- design systems ----------------------------------------------------------------------------------

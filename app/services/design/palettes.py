@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,8 @@ from app.services.design.colors import AA, AAA, Harmony, Oklch
 from app.services.design.dominant import DominantColor, ImageMode, dominant_colors
 from app.services.design.errors import UnreadableImage
 from app.services.design.prompting import BrandIdea
+
+Rendered = TypeVar("Rendered")
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,14 @@ def from_color(base: str, mode: Harmony) -> Palette:
 
 
 def analysed_from_color(base: str, mode: Harmony) -> Palette:
-    """The palette answer's whole colour science for a base colour, in one call (for a worker process)."""
+    """The palette answer's whole colour science for a base colour, in one call."""
     return analysed(from_color(base, mode))
+
+
+def rendered_from_color(base: str, mode: Harmony, render: Callable[[Palette], Rendered]) -> Rendered:
+    """`analysed_from_color` as `render` shows it: what a compute worker runs, so that the server gets
+    back the rendered answer rather than the objects it is made from."""
+    return render(analysed_from_color(base, mode))
 
 
 def roles_from_dominant(dominant: list[DominantColor]) -> tuple[str, str, str] | None:
@@ -183,28 +192,32 @@ class PaletteRequest:
 
 
 @dataclass(frozen=True)
-class PaidPalette:
+class PaidPalette(Generic[Rendered]):
     id: uuid.UUID
-    palette: Palette
+    rendered: Rendered  # the analysed palette, as `create`'s `render` shows it
     credits_charged: int  # millicredits
     balance: int  # millicredits, after
 
 
 async def create(
-    ctx: Container, model: TextModel | None, user_id: uuid.UUID, request: PaletteRequest
-) -> PaidPalette:
-    """A palette from a colour, an image or a brief, charged PALETTE_COST_CREDITS on success only."""
+    ctx: Container,
+    model: TextModel | None,
+    user_id: uuid.UUID,
+    request: PaletteRequest,
+    render: Callable[[Palette], Rendered],
+) -> PaidPalette[Rendered]:
+    """A palette from a colour, an image or a brief, charged PALETTE_COST_CREDITS on success only, and
+    rendered by `render` (a module-level function: a worker process may run it)."""
     price = to_millicredits(ctx.settings.palette_cost_credits)
     palette_id = uuid.uuid4()
     if request.base_color is not None:
-        # Milliseconds of colour science in a worker process, then the charge alone in a Core
-        # transaction: no balance check first (the spend refuses it all the same) and no ORM session,
-        # on the busiest paid route.
-        palette = await ctx.compute.run(
-            analysed_from_color, request.base_color, cast(Harmony, request.mode or "complementary")
-        )
+        # Milliseconds of colour science and rendering in a worker process, then the charge alone in a
+        # Core transaction: no balance check first (the spend refuses it all the same) and no ORM
+        # session, on the busiest paid route.
+        mode = cast(Harmony, request.mode or "complementary")
+        rendered = await ctx.compute.run(rendered_from_color, request.base_color, mode, render)
         balance = await spend.charge_alone(ctx.database, user_id, UsageAction.palette, price, palette_id)
-        return PaidPalette(palette_id, palette, price, balance)
+        return PaidPalette(palette_id, rendered, price, balance)
     if request.prompt is not None and model is None:
         raise ProviderNotConfigured("No language model is configured (OPENAI_API_KEY or ANTHROPIC_API_KEY).")
     async with ctx.database.session_scope() as session:
@@ -229,7 +242,7 @@ async def create(
         else:
             raise ValueError("a palette request needs one source")
         balance = await spend.charge(session, user_id, UsageAction.palette, price, palette_id)
-    return PaidPalette(palette_id, analysed(palette), price, balance)
+    return PaidPalette(palette_id, render(analysed(palette)), price, balance)
 
 
 def from_idea(idea: BrandIdea, mode: Harmony, source: DesignSource) -> Palette:

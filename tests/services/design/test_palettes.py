@@ -16,6 +16,7 @@ from app.config import Settings
 from app.container import Container
 from app.db.session import Database
 from app.models import CreditLedgerEntry, UsageRecord, User
+from app.schemas.design import PaletteOut
 from app.services.design import colors
 from tests.conftest import make_settings
 from tests.factories import bearer, make_user
@@ -122,6 +123,10 @@ async def test_a_palette_from_a_colour_has_every_part_and_only_accessible_pairs(
     assert palette["credits_charged"] == 1.0
     assert palette["credits"] == BONUS - 1
     assert await balance(client, auth) == BONUS - 1
+    # Rendered in two parts (the palette where it was computed, the charge here): one documented shape.
+    assert response.headers["content-type"] == "application/json"
+    assert sorted(palette) == sorted(PaletteOut.model_fields)
+    assert PaletteOut.model_validate(palette).model_dump(mode="json") == palette
 
 
 @pytest.mark.parametrize(

@@ -177,10 +177,55 @@ def restore(source: str, force: bool) -> None:
     print(f"restored {manifest.name} (schema {revision}); run `pixforge migrate` next")  # noqa: T201
 
 
+def schema_problem(database_url: str) -> str | None:
+    """Why the database's schema is not the one this code runs on (none yet, behind, or newer than
+    this version knows), or None when it is. A database that cannot be reached is not checked here:
+    the server's start-up reports it."""
+    import asyncio
+
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db.session import create_engine
+
+    scripts = ScriptDirectory.from_config(alembic_config(database_url))
+    heads = set(scripts.get_heads())
+
+    def current(connection: Connection) -> set[str]:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+    async def read() -> set[str]:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(current)
+        finally:
+            await engine.dispose()
+
+    try:
+        found = asyncio.run(read())
+    except (OSError, SQLAlchemyError):
+        return None
+    if found == heads:
+        return None
+    if not found:
+        return "the database has no schema yet: run `pixforge migrate` first"
+    known = {revision.revision for revision in scripts.walk_revisions()}
+    if not found <= known:
+        newer = ", ".join(sorted(found - known))
+        return f"the database's schema ({newer}) is newer than this version of Pixforge knows"
+    return "the database's schema is behind this version: run `pixforge migrate` first"
+
+
 def serve(host: str | None, port: int | None, reload: bool, workers: int) -> None:
     import uvicorn
 
     settings = get_settings()
+    problem = schema_problem(settings.resolved_database_url)
+    if problem is not None:
+        raise SystemExit(f"pixforge serve: {problem}")
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -73,6 +73,37 @@ def test_migrate_then_serve_on_the_embedded_defaults(tmp_path: Path) -> None:
     assert any('"/readyz"' in line and '"request_id"' in line for line in access), output
 
 
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        ([], "the database has no schema yet: run `pixforge migrate` first"),
+        (
+            [["migrate", "0001_users"]],
+            "the database's schema is behind this version: run `pixforge migrate` first",
+        ),
+        (
+            [["migrate"], ["stamp:ffffffffffff"]],
+            "the database's schema (ffffffffffff) is newer than this version of Pixforge knows",
+        ),
+    ],
+)
+def test_serve_on_a_database_not_at_this_versions_schema_says_what_to_do(
+    tmp_path: Path, prepare: list[list[str]], message: str
+) -> None:
+    env = _environment(tmp_path / "data")
+    for step in prepare:
+        if step[0].startswith("stamp:"):
+            with sqlite3.connect(tmp_path / "data" / "pixforge.db") as db:
+                db.execute("UPDATE alembic_version SET version_num = ?", (step[0].removeprefix("stamp:"),))
+        else:
+            subprocess.run([*PIXFORGE, *step], env=env, check=True, capture_output=True, timeout=60)
+    served = subprocess.run(
+        [*PIXFORGE, "serve", "--port", str(_free_port())], env=env, capture_output=True, timeout=60, text=True
+    )
+    assert served.returncode == 1
+    assert served.stderr.strip() == f"pixforge serve: {message}"
+
+
 def test_sweep_deletes_what_retention_says_and_reports(tmp_path: Path) -> None:
     env = _environment(tmp_path / "data")
     subprocess.run([*PIXFORGE, "migrate"], env=env, check=True, capture_output=True, timeout=60)

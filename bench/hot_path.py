@@ -278,7 +278,8 @@ def row(name: str, level: int, m: Measure, pixforge: Measure | None) -> str:
 def engine_cpu_ms() -> float:
     """CPU time of scenario b's own work alone: the palette from the colour with the colour analysis its
     answer carries (OKLCH and contrast of each of its colours), not request handling. Pixforge runs it
-    in a worker process (COMPUTE_PROCESSES), whose CPU time the server's figures include."""
+    in a worker process (COMPUTE_PROCESSES), whose CPU time the server's figures include; the worker
+    also renders the answer's JSON there, which is request handling and stays in Pixforge's figures."""
     from app.services.design.palettes import analysed_from_color
 
     analysed_from_color("#3366ff", "complementary")

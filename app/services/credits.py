@@ -228,10 +228,10 @@ async def capture_held(
     amount: int | None = None,
 ) -> int:
     """`capture` of a `hold_new` hold of `held` credits whose object the caller has locked in a state that
-    proves the hold unsettled (a job still PROCESSING, under its row lock: every settlement of a job's
-    hold takes that lock and ends the job in the same transaction). Nothing to look up, so two statements
-    instead of eight; returns the balance after. Were the hold settled all the same, the ledger's unique
-    key fails the transaction: never a second settlement."""
+    proves the hold unsettled (a job not yet ended, under its row lock: every settlement of a job's hold
+    takes that lock and ends the job in the same transaction, and erasure deletes it). Nothing to look
+    up, so two statements instead of eight; returns the balance after. Were the hold settled all the same,
+    the ledger's unique key fails the transaction: never a second settlement."""
     if amount is not None and not 0 < amount <= held:
         raise ValueError(f"cannot capture {amount} of a reservation of {held}")
     returned = 0 if amount is None else held - amount

@@ -29,24 +29,34 @@ async def recover(ctx: Container, limit: int = 100) -> list[uuid.UUID]:
     async with ctx.database.session_scope() as session:
         stale = await JobRepository(session).stale(now, pending_before=now - lease, limit=limit)
         plan = [(job.id, job.attempts, bool(job.options.get(jobs.WAITED))) for job in stale]
-    rerun = []
+    rerun, failed = [], 0
     for job_id, attempts, waited in plan:
-        if waited:
-            message = "The request waiting for this job ended before it finished; nothing was charged."
-            ended = await jobs.fail(ctx, job_id, jobs.CANCELLED, message, attempts, None)
-        elif attempts >= ctx.settings.job_max_attempts:
-            ended = await jobs.fail(
-                ctx, job_id, "abandoned", "The job was interrupted too many times.", attempts, None
-            )
-        else:
+        if not waited and attempts < ctx.settings.job_max_attempts:
             rerun.append(job_id)
             continue
-        if ended.status == JobStatus.failed.value and ended.user_id is not None:
-            # Its runner may have stored outputs before it stopped.
-            await images_service.delete_objects(ctx, images_service.possible_output_keys(ended))
+        try:
+            await _fail_left_behind(ctx, job_id, attempts, waited)
+        except Exception:
+            # One job that cannot be ended (a bug, a row the database refuses) must not hold up the others'
+            # recovery, nor the server's start-up, which recovers first: it waits for the next round.
+            log.exception("job.recovery_failed", job_id=str(job_id))
+            continue
+        failed += 1
     if plan:
-        log.info("jobs.recovered", rerun=len(rerun), failed=len(plan) - len(rerun))
+        log.info("jobs.recovered", rerun=len(rerun), failed=failed)
     return rerun
+
+
+async def _fail_left_behind(ctx: Container, job_id: uuid.UUID, attempts: int, waited: bool) -> None:
+    if waited:
+        message = "The request waiting for this job ended before it finished; nothing was charged."
+        ended = await jobs.fail(ctx, job_id, jobs.CANCELLED, message, attempts, None)
+    else:
+        message = "The job was interrupted too many times."
+        ended = await jobs.fail(ctx, job_id, "abandoned", message, attempts, None)
+    if ended.status == JobStatus.failed.value and ended.user_id is not None:
+        # Its runner may have stored outputs before it stopped.
+        await images_service.delete_objects(ctx, images_service.possible_output_keys(ended))
 
 
 async def recover_jobs(ctx: Container) -> None:

@@ -303,3 +303,38 @@ async def test_the_recovery_fails_a_waited_job_and_deletes_what_its_runner_store
     status = (await client.get(f"/api/v1/images/{job.id}", headers=auth)).json()
     assert (status["status"], status["error_code"]) == ("FAILED", "cancelled")
     assert await balance(client, auth) == BONUS
+
+
+async def test_a_job_the_recovery_cannot_end_does_not_hold_up_the_others(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    session: AsyncSession,
+    container: Container,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server recovers at start-up: one job whose ending fails (a bug, a broken row) is logged and
+    left for the next round, and the jobs after it are still failed and refunded."""
+    uploaded = await client.post("/api/v1/uploads", headers=auth, files={"file": ("a.png", logo_like(32))})
+    upload = await session.get_one(Upload, uuid.UUID(uploaded.json()["id"]))
+    left = [
+        await jobs_service.submit(
+            session, container, user, JobKind.remove_background, upload, {}, claimed=True
+        )
+        for _ in range(2)
+    ]
+    await session.execute(update(Job).values(lease_until=utcnow() - timedelta(seconds=1)))
+    assert await balance(client, auth) == BONUS - 2
+    original = jobs_service.fail
+
+    async def fail_but_the_first(ctx: Container, job_id: uuid.UUID, *args: Any) -> Job:
+        if job_id == left[0].id:
+            raise ValueError("a bug")
+        return await original(ctx, job_id, *args)
+
+    monkeypatch.setattr(jobs_service, "fail", fail_but_the_first)
+    assert await recovery.recover(container) == []
+    session.expunge_all()
+    statuses = {job.id: job.status for job in (await session.scalars(select(Job))).all()}
+    assert statuses == {left[0].id: JobStatus.processing.value, left[1].id: JobStatus.failed.value}
+    assert await balance(client, auth) == BONUS - 1

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +27,16 @@ from tests.support.compute_tasks import (
 pytestmark = pytest.mark.any_database
 
 
+@asynccontextmanager
+async def started(processes: int, **options: Any) -> AsyncIterator[Compute]:
+    """A Compute of `processes` workers, closed (its processes gone) when the block ends."""
+    compute = Compute(processes, **options)
+    try:
+        yield compute
+    finally:
+        await compute.aclose()
+
+
 def children() -> set[int]:
     me = os.getpid()
     return {int(pid) for pid in (Path(f"/proc/{me}/task") / str(me) / "children").read_text().split()}
@@ -31,8 +44,7 @@ def children() -> set[int]:
 
 async def test_a_palette_computed_in_a_worker_process_is_the_one_computed_inline() -> None:
     """Objects and the rendered answer alike: the server sends a worker its render function by name."""
-    compute = Compute(1)
-    try:
+    async with started(1) as compute:
         await compute.warm_up()
         worker = await compute.run(where_it_ran, 0)
         assert worker != os.getpid()
@@ -41,19 +53,14 @@ async def test_a_palette_computed_in_a_worker_process_is_the_one_computed_inline
             assert await compute.run(analysed_from_color, base, mode) == analysed_from_color(base, mode)  # type: ignore[arg-type]
             rendered = await compute.run(rendered_from_color, base, mode, palette_json)
             assert rendered == palette_json(analysed_from_color(base, mode))  # type: ignore[arg-type]
-    finally:
-        await compute.aclose()
     assert worker not in children()  # its processes are gone with it
 
 
 async def test_work_whose_worker_died_is_done_here_and_the_next_gets_a_new_worker() -> None:
-    compute = Compute(1)
-    try:
+    async with started(1) as compute:
         assert await compute.run(die_unless_in, os.getpid()) == "done here"
         worker = await compute.run(where_it_ran, 0)
         assert worker != os.getpid()
-    finally:
-        await compute.aclose()
 
 
 async def test_with_no_processes_the_work_runs_inline() -> None:
@@ -67,27 +74,20 @@ async def test_with_no_processes_the_work_runs_inline() -> None:
 async def test_workers_import_the_modules_they_are_given_as_they_start() -> None:
     # `wave`: a module nothing here imports, so only the preload can have put it there.
     for preload, expected in ((("wave",), True), ((), False)):
-        compute = Compute(1, preload=preload)
-        try:
+        async with started(1, preload=preload) as compute:
             await compute.warm_up()
             assert await compute.run(has_imported, "wave") is expected
-        finally:
-            await compute.aclose()
 
 
 async def test_an_error_in_the_work_reaches_the_caller_and_the_worker_goes_on() -> None:
-    compute = Compute(1)
-    try:
+    async with started(1) as compute:
         with pytest.raises(ValueError, match="not a colour"):
             await compute.run(refuse, "not a colour")
         assert await compute.run(slowly, "next") == "next"
-    finally:
-        await compute.aclose()
 
 
 async def test_a_caller_that_left_mid_task_does_not_leave_its_answer_to_the_next() -> None:
-    compute = Compute(1)
-    try:
+    async with started(1) as compute:
         await compute.warm_up()
         left = asyncio.create_task(compute.run(slowly, "the first's"))
         await asyncio.sleep(0.05)
@@ -95,26 +95,18 @@ async def test_a_caller_that_left_mid_task_does_not_leave_its_answer_to_the_next
         with pytest.raises(asyncio.CancelledError):
             await left
         assert await compute.run(slowly, "the second's") == "the second's"
-    finally:
-        await compute.aclose()
 
 
 async def test_many_callers_at_once_each_get_their_own_answer() -> None:
-    compute = Compute(2)
-    try:
+    async with started(2) as compute:
         answers = await asyncio.gather(*(compute.run(where_it_ran_with, n) for n in range(40)))
-    finally:
-        await compute.aclose()
     assert [n for n, _ in answers] == list(range(40))
     assert len({worker for _, worker in answers}) == 2  # both workers took a share
 
 
 async def test_a_worker_stuck_starting_is_stopped_and_the_work_done_here() -> None:
-    compute = Compute(1, preload=("tests.support.slow_to_import",), start_seconds=0.5)
     before = children()
-    try:
+    async with started(1, preload=("tests.support.slow_to_import",), start_seconds=0.5) as compute:
         await compute.warm_up()  # returns: start-up is not held by a stuck worker
         assert children() == before  # and the stuck one is gone
         assert await compute.run(where_it_ran, 0) == os.getpid()
-    finally:
-        await compute.aclose()

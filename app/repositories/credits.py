@@ -96,8 +96,12 @@ async def move_by_user(
     one conditional UPDATE (concurrent movers serialize on the row and each re-checks the condition): the
     account's id and new balance, in the same round trip where the backend can return them. None when
     refused or there is no account."""
-    values = {"owner": user_id, "balance_delta": balance_delta, "reserved_delta": reserved_delta}
-    values["now"] = utcnow()
+    values = {
+        "owner": user_id,
+        "balance_delta": balance_delta,
+        "reserved_delta": reserved_delta,
+        "now": utcnow(),
+    }
     dialect = db.dialect if isinstance(db, AsyncConnection) else db.get_bind().dialect
     if dialect.update_returning:
         row = (await db.execute(_MOVE_RETURNING, values)).first()
@@ -127,8 +131,13 @@ async def spend_recorded(
     reason, idempotency_key each, `reference` and `created_at` shared) and a `usage` record (a
     `usage_records` row, its owner the spender), all or nothing in one statement. None when refused."""
     hold, settle = entries
-    values = {"owner": user_id, "balance_delta": -amount, "reserved_delta": 0, "now": hold["created_at"]}
-    values["reference"] = hold["reference"]
+    values = {
+        "owner": user_id,
+        "balance_delta": -amount,
+        "reserved_delta": 0,
+        "now": hold["created_at"],
+        "reference": hold["reference"],
+    }
     for name, entry in (("hold", hold), ("settle", settle)):
         values.update(
             {

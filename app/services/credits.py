@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from functools import lru_cache
 from typing import Any
@@ -184,19 +185,14 @@ async def spend_now(
     On a Core connection to PostgreSQL, all of it is one statement; elsewhere one UPDATE and an INSERT
     per table."""
     now = utcnow()
-    entry = {"reference": reference, "created_at": now}
-    hold = {**entry, "id": uuid.uuid4(), "amount": -amount, "reason": LedgerReason.job_reserve.value}
-    settle = {**entry, "id": uuid.uuid4(), "amount": 0, "reason": LedgerReason.job_capture.value}
-    hold["idempotency_key"], settle["idempotency_key"] = key, settlement_key(key)
+    hold = _ledger_row(-amount, LedgerReason.job_reserve, key, reference, now)
+    settle = _ledger_row(0, LedgerReason.job_capture, settlement_key(key), reference, now)
     if usage is not None and credit_reads.spends_in_one_statement(db):
         spent = await credit_reads.spend_recorded(db, user_id, _positive(amount), (hold, settle), usage)
     else:
         spent = await credit_reads.move_by_user(db, user_id, -_positive(amount))
         if spent is not None:
-            account_id, balance = spent
-            await credit_reads.add_entries(
-                db, [{**row, "account_id": account_id, "balance_after": balance} for row in (hold, settle)]
-            )
+            await _append(db, spent, [hold, settle])
             if usage is not None:
                 await usage_rows.append(db, usage)
     if spent is None:
@@ -215,7 +211,7 @@ async def hold_new(
     moved = await credit_reads.move_by_user(db, user_id, -_positive(amount), amount)
     if moved is None:
         raise InsufficientCredits(amount, await stored_balance(db, user_id))
-    await _append(db, moved, -amount, LedgerReason.job_reserve, key, reference)
+    await _append(db, moved, [_ledger_row(-amount, LedgerReason.job_reserve, key, reference, utcnow())])
     return moved[1]
 
 
@@ -258,23 +254,31 @@ async def _settle_held(
     moved = await credit_reads.move_by_user(db, user_id, returned, -_positive(held))
     if moved is None:  # less held on the account than this hold: the books are wrong, so move nothing
         raise RuntimeError(f"the account of user {user_id} does not hold {held} for {reservation_key!r}")
-    await _append(db, moved, returned, reason, settlement_key(reservation_key), reference)
+    key = settlement_key(reservation_key)
+    await _append(db, moved, [_ledger_row(returned, reason, key, reference, utcnow())])
     return moved[1]
 
 
-async def _append(
-    db: Executor,
-    moved: tuple[uuid.UUID, int],
-    amount: int,
-    reason: LedgerReason,
-    key: str,
-    reference: str | None,
-) -> None:
-    """The ledger row of a movement `move_by_user` made (its account and balance after)."""
+def _ledger_row(
+    amount: int, reason: LedgerReason, key: str, reference: str | None, at: datetime
+) -> dict[str, Any]:
+    """A ledger row's own values; its account and balance after come from the movement (`_append`)."""
+    return {
+        "id": uuid.uuid4(),
+        "amount": amount,
+        "reason": reason.value,
+        "idempotency_key": key,
+        "reference": reference,
+        "created_at": at,
+    }
+
+
+async def _append(db: Executor, moved: tuple[uuid.UUID, int], rows: list[dict[str, Any]]) -> None:
+    """The ledger `rows` of a movement `move_by_user` made, with its account and balance after."""
     account_id, balance = moved
-    row = {"id": uuid.uuid4(), "account_id": account_id, "amount": amount, "reason": reason.value}
-    row |= {"reference": reference, "idempotency_key": key, "balance_after": balance, "created_at": utcnow()}
-    await credit_reads.add_entries(db, [row])
+    await credit_reads.add_entries(
+        db, [{**row, "account_id": account_id, "balance_after": balance} for row in rows]
+    )
 
 
 async def capture(session: AsyncSession, reservation_key: str, amount: int | None = None) -> Movement:

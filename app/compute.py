@@ -27,6 +27,7 @@ import pickle
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any, ParamSpec, TypeVar, cast
@@ -69,13 +70,17 @@ def _serve(connection: socket.socket, preload: tuple[str, ...]) -> None:
             return
         # The other end is the server that started this process (a socketpair), never the network.
         function, args, kwargs = pickle.loads(payload)  # noqa: S301
+        started = time.process_time()
         try:
-            reply = pickle.dumps((True, function(*args, **kwargs)), pickle.HIGHEST_PROTOCOL)
+            value = function(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any failure is the task's answer, not the worker's end
+            cpu = time.process_time() - started
             try:
-                reply = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
+                reply = pickle.dumps((False, exc, cpu), pickle.HIGHEST_PROTOCOL)
             except Exception:  # noqa: BLE001 - an exception that cannot be pickled: its text is left
-                reply = pickle.dumps((False, RuntimeError(repr(exc))), pickle.HIGHEST_PROTOCOL)
+                reply = pickle.dumps((False, RuntimeError(repr(exc)), cpu), pickle.HIGHEST_PROTOCOL)
+        else:
+            reply = pickle.dumps((True, value, time.process_time() - started), pickle.HIGHEST_PROTOCOL)
         _send_frame(connection, reply)
 
 
@@ -131,14 +136,14 @@ class _Worker:
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise WorkerGone(f"worker exited with {self.process.exitcode}") from exc
 
-    async def call(self, payload: bytes) -> tuple[bool, Any]:
+    async def call(self, payload: bytes) -> tuple[bool, Any, float]:
         try:
             self.writer.write(_LENGTH.pack(len(payload)) + payload)
             await self.writer.drain()
         except ConnectionError as exc:
             raise WorkerGone(f"worker exited with {self.process.exitcode}") from exc
         # From our own worker process, over a socketpair.
-        return cast(tuple[bool, Any], pickle.loads(await self._receive()))  # noqa: S301
+        return cast(tuple[bool, Any, float], pickle.loads(await self._receive()))  # noqa: S301
 
     async def stop(self) -> None:
         self.writer.close()  # the worker reads the end of its socket and returns
@@ -152,16 +157,22 @@ class _Worker:
 
 class Compute:
     """Runs picklable functions on `processes` worker processes, or inline when `processes` is 0;
-    `preload`: modules each worker imports as it starts, within `start_seconds`."""
+    `preload`: modules each worker imports as it starts, within `start_seconds`. `observe` is told each
+    task's function (`module.name`) and the CPU seconds it took where it ran, failed tasks included."""
 
     def __init__(
-        self, processes: int, preload: tuple[str, ...] = (), start_seconds: float = START_SECONDS
+        self,
+        processes: int,
+        preload: tuple[str, ...] = (),
+        start_seconds: float = START_SECONDS,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         if processes < 0:
             raise ValueError("processes must be 0 (inline) or more")
         self.processes = processes
         self.preload = preload
         self.start_seconds = start_seconds
+        self._observe = observe
         self._idle: asyncio.Queue[_Worker | None] | None = None
         self._workers: set[_Worker] = set()
 
@@ -181,7 +192,7 @@ class Compute:
 
     async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self.processes == 0:
-            return function(*args, **kwargs)
+            return self._inline(function, *args, **kwargs)
         payload = pickle.dumps((function, args, kwargs), pickle.HIGHEST_PROTOCOL)
         line = self._line()
         taken = await line.get()
@@ -189,17 +200,29 @@ class Compute:
         exchange = asyncio.ensure_future(self._exchange(line, taken, payload))
         exchange.add_done_callback(_retrieve)  # its caller may have gone, and its error with it
         try:
-            done, value = await asyncio.shield(exchange)
+            done, value, cpu = await asyncio.shield(exchange)
         except (WorkerGone, OSError):
             # This one's work is done here rather than failed; the next task starts a new worker.
-            return function(*args, **kwargs)
+            return self._inline(function, *args, **kwargs)
+        self._observed(function, cpu)
         if not done:
             raise cast(BaseException, value)
         return cast(T, value)
 
+    def _inline(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self._observed(function, time.thread_time() - started)
+
+    def _observed(self, function: Callable[..., Any], cpu_seconds: float) -> None:
+        if self._observe is not None:
+            self._observe(f"{function.__module__}.{function.__qualname__}", cpu_seconds)
+
     async def _exchange(
         self, line: asyncio.Queue[_Worker | None], taken: _Worker | None, payload: bytes
-    ) -> tuple[bool, Any]:
+    ) -> tuple[bool, Any, float]:
         worker = None
         try:
             worker = await self._started(taken)

@@ -90,6 +90,7 @@ class Container:
             headers={"User-Agent": "pixforge/0.1"},
         )
         outages = ProviderOutages()
+        metrics = Metrics()
         callers = CallerCache(settings.auth_cache_seconds)
         public_http = public_only_client()
         return cls(
@@ -118,7 +119,10 @@ class Container:
             job_queue=build_job_queue(settings),
             alert_sender=_alert_sender(settings, http),
             provider_outages=outages,
-            compute=Compute(settings.compute_processes, preload=PALETTE_MODULES),
+            metrics=metrics,
+            compute=Compute(
+                settings.compute_processes, preload=PALETTE_MODULES, observe=metrics.observe_compute
+            ),
         )
 
     async def aclose(self) -> None:

@@ -54,6 +54,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.compute_tasks = Counter(
+            "pixforge_compute_tasks",
+            "Tasks the compute pool ran (COMPUTE_PROCESSES), by task function.",
+            ["task"],
+            registry=self.registry,
+        )
+        self.compute_cpu = Counter(
+            "pixforge_compute_cpu_seconds",
+            "CPU time the compute pool's tasks took where they ran, by task function.",
+            ["task"],
+            registry=self.registry,
+        )
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_requests.labels(method, route, str(status)).inc()
         self.http_duration.labels(method, route).observe(seconds)
@@ -64,6 +77,10 @@ class Metrics:
         self.jobs_finished.labels(kind, provider or "", status, error_code or "").inc()
         if seconds is not None and error_code is None:
             self.job_duration.labels(kind, provider or "").observe(seconds)
+
+    def observe_compute(self, task: str, cpu_seconds: float) -> None:
+        self.compute_tasks.labels(task).inc()
+        self.compute_cpu.labels(task).inc(cpu_seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

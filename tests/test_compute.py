@@ -20,6 +20,7 @@ from tests.support.compute_tasks import (
     has_imported,
     refuse,
     slowly,
+    spin,
     where_it_ran,
     where_it_ran_with,
 )
@@ -84,6 +85,25 @@ async def test_an_error_in_the_work_reaches_the_caller_and_the_worker_goes_on() 
         with pytest.raises(ValueError, match="not a colour"):
             await compute.run(refuse, "not a colour")
         assert await compute.run(slowly, "next") == "next"
+
+
+@pytest.mark.parametrize("processes", [1, 0])
+async def test_each_task_s_cpu_time_where_it_ran_is_told_by_function_failures_included(
+    processes: int,
+) -> None:
+    """What the compute metrics count, failed tasks included: CPU time, not the wait (`slowly` sleeps)."""
+    seen: list[tuple[str, float]] = []
+    async with started(processes, observe=lambda task, cpu: seen.append((task, cpu))) as compute:
+        await compute.run(spin, 0.05)
+        await compute.run(slowly, "asleep")
+        with pytest.raises(ValueError, match="no"):
+            await compute.run(refuse, "no")
+    tasks = "tests.support.compute_tasks"
+    assert [task for task, _ in seen] == [f"{tasks}.spin", f"{tasks}.slowly", f"{tasks}.refuse"]
+    spun, slept, refused = (cpu for _, cpu in seen)
+    assert 0.05 <= spun < 1
+    assert 0 <= slept < 0.1
+    assert 0 <= refused < 0.1
 
 
 async def test_a_caller_that_left_mid_task_does_not_leave_its_answer_to_the_next() -> None:

@@ -34,3 +34,10 @@ def die_unless_in(parent: int) -> str:
     if os.getpid() != parent:
         os._exit(1)  # a worker killed mid-task (the OOM killer, say)
     return "done here"
+
+
+def spin(cpu_seconds: float) -> None:
+    """Busy for `cpu_seconds` of this thread's CPU time."""
+    started = time.thread_time()
+    while time.thread_time() - started < cpu_seconds:
+        pass

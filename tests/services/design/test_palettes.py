@@ -21,7 +21,7 @@ from app.services.design import colors
 from tests.conftest import make_settings
 from tests.factories import bearer, make_user
 from tests.support.design import PALETTES, USAGE, app_client, balance, blocks_png, upload, wcag_ratio
-from tests.support.http import assert_error
+from tests.support.http import assert_error, sample
 
 BONUS = 10.0
 
@@ -127,6 +127,18 @@ async def test_a_palette_from_a_colour_has_every_part_and_only_accessible_pairs(
     assert response.headers["content-type"] == "application/json"
     assert sorted(palette) == sorted(PaletteOut.model_fields)
     assert PaletteOut.model_validate(palette).model_dump(mode="json") == palette
+
+
+async def test_the_colour_science_s_cpu_time_is_in_the_metrics(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    """What an operator sizes COMPUTE_PROCESSES by (and bench.hot_path subtracts): tasks and CPU seconds."""
+    for base in ("#3B82F6", "#e11d48"):
+        assert (await client.post(PALETTES, headers=auth, json={"base_color": base})).status_code == 200
+    text = (await client.get("/metrics")).text
+    task = "app.services.design.palettes.rendered_from_color"
+    assert sample(text, "pixforge_compute_tasks_total", task=task) == 2
+    assert (sample(text, "pixforge_compute_cpu_seconds_total", task=task) or 0) > 0
 
 
 @pytest.mark.parametrize(

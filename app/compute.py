@@ -158,7 +158,9 @@ class _Worker:
 class Compute:
     """Runs picklable functions on `processes` worker processes, or inline when `processes` is 0;
     `preload`: modules each worker imports as it starts, within `start_seconds`. `observe` is told each
-    task's function (`module.name`) and the CPU seconds it took where it ran, failed tasks included."""
+    task's function (`module.name`) and the CPU seconds it took where it ran, failed tasks included.
+    A task whose worker died is done inline instead, unless `inline_if_gone` is False (work too big for
+    the event loop, or for the server's memory): the caller then gets WorkerGone."""
 
     def __init__(
         self,
@@ -166,6 +168,8 @@ class Compute:
         preload: tuple[str, ...] = (),
         start_seconds: float = START_SECONDS,
         observe: Callable[[str, float], None] | None = None,
+        *,
+        inline_if_gone: bool = True,
     ) -> None:
         if processes < 0:
             raise ValueError("processes must be 0 (inline) or more")
@@ -173,6 +177,7 @@ class Compute:
         self.preload = preload
         self.start_seconds = start_seconds
         self._observe = observe
+        self._inline_if_gone = inline_if_gone
         self._idle: asyncio.Queue[_Worker | None] | None = None
         self._workers: set[_Worker] = set()
 
@@ -201,8 +206,10 @@ class Compute:
         exchange.add_done_callback(_retrieve)  # its caller may have gone, and its error with it
         try:
             done, value, cpu = await asyncio.shield(exchange)
-        except (WorkerGone, OSError):
-            # This one's work is done here rather than failed; the next task starts a new worker.
+        except (WorkerGone, OSError) as exc:
+            # The next task starts a new worker.
+            if not self._inline_if_gone:
+                raise exc if isinstance(exc, WorkerGone) else WorkerGone(str(exc)) from exc
             return self._inline(function, *args, **kwargs)
         self._observed(function, cpu)
         if not done:

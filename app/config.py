@@ -265,8 +265,11 @@ class Settings(BaseSettings):
     remove_background_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
     vectorize_preview_cost_credits: Decimal = Field(default=Decimal("0.2"), ge=0, decimal_places=3)
     vectorize_full_cost_credits: Decimal = Field(default=Decimal(1), ge=0, decimal_places=3)
-    # Local engines: how many inferences run at once (each in a worker thread).
+    # Local engines: how many inferences run at once.
     local_engine_concurrency: int = Field(default=2, ge=1, le=32)
+    # Local background removal in that many worker processes (its image work holds the GIL in many short
+    # stretches, which a busy event loop would make wait); false: in worker threads of the server.
+    local_engine_processes: bool = True
     # A local vectorization running longer than this is stopped (its worker killed) and the job fails
     # as `image_too_complex`, uncharged.
     vectorize_timeout_seconds: float = Field(default=60.0, gt=0)

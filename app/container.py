@@ -109,7 +109,7 @@ class Container:
             razorpay=_razorpay(settings),
             dodo=_dodo(settings),
             storage=_storage(settings),
-            background_remover=_background_remover(settings, http, outages),
+            background_remover=_background_remover(settings, http, outages, metrics),
             vectorizer=LocalVectorizer(
                 max_concurrency=settings.local_engine_concurrency,
                 timeout_seconds=settings.vectorize_timeout_seconds,
@@ -125,6 +125,12 @@ class Container:
             ),
         )
 
+    async def warm_up(self) -> None:
+        """Start the worker processes now rather than on the first requests that need them."""
+        await self.compute.warm_up()
+        if isinstance(self.background_remover, LocalBackgroundRemover):
+            await self.background_remover.warm_up()
+
     async def aclose(self) -> None:
         if self.alert_delivery is not None:
             self.alert_delivery.cancel()
@@ -138,6 +144,8 @@ class Container:
         if self.dodo is not None:
             await self.dodo.aclose()
         await self.vectorizer.aclose()  # its worker processes
+        if isinstance(self.background_remover, LocalBackgroundRemover):
+            await self.background_remover.aclose()  # and, if it has them, its own
         await self.compute.aclose()  # and these
         if self.job_queue is not None:
             await asyncio.to_thread(self.job_queue.close)
@@ -245,7 +253,7 @@ def _storage(settings: Settings) -> Storage:
 
 
 def _background_remover(
-    settings: Settings, http: httpx.AsyncClient, outages: ProviderOutages
+    settings: Settings, http: httpx.AsyncClient, outages: ProviderOutages, metrics: Metrics
 ) -> BackgroundRemover:
     api_key = _secret(settings.clipdrop_api_key)
     wants_clipdrop = settings.background_removal_provider == "clipdrop" or (
@@ -260,7 +268,12 @@ def _background_remover(
             outages=outages,
         )
     # Level 1: the PNG goes straight back to the client; encoding time matters more than bytes.
-    return LocalBackgroundRemover(max_concurrency=settings.local_engine_concurrency, png_compress_level=1)
+    return LocalBackgroundRemover(
+        max_concurrency=settings.local_engine_concurrency,
+        png_compress_level=1,
+        worker_processes=settings.local_engine_processes,
+        observe=metrics.observe_compute,
+    )
 
 
 def _replicate(

@@ -82,7 +82,7 @@ def create_app(
                 await catalogue.apply_usd_price_settings(session, settings.usd_price_overrides)
         # Jobs a previous process left behind run again (or are failed and refunded) first thing.
         await recovery.recover_jobs(container)
-        await container.compute.warm_up()
+        await container.warm_up()
         housekeeping = asyncio.create_task(
             maintenance.run_forever(container, settings.maintenance_interval_seconds), name="maintenance"
         )

@@ -51,10 +51,32 @@ class RunningServer:
 
     def peak_rss_mib(self) -> float:
         """The server process's high-water resident memory (VmHWM)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return _peak_rss_mib(self.pid)
+
+    def workers_peak_rss_mib(self) -> list[float]:
+        """Each of its worker processes' high-water resident memory (background removal, palettes)."""
+        return [_peak_rss_mib(child) for child in _descendants(self.pid)]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _descendants(pid: int) -> list[int]:
+    """A process's living descendants, children of every thread included (a process manager may start
+    its workers from any of its threads)."""
+    try:
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
 
 
 @contextmanager
@@ -167,20 +189,17 @@ def unique_email() -> str:
     return f"bench-{uuid.uuid4().hex[:12]}@example.com"
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process and its living descendants used so far, from /proc: children
-    of every thread are counted (a process manager may start its workers from any of its threads)."""
+def _cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        children = [
-            int(child)
-            for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()
-        ]
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(tree_cpu_seconds(child) for child in children)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process and its living descendants used so far, from /proc."""
+    return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in _descendants(pid))
 
 
 async def rich_user(session: AsyncSession, settings: Settings, prefix: str) -> User:

@@ -2,7 +2,7 @@
 
 - background removal: images/s and p50/p95 latency for 512 px and 2048 px inputs, and the ratio to raw
   onnxruntime inference of the same model on the same images in the same run;
-- peak RSS of the server while it processes a 25 MP image;
+- peak RSS of the server, and of each of its worker processes, after it processes a 25 MP image;
 - vectorize preview/full latency for a logo-like and a photo-like image.
 
     .venv/bin/python -m bench.images [--requests 12]
@@ -163,6 +163,7 @@ async def run(database_url: str, requests: int) -> None:
                 )
                 huge_result = await load("HTTP remove-background 25 MP (c=1)", 1, 1, remover([huge], "25mp"))
                 rss_after = server.peak_rss_mib()
+                workers_rss = server.workers_peak_rss_mib()
 
                 vector_results = []
                 for label, data in (
@@ -201,6 +202,8 @@ async def run(database_url: str, requests: int) -> None:
         f"512 px cut-out while 64 clients read their credits: {loaded:+.1f}% vs raw onnxruntime (target +15%)"
     )
     print(f"server peak RSS: {rss_before:.0f} MiB after warm-up, {rss_after:.0f} MiB after the 25 MP image")
+    workers = ", ".join(f"{rss:.0f}" for rss in workers_rss) or "none"
+    print(f"its worker processes' peak RSS (background removal, palettes, vectorizer), MiB: {workers}")
     for result in vector_results:
         print(row(result))
 

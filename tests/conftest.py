@@ -132,9 +132,11 @@ def make_settings(**overrides: object) -> Settings:
         # The cheapest Argon2id the settings allow: hashing cost is not what these tests measure.
         "password_hash_memory_kib": 1024,
         "password_hash_time_cost": 1,
-        # Palettes on the loop: a worker process per test's container would cost a second each to
-        # start. tests/test_compute.py starts real ones.
+        # Palettes on the loop and cut-outs in threads: a worker process per test's container would
+        # cost a second each to start. tests/test_compute.py and tests/integrations/test_local_engines.py
+        # start real ones.
         "compute_processes": 0,
+        "local_engine_processes": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

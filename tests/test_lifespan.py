@@ -10,7 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.main import SERVING_THRESHOLDS
+from app.db.session import Database
+from app.main import SERVING_THRESHOLDS, create_app
 from tests.conftest import make_settings
 
 # What start-up sets for serving does not depend on the database.
@@ -23,7 +24,9 @@ def settings(database_url: str) -> Settings:
 
 
 def children() -> set[str]:
-    return set(Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split())
+    """This process's spawned workers (not multiprocessing's resource tracker, which outlives them)."""
+    pids = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    return {pid for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
 
 
 async def test_while_serving_start_up_is_frozen_and_young_collections_are_rarer(app: FastAPI) -> None:
@@ -41,3 +44,17 @@ async def test_the_compute_workers_are_up_before_the_first_request(app: FastAPI)
     async with app.router.lifespan_context(app):
         # Started (and their modules imported) by the start-up, not by a first palette.
         assert children() - before
+
+
+async def test_the_cut_out_workers_are_up_before_the_first_request_and_gone_after(
+    database_url: str, database: Database
+) -> None:
+    settings = make_settings(
+        database_url=database_url, local_engine_processes=True, local_engine_concurrency=2
+    )
+    app = create_app(settings, database)  # its own container, closed when it stops
+    before = children()
+    async with app.router.lifespan_context(app):
+        started = children() - before
+        assert len(started) == 2  # LOCAL_ENGINE_CONCURRENCY, their model loaded by the start-up
+    assert not children() & started

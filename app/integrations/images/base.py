@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
@@ -29,6 +29,15 @@ class EngineError(Exception):
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Callable[[str, str, bool], EngineError], tuple[str, str, bool]]:
+        # Raised in an engine's worker process and pickled back: `retryable` is keyword-only, which the
+        # default (positional `args`) rebuild would drop.
+        return _engine_error, (self.code, str(self), self.retryable)
+
+
+def _engine_error(code: str, message: str, retryable: bool) -> EngineError:
+    return EngineError(code, message, retryable=retryable)
 
 
 class BackgroundRemover(Protocol):

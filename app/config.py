@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # A request still unanswered after this long runs on without its slot (it is waiting on something
     # outside: a model, a provider, its client's upload).
     admission_lease_seconds: float = Field(default=1.0, gt=0)
+    # Requests that start image work here (cut-outs, vectorizing) wait in a lane served first, up to half
+    # the slots while others wait; false: one line for all.
+    admission_image_work_first: bool = True
     # Worker processes for pure-Python CPU work (a palette's colour science), so that it runs on another
     # core instead of stopping the event loop (app/compute.py). 0: on the event loop.
     compute_processes: int = Field(default=1, ge=0)

@@ -62,6 +62,17 @@ def collector_for_serving() -> Iterator[None]:
         gc.unfreeze()
 
 
+# The routes that start image work on this machine: admitted ahead of the other waiting requests, so a
+# crowd of cheap reads does not hold up the paid work (app/admission.py).
+IMAGE_WORK_PATHS = frozenset(
+    {
+        "/api/v1/images/remove-background",
+        "/api/v1/images/vectorize",
+        "/compat/purepic/api/v1/images/remove-background",
+    }
+)
+
+
 def create_app(
     settings: Settings | None = None, database: Database | None = None, container: Container | None = None
 ) -> FastAPI:
@@ -130,6 +141,7 @@ def create_app(
         max_active=settings.max_active_requests,
         max_queued=settings.max_queued_requests,
         lease_seconds=settings.admission_lease_seconds,
+        first_paths=IMAGE_WORK_PATHS if settings.admission_image_work_first else frozenset(),
     )
     app.add_middleware(
         RequestContextMiddleware,

@@ -11,11 +11,11 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from app.admission import AdmissionGate
+from app.admission import AdmissionGate, Overloaded
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
-from app.main import create_app
+from app.main import IMAGE_WORK_PATHS, create_app
 from tests.conftest import make_settings
 from tests.support.probe_routes import held_open, probe_router
 
@@ -180,3 +180,59 @@ async def test_without_a_limit_every_request_runs_at_once() -> None:
     for event in app.events.values():
         event.set()
     await asyncio.gather(*tasks)
+
+
+async def test_image_work_goes_first_but_to_at_most_half_the_slots_while_others_wait() -> None:
+    app = Scripted()
+    gate = AdmissionGate(app, max_active=2, max_queued=10, lease_seconds=30, first_paths=frozenset({"/cut"}))
+    running = {name: request(gate, f"/{name}") for name in ("a", "b")}
+    await until(lambda: app.entered == ["a", "b"])
+    for name in ("c", "d"):
+        running[name] = request(gate, f"/{name}")
+    await until(lambda: gate.queued == 2)
+    running["cut"] = request(gate, "/cut")  # came last
+    await until(lambda: gate.queued == 3)
+
+    async def end(name: str, then: str) -> None:
+        app.events[name].set()
+        await running.pop(name)
+        await until(lambda: app.entered[-1] == then)
+
+    await end("a", then="cut")  # ahead of the two that waited longer
+    running["cut2"] = request(gate, "/cut2")
+    await until(lambda: gate.queued == 3)
+    await end("b", then="c")  # the lane holds its half: the others get the slot
+    await end("c", then="d")
+    await end("d", then="cut2")  # nobody else waits: the lane may take more than its half
+    assert app.entered == ["a", "b", "cut", "c", "d", "cut2"]
+    for name in ("cut", "cut2"):
+        app.events[name].set()
+    await asyncio.gather(*running.values())
+    assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
+
+
+async def test_image_work_whose_client_left_while_waiting_leaves_its_lane_and_both_lanes_count() -> None:
+    app = Scripted()
+    gate = AdmissionGate(app, max_active=1, max_queued=2, lease_seconds=30, first_paths=frozenset({"/cut"}))
+    running = request(gate, "/running")
+    await until(lambda: "running" in app.entered)
+    gone, other = request(gate, "/cut"), request(gate, "/other")
+    await until(lambda: gate.queued == 2)
+    with pytest.raises(Overloaded):
+        await request(gate, "/cut")
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert gate.queued == 1
+    app.events["running"].set()
+    await until(lambda: "other" in app.entered)
+    app.events["other"].set()
+    await asyncio.gather(running, other)
+    assert app.entered == ["running", "other"]
+    assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
+
+
+async def test_the_image_work_lane_names_the_apps_own_image_routes(gated: httpx.AsyncClient) -> None:
+    for path in sorted(IMAGE_WORK_PATHS):
+        # Not 404 or 405: a route that takes a POST there (and, without a credential, refuses it).
+        assert (await gated.post(path)).status_code == 401, path

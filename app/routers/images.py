@@ -115,7 +115,7 @@ async def upload(
     """PNG, JPEG or WEBP, decided from the bytes; orientation applied and metadata dropped (a file that
     holds nothing but pixels is kept as sent)."""
     data = await read_limited(file, container.settings.upload_max_bytes)
-    stored = (await uploads.store(session, container, user, data)).upload
+    stored = (await uploads.store(session, container, user.id, data)).upload
     return UploadOut(
         id=stored.id,
         url=await images.url_for(container, stored.storage_key),
@@ -157,7 +157,7 @@ async def remove_background(
     if run_async:
 
         async def submit() -> Job:
-            return (await jobs.submit_request(session, container, user, job)).job
+            return (await jobs.submit_request(session, container, user.id, job)).job
 
         return await idempotent.start_job(submit, _accepted, fields)
 

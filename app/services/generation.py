@@ -66,7 +66,7 @@ async def submit(
     # Under the account's lock, so two requests cannot both take the day's last generation.
     await users_service.lock_open(session, user.id)
     await quotas.require(session, ctx.settings, user, quotas.QuotaName.generations)
-    return await jobs.submit(session, ctx, user, JobKind.generate, upload, options)
+    return await jobs.submit(session, ctx, user.id, JobKind.generate, upload, options)
 
 
 # The views a finished try-on's side views add, in the order the Hair Try-On SPA shows them.
@@ -106,7 +106,14 @@ async def submit_side_views(session: AsyncSession, ctx: Container, user: User, p
     await users_service.lock_open(session, user.id)
     await quotas.require(session, ctx.settings, user, quotas.QuotaName.generations)
     return await jobs.submit(
-        session, ctx, user, JobKind.generate, None, options, input_key=front["key"], parent_job_id=parent.id
+        session,
+        ctx,
+        user.id,
+        JobKind.generate,
+        None,
+        options,
+        input_key=front["key"],
+        parent_job_id=parent.id,
     )
 
 

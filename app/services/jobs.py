@@ -21,7 +21,7 @@ from app.db.retry import retry_transient
 from app.db.session import SQLITE_READ_ONLY
 from app.errors import AppError, Conflict, DatabaseUnavailable, NotFound, ServiceUnavailable
 from app.integrations.storage import ObjectNotFound, StorageError
-from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin, User
+from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin
 from app.repositories.images import JobRepository
 from app.services import credits, usage
 from app.services import images as images_service
@@ -117,7 +117,7 @@ class CompletionNotRecorded(DatabaseUnavailable):
 async def submit(
     session: AsyncSession,
     ctx: Container,
-    user: User,
+    user_id: uuid.UUID,
     kind: JobKind,
     upload: Upload | None,
     options: dict[str, Any],
@@ -137,7 +137,7 @@ async def submit(
     the recovery fails it (releasing its credits) instead of running it for nobody.
     `waited`: the caller waits for it but a queue worker runs it: PENDING, marked WAITED all the same."""
     engine = engine_for(kind)
-    await users_service.lock_open(session, user.id)
+    await users_service.lock_open(session, user_id)
     job_id = uuid.uuid4()
     cost = engine.cost(ctx, options)
     lease: dict[str, Any] = {}
@@ -157,7 +157,7 @@ async def submit(
     job = await JobRepository(session).add(
         Job(
             id=job_id,
-            user_id=user.id,
+            user_id=user_id,
             kind=kind.value,
             input_upload_id=upload.id if upload is not None else None,
             input_key=upload.storage_key if upload is not None else input_key,
@@ -171,7 +171,7 @@ async def submit(
     )
     if cost:
         assert job.reservation_key is not None
-        await credits.hold_new(session, user.id, cost, job.reservation_key, reference=_reference(job))
+        await credits.hold_new(session, user_id, cost, job.reservation_key, reference=_reference(job))
     return job
 
 
@@ -203,7 +203,7 @@ class Submitted:
 async def submit_request(
     session: AsyncSession,
     ctx: Container,
-    user: User,
+    user_id: uuid.UUID,
     job: JobRequest,
     *,
     claimed: bool = False,
@@ -214,17 +214,19 @@ async def submit_request(
     source = None
     if job.data is not None:
         stored = await uploads_service.store(
-            session, ctx, user, job.data, allowed=allowed, origin=UploadOrigin.job_input
+            session, ctx, user_id, job.data, allowed=allowed, origin=UploadOrigin.job_input
         )
         upload, source = stored.upload, stored.data
     elif job.upload_id is not None:
-        upload = await uploads_service.get_owned(session, user.id, job.upload_id)
+        upload = await uploads_service.get_owned(session, user_id, job.upload_id)
         if uploads_service.format_of(upload) not in allowed:
             raise uploads_service.NotAnImage(f"This endpoint takes {', '.join(sorted(allowed))} images.")
     else:
         raise uploads_service.EmptyUpload("Send a file or an upload_id.")
     try:
-        made = await submit(session, ctx, user, job.kind, upload, job.options, claimed=claimed, waited=waited)
+        made = await submit(
+            session, ctx, user_id, job.kind, upload, job.options, claimed=claimed, waited=waited
+        )
     except BaseException:
         if job.data is not None:  # refused (402): the object stored a moment ago must not outlive its row
             await asyncio.shield(images_service.delete_objects(ctx, [upload.storage_key]))

@@ -113,7 +113,7 @@ async def store(session: AsyncSession, ctx: Container, policy: UploadPolicy, dat
     user = await users_service.get_active(session, policy.user_id)
     if user is None:
         raise PolicyRefused("Invalid according to Policy: the account it was issued to is closed.")
-    stored = await uploads_service.store(session, ctx, user, data, upload_id=policy.upload_id)
+    stored = await uploads_service.store(session, ctx, user.id, data, upload_id=policy.upload_id)
     return stored.upload
 
 

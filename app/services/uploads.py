@@ -30,7 +30,7 @@ from app.errors import (
 )
 from app.integrations.images.base import IMAGE_EXTENSIONS, encode_image, sniff_image_type
 from app.integrations.storage import StorageError
-from app.models import Upload, UploadOrigin, User
+from app.models import Upload, UploadOrigin
 from app.repositories.images import UploadRepository
 from app.services import users as users_service
 
@@ -179,7 +179,7 @@ class StoredUpload:
 async def store(
     session: AsyncSession,
     ctx: Container,
-    user: User,
+    user_id: uuid.UUID,
     data: bytes,
     *,
     allowed: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"}),
@@ -201,12 +201,12 @@ async def store(
         max_side=max_side,
     )
     # Serialised with the account's erasure: stored before it (and erased with the rest) or refused.
-    await users_service.lock_open(session, user.id)
+    await users_service.lock_open(session, user_id)
     if upload_id is None:
         upload_id = uuid.uuid4()
     elif await UploadRepository(session).get(upload_id) is not None:
         raise UploadTaken()
-    key = f"users/{user.id}/uploads/{upload_id}.{IMAGE_EXTENSIONS[clean.content_type]}"
+    key = f"users/{user_id}/uploads/{upload_id}.{IMAGE_EXTENSIONS[clean.content_type]}"
     try:
         await ctx.storage.put(key, clean.data, clean.content_type)
     except StorageError as exc:
@@ -214,7 +214,7 @@ async def store(
     upload = await UploadRepository(session).add(
         Upload(
             id=upload_id,
-            user_id=user.id,
+            user_id=user_id,
             storage_key=key,
             content_type=clean.content_type,
             width=clean.width,

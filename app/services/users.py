@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import structlog
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import SessionTransaction
@@ -141,28 +142,33 @@ async def lock_open(session: AsyncSession, user_id: uuid.UUID) -> User:
     Erasure and everything that creates data for an account (an upload, a job and its reservation)
     take this lock first, so they never interleave: what was created before an erasure is erased with
     the rest, and nothing can be created after it."""
-    held: tuple[SessionTransaction, set[uuid.UUID]] | None = session.info.get(_LOCKED_IN)
+    held: tuple[SessionTransaction, dict[uuid.UUID, User]] | None = session.info.get(_LOCKED_IN)
     transaction = _innermost_transaction(session)
     user = None
-    if held is not None and held[0] is transaction and user_id in held[1]:
+    if held is not None and held[0] is transaction:
         # Locked already in this very transaction (an upload stored, then its job submitted): the row
-        # cannot have changed under our lock, so the session's copy is current and no query is needed.
-        user = await session.get(User, user_id)
+        # cannot have changed under our lock, so the copy locked is current and no query is needed. It
+        # is kept here because the session's identity map holds it weakly: a caller that dropped it
+        # would make `session.get` read the row again.
+        user = held[1].get(user_id)
+        if user is not None and inspect(user).expired_attributes:
+            user = None  # expired by the session meanwhile: read under the lock again
     if user is None:
         user = await UserRepository(session).lock(user_id)
+        transaction = _innermost_transaction(session)  # begun by that query if none was running
         if user is not None and transaction is not None:
             if held is None or held[0] is not transaction:
-                held = (transaction, set())
+                held = (transaction, {})
                 session.info[_LOCKED_IN] = held
-            held[1].add(user_id)
+            held[1][user_id] = user
     if user is None or not is_open(user):
         raise NotFound("No such user.")
     return user
 
 
-# session.info's entry: the transaction `lock_open` locked users in, and their ids. Keyed by the innermost
-# transaction (a savepoint's rollback gives up the locks taken inside it) and kept only while it is the
-# one running, so a lock is never assumed in a transaction that did not take it.
+# session.info's entry: the transaction `lock_open` locked users in, and the users by id. Keyed by the
+# innermost transaction (a savepoint's rollback gives up the locks taken inside it) and kept only while it
+# is the one running, so a lock is never assumed in a transaction that did not take it.
 _LOCKED_IN = "users_locked_in"
 
 

@@ -25,7 +25,6 @@ from app.db.retry import transient_database_error
 from app.errors import AppError, ServiceUnavailable
 from app.models import TERMINAL_STATUSES, Job, JobStatus
 from app.services import idempotency, jobs
-from app.services import users as users_service
 from app.tasks import runner
 from app.tasks.dispatch import JobQueueUnavailable, QueueDispatcher
 
@@ -120,8 +119,7 @@ async def run_now(
     if ctx.job_queue is not None:
         return await _run_on_queue(ctx, QueueDispatcher(ctx.job_queue), user_id, job, on_submitted)
     async with ctx.database.session_scope() as session:
-        user = await users_service.require_user(session, user_id)
-        submitted = await jobs.submit_request(session, ctx, user, job, claimed=True)
+        submitted = await jobs.submit_request(session, ctx, user_id, job, claimed=True)
         if on_submitted is not None:
             await on_submitted(session, submitted.job)
         claim = jobs.Claimed.of(submitted.job, submitted.source)
@@ -158,9 +156,8 @@ async def _run_on_queue(
     ends the wait early (timeout, the client gone) cancels the job the same way, uncharged; a worker
     that finishes it later finds it failed and keeps nothing."""
     async with ctx.database.session_scope() as session:
-        user = await users_service.require_user(session, user_id)
         await dispatcher.ensure_open()
-        submitted = await jobs.submit_request(session, ctx, user, job, waited=True)
+        submitted = await jobs.submit_request(session, ctx, user_id, job, waited=True)
         if on_submitted is not None:
             await on_submitted(session, submitted.job)
     job_id = submitted.job.id

@@ -78,7 +78,7 @@ async def pending_job(
     """A submitted background-removal job (credits reserved) that no worker has run."""
     uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
     upload = await session.get_one(Upload, uuid.UUID(uploaded["id"]))
-    return await jobs_service.submit(session, container, user, JobKind.remove_background, upload, {})
+    return await jobs_service.submit(session, container, user.id, JobKind.remove_background, upload, {})
 
 
 class TestUploads:

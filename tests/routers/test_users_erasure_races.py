@@ -352,7 +352,7 @@ async def test_erasure_deletes_what_a_stopped_runner_stored_and_releases_its_cre
     uploaded = await client.post("/api/v1/uploads", headers=headers, files={"file": ("a.png", logo_like(32))})
     upload = await session.get_one(Upload, uuid.UUID(uploaded.json()["id"]))
     job = await jobs_service.submit(
-        session, container, user, JobKind.remove_background, upload, {}, claimed=True
+        session, container, user.id, JobKind.remove_background, upload, {}, claimed=True
     )
     key = images_service.output_key(user.id, job.id, "main", "png")
     await container.storage.put(key, b"\x89PNG result of a runner that stopped", "image/png")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.base import utcnow
+from app.db.session import Database
 from app.errors import NotFound
 from app.models import User
 from app.services import users as users_service
@@ -20,6 +23,21 @@ async def test_a_user_locked_again_in_the_same_transaction_is_not_queried_again(
         again = await users_service.lock_open(session, user.id)
     assert first is again is user
     assert len(selects_from(statements, "users")) == 1
+
+
+async def test_a_lock_is_remembered_with_its_row_even_when_nobody_else_keeps_that_row(
+    database: Database, user: User, engine: AsyncEngine
+) -> None:
+    """The session's identity map holds rows weakly: a job's submission locks its owner by id and keeps
+    no `User`, and a second lock in its transaction must not read the row again all the same."""
+    async with database.session_scope() as session:
+        with recorded_statements(engine) as statements:
+            await users_service.lock_open(session, user.id)  # the row it returns is dropped at once
+            gc.collect()
+            await users_service.lock_open(session, user.id)
+            session.expire_all()  # expired by the session: read again, under the lock
+            await users_service.lock_open(session, user.id)
+    assert len(selects_from(statements, "users")) == 2
 
 
 @pytest.mark.parametrize("end", ["commit", "savepoint rollback"])

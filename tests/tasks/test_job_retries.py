@@ -290,7 +290,7 @@ async def test_the_recovery_fails_a_waited_job_and_deletes_what_its_runner_store
     uploaded = await client.post("/api/v1/uploads", headers=auth, files={"file": ("a.png", logo_like(32))})
     upload = await session.get_one(Upload, uuid.UUID(uploaded.json()["id"]))
     job = await jobs_service.submit(
-        session, container, user, JobKind.remove_background, upload, {}, claimed=True
+        session, container, user.id, JobKind.remove_background, upload, {}, claimed=True
     )
     key = images_service.output_key(user.id, job.id, "main", "png")
     await container.storage.put(key, b"\x89PNG a result nobody received", "image/png")
@@ -319,7 +319,7 @@ async def test_a_job_the_recovery_cannot_end_does_not_hold_up_the_others(
     upload = await session.get_one(Upload, uuid.UUID(uploaded.json()["id"]))
     left = [
         await jobs_service.submit(
-            session, container, user, JobKind.remove_background, upload, {}, claimed=True
+            session, container, user.id, JobKind.remove_background, upload, {}, claimed=True
         )
         for _ in range(2)
     ]

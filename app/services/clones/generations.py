@@ -190,4 +190,4 @@ async def submit(session: AsyncSession, ctx: Container, user: User, prepared: Pr
             "input": payload,
         }
     )
-    return await jobs.submit(session, ctx, user, JobKind.generation, None, options)
+    return await jobs.submit(session, ctx, user.id, JobKind.generation, None, options)

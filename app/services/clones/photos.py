@@ -76,7 +76,7 @@ async def add(session: AsyncSession, ctx: Container, user: User, files: list[byt
                 await uploads.store(
                     session,
                     ctx,
-                    user,
+                    user.id,
                     data,
                     max_side=settings.clone_photo_max_side,
                     origin=UploadOrigin.job_input,

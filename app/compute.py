@@ -15,6 +15,11 @@ The workers are started with `spawn` (the server has threads a fork would copy m
 modules the work needs (`preload`) as they start: by `warm_up`, which the server awaits before it takes
 requests (the first palettes had waited a second or more for both), else on first use. `aclose` stops
 them. `processes=0` runs the work inline, on the loop.
+
+The local background remover keeps a pool of its own (app/integrations/images/local_background.py): its
+work holds the GIL in many short stretches, each of which waited for a busy loop in a thread. A cut-out
+whose worker died is not redone on the server (`inline_if_gone`): it may be what killed it. Each task's
+CPU time where it ran is reported (`observe`: the compute metrics in /metrics).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from tests.support.compute_tasks import (
     where_it_ran,
     where_it_ran_with,
 )
+from tests.support.processes import spawned_children
 
 pytestmark = pytest.mark.any_database
 
@@ -38,23 +38,18 @@ async def started(processes: int, **options: Any) -> AsyncIterator[Compute]:
         await compute.aclose()
 
 
-def children() -> set[int]:
-    me = os.getpid()
-    return {int(pid) for pid in (Path(f"/proc/{me}/task") / str(me) / "children").read_text().split()}
-
-
 async def test_a_palette_computed_in_a_worker_process_is_the_one_computed_inline() -> None:
     """Objects and the rendered answer alike: the server sends a worker its render function by name."""
     async with started(1) as compute:
         await compute.warm_up()
         worker = await compute.run(where_it_ran, 0)
         assert worker != os.getpid()
-        assert worker in children()
+        assert worker in spawned_children()
         for base, mode in (("#3366ff", "complementary"), ("#e11d48", "triadic"), ("#0f766e", "analogous")):
             assert await compute.run(analysed_from_color, base, mode) == analysed_from_color(base, mode)  # type: ignore[arg-type]
             rendered = await compute.run(rendered_from_color, base, mode, palette_json)
             assert rendered == palette_json(analysed_from_color(base, mode))  # type: ignore[arg-type]
-    assert worker not in children()  # its processes are gone with it
+    assert worker not in spawned_children()  # its processes are gone with it
 
 
 async def test_work_whose_worker_died_is_done_here_and_the_next_gets_a_new_worker() -> None:
@@ -125,8 +120,8 @@ async def test_many_callers_at_once_each_get_their_own_answer() -> None:
 
 
 async def test_a_worker_stuck_starting_is_stopped_and_the_work_done_here() -> None:
-    before = children()
+    before = spawned_children()
     async with started(1, preload=("tests.support.slow_to_import",), start_seconds=0.5) as compute:
         await compute.warm_up()  # returns: start-up is not held by a stuck worker
-        assert children() == before  # and the stuck one is gone
+        assert spawned_children() == before  # and the stuck one is gone
         assert await compute.run(where_it_ran, 0) == os.getpid()

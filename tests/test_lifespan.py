@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -13,6 +11,7 @@ from app.config import Settings
 from app.db.session import Database
 from app.main import SERVING_THRESHOLDS, create_app
 from tests.conftest import make_settings
+from tests.support.processes import spawned_children
 
 # What start-up sets for serving does not depend on the database.
 pytestmark = pytest.mark.any_database
@@ -21,12 +20,6 @@ pytestmark = pytest.mark.any_database
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url=database_url, compute_processes=1)
-
-
-def children() -> set[str]:
-    """This process's spawned workers (not multiprocessing's resource tracker, which outlives them)."""
-    pids = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    return {pid for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
 
 
 async def test_while_serving_start_up_is_frozen_and_young_collections_are_rarer(app: FastAPI) -> None:
@@ -40,10 +33,10 @@ async def test_while_serving_start_up_is_frozen_and_young_collections_are_rarer(
 
 
 async def test_the_compute_workers_are_up_before_the_first_request(app: FastAPI) -> None:
-    before = children()
+    before = spawned_children()
     async with app.router.lifespan_context(app):
         # Started (and their modules imported) by the start-up, not by a first palette.
-        assert children() - before
+        assert spawned_children() - before
 
 
 async def test_the_cut_out_workers_are_up_before_the_first_request_and_gone_after(
@@ -53,8 +46,8 @@ async def test_the_cut_out_workers_are_up_before_the_first_request_and_gone_afte
         database_url=database_url, local_engine_processes=True, local_engine_concurrency=2
     )
     app = create_app(settings, database)  # its own container, closed when it stops
-    before = children()
+    before = spawned_children()
     async with app.router.lifespan_context(app):
-        started = children() - before
+        started = spawned_children() - before
         assert len(started) == 2  # LOCAL_ENGINE_CONCURRENCY, their model loaded by the start-up
-    assert not children() & started
+    assert not spawned_children() & started

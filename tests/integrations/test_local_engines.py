@@ -12,7 +12,6 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from tests.support.images import (
     webp,
     with_alpha,
 )
+from tests.support.processes import spawned_children
 
 SVG = "{http://www.w3.org/2000/svg}"
 PREVIEW = VectorizeOptions(color_precision=4, filter_speckle=10)
@@ -286,28 +286,21 @@ async def in_processes(max_concurrency: int = 1, **options: Any) -> AsyncIterato
         await engine.aclose()
 
 
-def child_processes() -> set[int]:
-    """This process's spawned workers (not multiprocessing's resource tracker, which outlives them)."""
-    me = os.getpid()
-    pids = Path(f"/proc/{me}/task/{me}/children").read_text().split()
-    return {int(pid) for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
-
-
 async def test_worker_processes_cut_out_exactly_what_a_thread_does(remover: LocalBackgroundRemover) -> None:
     sources = [
         photo_like(320, 240),
         jpeg(400, 300, orientation=6),
         with_alpha(photo_like(160, 160), transparent_border=20),
     ]
-    before = child_processes()
+    before = spawned_children()
     seen: list[tuple[str, float]] = []
     async with in_processes(2, observe=lambda task, cpu: seen.append((task, cpu))) as engine:
         await engine.warm_up()
-        workers = child_processes() - before
+        workers = spawned_children() - before
         assert len(workers) == 2
         results = await asyncio.gather(*(engine.remove_background(source) for source in sources))
-        assert child_processes() - before == workers  # the same two, each with its model loaded once
-    assert child_processes() - before == set()  # stopped with the engine
+        assert spawned_children() - before == workers  # the same two, each with its model loaded once
+    assert spawned_children() - before == set()  # stopped with the engine
     assert results == [await remover.remove_background(source) for source in sources]
     cut_outs = [cpu for task, cpu in seen if task.endswith(".cut_out_in_worker")]
     assert len(cut_outs) == 3
@@ -325,16 +318,16 @@ async def test_a_refused_image_in_a_worker_process_is_the_same_engine_error() ->
 async def test_a_worker_process_that_died_fails_its_cut_out_as_retryable_and_the_next_gets_a_new_one() -> (
     None
 ):
-    before = child_processes()
+    before = spawned_children()
     async with in_processes() as engine:
         await engine.warm_up()
-        (worker,) = child_processes() - before
+        (worker,) = spawned_children() - before
         os.kill(worker, signal.SIGKILL)  # the OOM killer, say
         with pytest.raises(EngineError) as caught:
             await engine.remove_background(photo_like(64, 64))
         assert (caught.value.code, caught.value.retryable) == ("provider_error", True)
         assert decode(await engine.remove_background(photo_like(64, 64))).size == (64, 64)
-        assert worker not in child_processes()
+        assert worker not in spawned_children()
 
 
 async def test_the_event_loop_keeps_running_while_worker_processes_cut_out() -> None:

@@ -139,7 +139,7 @@ def _accepted(job: Job) -> JobAcceptedOut:
     },
 )
 async def remove_background(
-    user: CurrentUser,
+    caller: CallerDep,
     session: SessionDep,
     container: ContainerDep,
     idempotent: IdempotentDep,
@@ -157,7 +157,7 @@ async def remove_background(
     if run_async:
 
         async def submit() -> Job:
-            return (await jobs.submit_request(session, container, user.id, job)).job
+            return (await jobs.submit_request(session, container, caller.user_id, job)).job
 
         return await idempotent.start_job(submit, _accepted, fields)
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.db.session import Database
 from app.errors import BadRequest, Conflict
-from app.models import IdempotencyRecord, User
+from app.models import IdempotencyRecord
 from app.repositories.billing import IdempotencyRepository
 from app.services import users as users_service
 
@@ -104,7 +104,7 @@ async def answered(session: AsyncSession, user_id: uuid.UUID, key: str) -> bool:
 
 
 async def begin(
-    session: AsyncSession, user: User, key: str, request_fingerprint: str, ttl_seconds: int
+    session: AsyncSession, user_id: uuid.UUID, key: str, request_fingerprint: str, ttl_seconds: int
 ) -> IdempotencyRecord | Replay:
     """Claim the key for this request in the caller's transaction (so a failed request leaves no claim),
     or return the response already stored under it.
@@ -112,8 +112,8 @@ async def begin(
     The user's row is locked first, as erasure and every submission lock it: the record's insert would
     otherwise hold a shared lock on that row (InnoDB's foreign key check) that the submission then asks
     to upgrade, a deadlock with an erasure waiting in between."""
-    await users_service.lock_open(session, user.id)
-    record, claimed = await _find_or_claim(session, user.id, key, request_fingerprint, ttl_seconds)
+    await users_service.lock_open(session, user_id)
+    record, claimed = await _find_or_claim(session, user_id, key, request_fingerprint, ttl_seconds)
     if claimed:
         return record
     if record.status_code is None:
@@ -130,7 +130,7 @@ class Answer:
 
 async def once(
     session: AsyncSession,
-    user: User,
+    user_id: uuid.UUID,
     key: str,
     request_fingerprint: str,
     ttl_seconds: int,
@@ -139,7 +139,7 @@ async def once(
 ) -> Answer:
     """`produce` (the answer's JSON body) run at most once per key, in the caller's transaction: the
     answer is stored with what the request did, or neither is."""
-    claimed = await begin(session, user, key, request_fingerprint, ttl_seconds)
+    claimed = await begin(session, user_id, key, request_fingerprint, ttl_seconds)
     if isinstance(claimed, Replay):
         return Answer(claimed.status_code, claimed.body, replayed=True)
     body = await produce()

@@ -213,9 +213,11 @@ class Compute:
             done, value, cpu = await asyncio.shield(exchange)
         except (WorkerGone, OSError) as exc:
             # The next task starts a new worker.
-            if not self._inline_if_gone:
-                raise exc if isinstance(exc, WorkerGone) else WorkerGone(str(exc)) from exc
-            return self._inline(function, *args, **kwargs)
+            if self._inline_if_gone:
+                return self._inline(function, *args, **kwargs)
+            if isinstance(exc, WorkerGone):
+                raise
+            raise WorkerGone(str(exc)) from exc
         self._observed(function, cpu)
         if not done:
             raise cast(BaseException, value)

@@ -19,7 +19,6 @@ import io
 import multiprocessing
 import signal
 import threading
-from dataclasses import dataclass
 from typing import Final
 
 import vtracer  # type: ignore[import-untyped]
@@ -149,24 +148,6 @@ def trace(image: bytes, options: VectorizeOptions, *, max_pixels: int = DEFAULT_
     return svg
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """What a worker process sends back. EngineError itself does not survive pickling (its
-    `retryable` is keyword-only), so a failure travels as its fields."""
-
-    svg: str | None = None
-    code: str = ""
-    message: str = ""
-    retryable: bool = False
-
-
-def _trace_in_worker(image: bytes, options: VectorizeOptions, max_pixels: int) -> _Outcome:
-    try:
-        return _Outcome(svg=trace(image, options, max_pixels=max_pixels))
-    except EngineError as exc:
-        return _Outcome(code=exc.code, message=str(exc), retryable=exc.retryable)
-
-
 def _ready() -> bool:
     return True
 
@@ -233,12 +214,16 @@ class LocalVectorizer:
     async def vectorize(self, image: bytes, options: VectorizeOptions) -> str:
         check_options(options)
         async with self._semaphore:
+            # An EngineError raised in the worker (an undecodable image) reaches us as itself.
             job = self._executor().schedule(
-                _trace_in_worker, args=(image, options, self.max_pixels), timeout=self.timeout_seconds
+                trace,
+                args=(image, options),
+                kwargs={"max_pixels": self.max_pixels},
+                timeout=self.timeout_seconds,
             )
             try:
                 # Cancelling this await cancels `job`, and pebble kills a running job's worker.
-                outcome = await asyncio.wrap_future(job)
+                svg: str = await asyncio.wrap_future(job)
             except TimeoutError as exc:
                 raise EngineError(
                     "image_too_complex",
@@ -250,9 +235,7 @@ class LocalVectorizer:
                 raise EngineError(
                     "provider_error", "the vectorizer worker process died", retryable=True
                 ) from exc
-        if outcome.svg is None:
-            raise EngineError(outcome.code, outcome.message, retryable=outcome.retryable)
-        return outcome.svg
+        return svg
 
     def close(self) -> None:
         """Stop the worker processes at once; a trace still running is killed (its request is being

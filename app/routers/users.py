@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.db.base import utcnow
+from app.db.session import release_connection
 from app.dependencies import (
     CallerDep,
     ContainerDep,
@@ -56,7 +57,8 @@ async def update_me(body: UserUpdateIn, user: CurrentUser, session: SessionDep) 
 async def erase_me(user: CurrentUser, session: SessionDep, container: ContainerDep) -> Response:
     """Erase the account: running trainings are cancelled (credits released); personal data, credentials
     and stored images go; ledger and payments stay, anonymous."""
-    await erasure.erase_account(session, container, user)
+    await release_connection(session)  # the erasure is a unit of work of its own, retried on a deadlock
+    await erasure.erase_account_alone(container, user.id)
     return Response(status_code=204)
 
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -26,6 +27,8 @@ from app.db.base import utcnow
 from app.db.session import Database
 from app.integrations.storage import Storage
 from app.models import (
+    AuditAction,
+    AuditLog,
     CreditAccount,
     CreditLedgerEntry,
     Job,
@@ -37,6 +40,7 @@ from app.models import (
 from app.services import images as images_service
 from app.services import jobs as jobs_service
 from app.services import uploads as uploads_service
+from app.services import users as users_service
 from app.services.users import create_user
 from tests.conftest import make_settings
 from tests.support.committed import cleanup
@@ -366,3 +370,29 @@ async def test_erasure_deletes_what_a_stopped_runner_stored_and_releases_its_cre
     account = await session.scalar(select(CreditAccount).where(CreditAccount.user_id == user.id))
     assert account is not None
     assert (account.balance, account.reserved) == (10_000, 0)
+
+
+async def test_an_erasure_chosen_as_a_deadlock_victim_is_run_again(
+    racing: Racing, engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """InnoDB may end the erasure to break a deadlock with a job completing meanwhile (error 1213): the
+    client is answered 204 all the same, and nothing of the first attempt is left half done."""
+    erase = users_service.erase
+    attempts = 0
+
+    async def deadlocked_once(session: AsyncSession, ctx: Container, user: User) -> None:
+        nonlocal attempts
+        attempts += 1
+        await erase(session, ctx, user)
+        if attempts == 1:
+            raise OperationalError("SELECT ... FOR UPDATE", {}, Exception(1213, "Deadlock found"))
+
+    monkeypatch.setattr(users_service, "erase", deadlocked_once)
+    assert (await racing.erase()).status_code == 204
+    assert attempts == 2
+    async with AsyncSession(engine) as session:
+        user = await session.get_one(User, racing.user.id)
+        assert (user.email, user.is_active) == (None, False)
+        deleted = select(func.count()).where(AuditLog.subject_id == user.id)
+        assert await session.scalar(deleted.where(AuditLog.action == AuditAction.account_deleted.value)) == 1
+    assert (await racing.client.get("/api/v1/users/me", headers=racing.headers)).status_code == 401

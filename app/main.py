@@ -22,6 +22,7 @@ from app.container import Container
 from app.db.session import Database
 from app.errors import install_error_handlers
 from app.integrations.error_tracking import init_error_tracking
+from app.integrations.images.local_background import LocalBackgroundRemover
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import mounted_routes
@@ -62,8 +63,8 @@ def collector_for_serving() -> Iterator[None]:
         gc.unfreeze()
 
 
-# The routes that start image work on this machine: admitted ahead of the other waiting requests, so a
-# crowd of cheap reads does not hold up the paid work (app/admission.py).
+# The routes that start image work: admitted ahead of the other waiting requests, so a crowd of cheap
+# reads does not hold up the paid work, and holding the others back while they run (app/admission.py).
 IMAGE_WORK_PATHS = frozenset(
     {
         "/api/v1/images/remove-background",
@@ -71,6 +72,17 @@ IMAGE_WORK_PATHS = frozenset(
         "/compat/purepic/api/v1/images/remove-background",
     }
 )
+VECTORIZE_PATHS = frozenset({"/api/v1/images/vectorize"})
+
+
+def image_work_paths(settings: Settings, container: Container) -> frozenset[str]:
+    """The image routes whose work runs in this process's own workers: none when a job queue's workers
+    run the jobs, and no cut-outs when a hosted provider makes them (the request only waits)."""
+    if not settings.admission_image_work_first or container.job_queue is not None:
+        return frozenset()
+    if isinstance(container.background_remover, LocalBackgroundRemover):
+        return IMAGE_WORK_PATHS
+    return VECTORIZE_PATHS
 
 
 def create_app(
@@ -141,7 +153,8 @@ def create_app(
         max_active=settings.max_active_requests,
         max_queued=settings.max_queued_requests,
         lease_seconds=settings.admission_lease_seconds,
-        first_paths=IMAGE_WORK_PATHS if settings.admission_image_work_first else frozenset(),
+        first_paths=image_work_paths(settings, container),
+        max_beside_first=settings.max_active_beside_image_work or None,
     )
     app.add_middleware(
         RequestContextMiddleware,

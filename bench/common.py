@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -147,6 +148,15 @@ def background_load(url: str, headers: list[str], connections: int) -> Iterator[
     finally:
         process.terminate()
         process.wait()
+
+
+def answered(base: str, method: str, route: str) -> int:
+    """The 2xx answers the server at `base` gave to `method` `route` (its template) so far, from its
+    /metrics."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    labels = rf'method="{method}",route="{re.escape(route)}",status="2\d\d"'
+    pattern = rf"^pixforge_http_requests_total{{{labels}}} (\S+)$"
+    return sum(int(float(found.group(1))) for found in re.finditer(pattern, text, re.M))
 
 
 @dataclass

@@ -31,10 +31,11 @@ from app.models import LedgerReason
 from app.security import LocalTokenCodec
 from app.services import credits
 from app.services.users import create_user
-from bench.common import Result, api_server, background_load, bench_database, load
+from bench.common import Result, answered, api_server, background_load, bench_database, load
 from tests.support.images import logo_like, photo_like
 
 SECRET_KEY = "bench-secret-key-" + "x" * 32
+CREDITS = "/api/v1/users/credits"
 
 
 async def seed(database_url: str) -> str:
@@ -100,6 +101,20 @@ async def interleaved(
     )
 
 
+async def crowd_reads(base: str, seconds: float, cut_out: Callable[[int], Awaitable[None]] | None) -> float:
+    """The crowd's answered reads of their credits per second over `seconds`: alone, or while cut-outs
+    run one after another (what holding the crowd back for image work costs it)."""
+    before, begin = answered(base, "GET", CREDITS), time.perf_counter()
+    if cut_out is None:
+        await asyncio.sleep(seconds)
+    else:
+        index = 0
+        while time.perf_counter() - begin < seconds:
+            await cut_out(index)
+            index += 1
+    return (answered(base, "GET", CREDITS) - before) / (time.perf_counter() - begin)
+
+
 def paired_overhead(result: Result, floor: Result) -> float:
     """The median of each request's own ratio to the floor measured next to it: drift cancels out."""
     pairs = zip(result.latencies, floor.latencies, strict=True)
@@ -149,12 +164,12 @@ async def run(database_url: str, requests: int) -> None:
                 rss_before = server.peak_rss_mib()
                 small_http, small_floors = await interleaved("512 px", small, requests, remover(small, "512"))
                 # The issue's figure: image work is not slowed by request handling on the same server.
-                with background_load(
-                    f"{server.base}/api/v1/users/credits", [f"Authorization: Bearer {token}"], 64
-                ):
+                with background_load(f"{server.base}{CREDITS}", [f"Authorization: Bearer {token}"], 64):
                     loaded_http, loaded_floors = await interleaved(
                         "512 px, 64 clients reading credits", small, requests, remover(small, "512")
                     )
+                    reads_alone = await crowd_reads(server.base, 5, None)
+                    reads_beside = await crowd_reads(server.base, 5, remover(small, "512"))
                 small_c2 = await load(
                     "HTTP remove-background 512 px (c=2)", requests, 2, remover(small, "512")
                 )
@@ -200,6 +215,10 @@ async def run(database_url: str, requests: int) -> None:
     loaded = paired_overhead(loaded_http, loaded_floors.raw) * 100
     print(
         f"512 px cut-out while 64 clients read their credits: {loaded:+.1f}% vs raw onnxruntime (target +15%)"
+    )
+    print(
+        f"the 64 clients' reads: {reads_alone:.0f}/s alone, {reads_beside:.0f}/s while cut-outs run one after"
+        f" another ({(reads_beside / reads_alone - 1) * 100:+.1f}%)"
     )
     print(f"server peak RSS: {rss_before:.0f} MiB after warm-up, {rss_after:.0f} MiB after the 25 MP image")
     workers = ", ".join(f"{rss:.0f}" for rss in workers_rss) or "none"

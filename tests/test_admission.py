@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import cast
 
 import httpx
 import pytest
@@ -15,7 +17,8 @@ from app.admission import AdmissionGate, Overloaded
 from app.config import Settings
 from app.container import Container
 from app.db.session import Database
-from app.main import IMAGE_WORK_PATHS, create_app
+from app.integrations.job_queue import JobQueue
+from app.main import IMAGE_WORK_PATHS, create_app, image_work_paths
 from tests.conftest import make_settings
 from tests.support.probe_routes import held_open, probe_router
 
@@ -216,7 +219,69 @@ async def test_image_work_goes_first_but_to_at_most_half_the_slots_while_others_
     assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
 
 
+async def test_while_image_work_runs_the_others_run_at_most_their_share_beside_it() -> None:
+    app = Scripted()
+    gate = AdmissionGate(
+        app,
+        max_active=4,
+        max_queued=10,
+        lease_seconds=30,
+        first_paths=frozenset({"/cut", "/cut2"}),
+        max_beside_first=1,
+    )
+    running = {"cut": request(gate, "/cut")}
+    await until(lambda: app.entered == ["cut"])
+    for name in ("a", "b", "c"):
+        running[name] = request(gate, f"/{name}")
+    await until(lambda: app.entered == ["cut", "a"] and gate.queued == 2)
+
+    async def end(name: str) -> None:
+        app.events[name].set()
+        await running.pop(name)
+
+    await end("cut")
+    await until(lambda: app.entered == ["cut", "a", "b", "c"])  # every slot again once it ends
+    running["cut2"] = request(gate, "/cut2")
+    await until(lambda: app.entered[-1] == "cut2")  # a free slot: image work goes in beside three others
+    running["d"] = request(gate, "/d")
+    for name in ("a", "b"):
+        await end(name)
+        await asyncio.sleep(0.01)
+        assert "d" not in app.entered  # one other is still running beside the cut-out
+    await end("c")
+    await until(lambda: app.entered[-1] == "d")
+    for name in ("cut2", "d"):
+        await end(name)
+    assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
+
+
 async def test_the_image_work_lane_names_the_apps_own_image_routes(gated: httpx.AsyncClient) -> None:
     for path in sorted(IMAGE_WORK_PATHS):
         # Not 404 or 405: a route that takes a POST there (and, without a credential, refuses it).
         assert (await gated.post(path)).status_code == 401, path
+
+
+@pytest.mark.parametrize(
+    ("provider", "queued", "lane"),
+    [
+        ("local", False, IMAGE_WORK_PATHS),
+        ("clipdrop", False, frozenset({"/api/v1/images/vectorize"})),  # a hosted cut-out only waits
+        ("local", True, frozenset()),  # the queue's workers do the work
+    ],
+)
+async def test_the_image_work_lane_holds_only_the_routes_whose_work_this_process_does(
+    database: Database, provider: str, queued: bool, lane: frozenset[str]
+) -> None:
+    settings = make_settings(
+        database_url=str(database.engine.url),
+        background_removal_provider=provider,
+        clipdrop_api_key="clipdrop-key" if provider == "clipdrop" else None,
+    )
+    built = Container.build(settings, database)
+    container = replace(built, job_queue=cast(JobQueue, object())) if queued else built
+    try:
+        assert image_work_paths(settings, container) == lane
+        unordered = settings.model_copy(update={"admission_image_work_first": False})
+        assert image_work_paths(unordered, container) == frozenset()
+    finally:
+        await built.aclose()

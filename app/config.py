@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     admission_image_work_first: bool = True
     # While such a request runs, the others run at most this many at once; 0: no limit but the gate's.
     # bench.images, a 512 px cut-out while 64 clients read credits, over raw onnxruntime: +23% to +30%
-    # with no limit, +18% to +23% at 2 (README, "Overload queues").
+    # with no limit, +10% to +23% at 2 (README, "Overload queues").
     max_active_beside_image_work: int = Field(default=2, ge=0)
     # Worker processes for pure-Python CPU work (a palette's colour science), so that it runs on another
     # core instead of stopping the event loop (app/compute.py). 0: on the event loop.

@@ -63,8 +63,9 @@ def collector_for_serving() -> Iterator[None]:
         gc.unfreeze()
 
 
-# The routes that start image work: admitted ahead of the other waiting requests, so a crowd of cheap
-# reads does not hold up the paid work, and holding the others back while they run (app/admission.py).
+# The routes that start image work: admitted ahead of the other waiting requests (a crowd of cheap reads
+# does not hold up the paid work), which run at most MAX_ACTIVE_BESIDE_IMAGE_WORK at once beside them
+# (app/admission.py).
 IMAGE_WORK_PATHS = frozenset(
     {
         "/api/v1/images/remove-background",

@@ -2,7 +2,8 @@
 
 Good inputs: `photo_like` (a person-like figure, shaded and textured, over a smooth gradient: u2netp
 gives it a clean matte), `logo_like` (flat colour geometry, no text), `jpeg` variants.
-Bad inputs for upload validation: `truncated_png`, `pdf_named_png`, `png_bomb`, `oversize`.
+Bad inputs for upload validation: `truncated_png`, `corrupt_pixels_png`, `short_pixels_png`,
+`pdf_named_png`, `png_bomb`, `oversize`.
 """
 
 from __future__ import annotations
@@ -135,6 +136,26 @@ def truncated_png() -> bytes:
     """A PNG cut off in the middle of its pixel data: the signature and header are valid."""
     whole = photo_like(64, 64)
     return whole[: len(whole) // 2]
+
+
+def corrupt_pixels_png() -> bytes:
+    """A PNG whose every chunk is whole, with a good checksum, in order and nothing after its end, but
+    whose pixel data is not a zlib stream: only decoding the pixels finds it out."""
+    width = height = 16
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    garbage = np.random.default_rng(3).integers(0, 256, size=200, dtype=np.uint8).tobytes()
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", garbage) + _chunk(b"IEND", b"")
+
+
+def short_pixels_png() -> bytes:
+    """A PNG whose chunks are all whole and in order, whose pixel data is a good zlib stream, but of half
+    its rows: Pillow decodes it (the rest black), libpng refuses it."""
+    width = height = 16
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    rows = b"".join(b"\x00" + bytes(3 * width) for _ in range(height // 2))  # filter byte, then the row
+    return (
+        PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
+    )
 
 
 def pdf_named_png() -> bytes:

@@ -19,9 +19,9 @@ cut-out while 64 clients read their credits), and the reads keep the other half.
 While such a request runs, the others run at most `max_beside_first` at once. Its every await then
 waits for one or two other requests' steps rather than for a full gate's, and its engine's worker
 process shares the cores with less of the crowd's work (the server's loop, the database, the clients).
-bench.images, a 512 px cut-out while 64 clients read their credits, over raw onnxruntime: +23% to +30%
-without the limit, +10% to +23% (median +18%) with two others at most; the crowd pays for it in reads
-while cut-outs run (README, "Overload queues").
+bench.images, a 512 px cut-out while 64 clients read their credits, over raw onnxruntime: +27% without
+the limit, +20% with two others at most; the crowd pays for it in reads while cut-outs run (README,
+"Overload queues").
 
 A slot is held until the answer starts (a stream, a download or an event feed holds none while it
 flows) and at most `lease_seconds`: a request still running then is waiting on something outside (a

@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     # a job queue) wait in a lane served first, up to half the slots while others wait; false: one line.
     admission_image_work_first: bool = True
     # While such a request runs, the others run at most this many at once; 0: no limit but the gate's.
-    # bench.images, a 512 px cut-out while 64 clients read credits, over raw onnxruntime: +23% to +30%
-    # with no limit, +10% to +23% at 2 (README, "Overload queues").
+    # bench.images, a 512 px cut-out while 64 clients read credits, over raw onnxruntime: +27% with no
+    # limit, +20% at 2, +18% at 1 (README, "Overload queues").
     max_active_beside_image_work: int = Field(default=2, ge=0)
     # Worker processes for pure-Python CPU work (a palette's colour science), so that it runs on another
     # core instead of stopping the event loop (app/compute.py). 0: on the event loop.

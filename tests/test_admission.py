@@ -95,11 +95,12 @@ async def test_waiting_requests_run_in_arrival_order_and_past_the_queue_limit_th
 
 class Scripted:
     """An ASGI app whose requests each wait for their own event: before answering, or (`stream`) after
-    the answer has started."""
+    the answer has started. `before_answer` is called with a request's name right before it answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_answer: Callable[[str], object] | None = None) -> None:
         self.events: dict[str, asyncio.Event] = {}
         self.entered: list[str] = []
+        self.before_answer = before_answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path"].strip("/")
@@ -110,6 +111,8 @@ class Scripted:
             await event.wait()
         else:
             await event.wait()
+            if self.before_answer is not None:
+                self.before_answer(name)
             await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": name.encode()})
 
@@ -177,6 +180,54 @@ async def test_a_request_whose_client_left_while_it_waited_leaves_its_line(line:
     app.events["next"].set()
     await asyncio.gather(running, next_one)
     assert app.entered == ["running", "next"]
+    assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
+
+
+async def test_a_waiter_whose_client_left_as_its_slot_came_free_is_passed_over() -> None:
+    """The client of the first in line leaves in the very step the running request answers (before the
+    waiter's task has run again to leave its line): the slot goes to the next one, and the answering
+    request is not the one that fails."""
+    waiting: dict[str, asyncio.Task[None]] = {}
+    app = Scripted(before_answer=lambda name: name == "running" and waiting["gone"].cancel())
+    gate = AdmissionGate(app, max_active=1, max_queued=10, lease_seconds=30)
+    running = request(gate, "/running")
+    await until(lambda: "running" in app.entered)
+    waiting["gone"], waiting["next"] = request(gate, "/gone"), request(gate, "/next")
+    await until(lambda: gate.queued == 2)
+    app.events["running"].set()
+    await running  # answered, not failed by the slot it gave back
+    with pytest.raises(asyncio.CancelledError):
+        await waiting["gone"]
+    await until(lambda: "next" in app.entered)
+    app.events["next"].set()
+    await waiting["next"]
+    assert app.entered == ["running", "next"]
+    assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
+
+
+async def test_image_work_takes_past_its_half_the_slots_the_others_may_not_take() -> None:
+    app = Scripted()
+    gate = AdmissionGate(
+        app,
+        max_active=4,
+        max_queued=10,
+        lease_seconds=30,
+        first_paths=frozenset({"/cut", "/cut2", "/cut3"}),
+        max_beside_first=1,
+    )
+    running = {name: request(gate, f"/{name}") for name in ("cut", "other")}
+    await until(lambda: app.entered == ["cut", "other"])
+    running["waiting"] = request(gate, "/waiting")  # one other beside the cut-out already
+    await until(lambda: gate.queued == 1)
+    for name in ("cut2", "cut3"):  # the third past the lane's half of four: nobody else could take it
+        running[name] = request(gate, f"/{name}")
+        await until(lambda name=name: app.entered[-1] == name)
+    assert gate.queued == 1
+    for name in ("cut", "cut2", "cut3", "other"):
+        app.events[name].set()
+    await until(lambda: "waiting" in app.entered)
+    app.events["waiting"].set()
+    await asyncio.gather(*running.values())
     assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
 
 

@@ -160,3 +160,6 @@ def configure_logging(settings: Settings) -> None:
     # Drivers that log statements with their parameters (password hashes, token links) at DEBUG.
     for name in ("aiosqlite", "asyncmy", "asyncpg", "httpcore", "hpack"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # libpng's warnings about an uploaded file (one per odd chunk, as many as a client sends) are the
+    # client's business: its errors still refuse the file.
+    logging.getLogger("imagecodecs").setLevel(logging.ERROR)

@@ -54,7 +54,6 @@ from tests.support.images import (
     pdf_named_png,
     photo_like,
     png_bomb,
-    short_pixels_png,
     truncated_png,
 )
 
@@ -119,7 +118,6 @@ class TestUploads:
             pytest.param(pdf_named_png(), 415, "unsupported_image", id="pdf-named-png"),
             pytest.param(truncated_png(), 400, "corrupt_image", id="truncated-png"),
             pytest.param(corrupt_pixels_png(), 400, "corrupt_image", id="corrupt-pixel-data-png"),
-            pytest.param(short_pixels_png(), 400, "corrupt_image", id="short-pixel-data-png"),
             pytest.param(png_bomb(20000, 20000), 413, "image_too_large", id="20000x20000-bomb"),
             # Refused by the body limit while streaming, before the multipart parser holds it.
             pytest.param(oversize(11 * 1024 * 1024), 413, "payload_too_large", id="11-MB"),

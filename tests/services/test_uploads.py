@@ -5,12 +5,14 @@ without it."""
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import pytest
 from PIL import Image, PngImagePlugin
 
 from app.services.uploads import clean_image
-from tests.support.images import logo_like, photo_like
+from tests.support.images import logo_like, photo_like, short_pixels_png
 
 ALLOWED = frozenset({"PNG", "JPEG", "WEBP"})
 
@@ -77,6 +79,34 @@ def test_anything_besides_pixels_is_stripped(source: bytes, gone: bytes) -> None
     assert gone not in cleaned
     with Image.open(io.BytesIO(cleaned)) as image, Image.open(io.BytesIO(source)) as original:
         assert image.size == original.size
+
+
+def with_repeated_chunk(times: int) -> bytes:
+    """A pixels-only PNG with its gAMA chunk written `times` times."""
+    source = png()
+    iend = source.rindex(b"IEND") - 4
+    gama = struct.pack(">I", 4) + b"gAMA" + struct.pack(">I", 45455)
+    gama += struct.pack(">I", zlib.crc32(gama[4:]))
+    return source[:iend] + gama * times + source[iend:]
+
+
+def test_a_png_with_a_pixel_chunk_written_twice_is_re_encoded() -> None:
+    assert clean(with_repeated_chunk(1)) == with_repeated_chunk(1)
+    source = with_repeated_chunk(1000)
+    cleaned = clean(source)
+    assert len(cleaned) < len(source)
+    assert png_chunks(cleaned).count(b"gAMA") <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "I;16"])
+def test_a_pixels_only_png_of_any_mode_is_kept_byte_for_byte(mode: str) -> None:
+    output = io.BytesIO()
+    Image.open(io.BytesIO(logo_like(48))).convert(mode).save(output, "PNG")
+    assert clean(output.getvalue()) == output.getvalue()
+
+
+def test_a_png_that_libpng_refuses_and_pillow_decodes_is_judged_by_pillow_as_before() -> None:
+    assert clean(short_pixels_png()) == short_pixels_png()
 
 
 def test_a_png_keeps_only_pixel_chunks_after_cleaning() -> None:

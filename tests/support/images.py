@@ -2,8 +2,8 @@
 
 Good inputs: `photo_like` (a person-like figure, shaded and textured, over a smooth gradient: u2netp
 gives it a clean matte), `logo_like` (flat colour geometry, no text), `jpeg` variants.
-Bad inputs for upload validation: `truncated_png`, `corrupt_pixels_png`, `short_pixels_png`,
-`pdf_named_png`, `png_bomb`, `oversize`.
+Bad inputs for upload validation: `truncated_png`, `corrupt_pixels_png`, `pdf_named_png`, `png_bomb`,
+`oversize`; `short_pixels_png`, which only libpng refuses.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def corrupt_pixels_png() -> bytes:
 
 def short_pixels_png() -> bytes:
     """A PNG whose chunks are all whole and in order, whose pixel data is a good zlib stream, but of half
-    its rows: Pillow decodes it (the rest black), libpng refuses it."""
+    its rows: libpng refuses it, Pillow decodes it (the missing rows black)."""
     width = height = 16
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
     rows = b"".join(b"\x00" + bytes(3 * width) for _ in range(height // 2))  # filter byte, then the row

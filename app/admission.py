@@ -16,9 +16,10 @@ own, and a slot given back goes to that lane first, up to half the slots while o
 polling its balance then no longer delays a cut-out by the whole queue's length (bench.images, a 512 px
 cut-out while 64 clients read their credits), and the reads keep the other half.
 
-While such a request holds its slot, the others run at most `max_beside_first` at once. Its every await then
-waits for one or two other requests' steps rather than for a full gate's, and its engine's worker
-process shares the cores with less of the crowd's work (the server's loop, the database, the clients).
+While such a request holds its slot, the others run at most `max_beside_first` at once. Its every
+await then waits for one or two other requests' steps rather than for a full gate's, and its engine's
+worker process shares the cores with less of the crowd's work (the server's loop, the database, the
+clients).
 bench.images, a 512 px cut-out while 64 clients read their credits, over raw onnxruntime: +27% without
 the limit, +20% with two others at most; the crowd pays for it in reads while cut-outs run (README,
 "Overload queues").
@@ -160,8 +161,8 @@ class AdmissionGate:
 
     def hand_out(self) -> None:
         """Free slots to whoever may take them, oldest first: the first lane's while it holds less than
-        its share or nobody else waits, then the others', up to `max_beside_first` while the first
-        lane runs."""
+        its share, or the others would not take the slot; then the others', up to `max_beside_first`
+        while the first lane runs."""
         while True:
             # A waiter cancelled (its client gone) leaves its line when its task runs next: until then it
             # is skipped here, or another request's release would fail handing it a slot.

@@ -183,6 +183,17 @@ async def test_a_request_whose_client_left_while_it_waited_leaves_its_line(line:
     assert (gate.active, gate.active_first, gate.queued) == (0, 0, 0)
 
 
+def four_slots_one_beside_image_work(app: Scripted, *image_paths: str) -> AdmissionGate:
+    return AdmissionGate(
+        app,
+        max_active=4,
+        max_queued=10,
+        lease_seconds=30,
+        first_paths=frozenset(image_paths),
+        max_beside_first=1,
+    )
+
+
 async def test_a_waiter_whose_client_left_as_its_slot_came_free_is_passed_over() -> None:
     """The client of the first in line leaves in the very step the running request answers (before the
     waiter's task has run again to leave its line): the slot goes to the next one, and the answering
@@ -207,14 +218,7 @@ async def test_a_waiter_whose_client_left_as_its_slot_came_free_is_passed_over()
 
 async def test_image_work_takes_past_its_half_the_slots_the_others_may_not_take() -> None:
     app = Scripted()
-    gate = AdmissionGate(
-        app,
-        max_active=4,
-        max_queued=10,
-        lease_seconds=30,
-        first_paths=frozenset({"/cut", "/cut2", "/cut3"}),
-        max_beside_first=1,
-    )
+    gate = four_slots_one_beside_image_work(app, "/cut", "/cut2", "/cut3")
     running = {name: request(gate, f"/{name}") for name in ("cut", "other")}
     await until(lambda: app.entered == ["cut", "other"])
     running["waiting"] = request(gate, "/waiting")  # one other beside the cut-out already
@@ -272,14 +276,7 @@ async def test_image_work_goes_first_but_to_at_most_half_the_slots_while_others_
 
 async def test_while_image_work_runs_the_others_run_at_most_their_share_beside_it() -> None:
     app = Scripted()
-    gate = AdmissionGate(
-        app,
-        max_active=4,
-        max_queued=10,
-        lease_seconds=30,
-        first_paths=frozenset({"/cut", "/cut2"}),
-        max_beside_first=1,
-    )
+    gate = four_slots_one_beside_image_work(app, "/cut", "/cut2")
     running = {"cut": request(gate, "/cut")}
     await until(lambda: app.entered == ["cut"])
     for name in ("a", "b", "c"):

@@ -23,7 +23,7 @@ from app.schemas.clones import (
 )
 from app.schemas.errors import error_responses
 from app.services import credits, images, uploads
-from app.services.clones import photos, prompts, quotas, training
+from app.services.clones import photos, prompts, quotas, training, views
 
 router = APIRouter(tags=["clones"])
 
@@ -89,7 +89,7 @@ async def delete_photo(
     return Response(status_code=204)
 
 
-def model_out(view: training.ModelView) -> CloneModelOut:
+def model_out(view: views.ModelView) -> CloneModelOut:
     model = view.model
     return CloneModelOut(
         id=model.id,
@@ -143,13 +143,13 @@ async def list_models(
     user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> CloneModelPageOut:
     """Your personal models, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    found = await training.page(session, user, limit, cursor)
+    found = await views.page(session, user, limit, cursor)
     return CloneModelPageOut(items=[model_out(view) for view in found.items], next_cursor=found.next_cursor)
 
 
 @router.get("/models/{model_id}", response_model=CloneModelOut, responses=error_responses(404))
 async def get_model(model_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> CloneModelOut:
-    return model_out(await training.get(session, user, model_id))
+    return model_out(await views.get(session, user, model_id))
 
 
 @router.delete("/models/{model_id}", status_code=204, responses=error_responses(404))

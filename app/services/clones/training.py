@@ -11,34 +11,30 @@ succeeds, released when it fails or is cancelled, one ledger key per model) and 
 3. `apply`: a training's end lands once, whoever reports it first: the signed webhook (`receive_webhook`),
    the poller of trainings the webhook left waiting (`poll`, from the housekeeping loop), or `delete`.
    A model that is no longer `training` is never changed again, so a replayed report does nothing.
+
+What the start needs from Replicate is in replicate_setup.py; how an owner reads models, in views.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
 import uuid
-import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.errors import (
     AppError,
     Conflict,
-    NotFound,
     PayloadTooLarge,
     ProviderNotConfigured,
     ServiceUnavailable,
 )
-from app.integrations.images.base import IMAGE_EXTENSIONS, EngineError, ReplicateApi, Training
+from app.integrations.images.base import EngineError, Training
 from app.integrations.images.replicate import TERMINAL_STATUSES
 from app.integrations.storage import StorageError
 from app.models import CloneModel, CloneModelStatus, UsageAction, User
@@ -46,7 +42,15 @@ from app.repositories.clones import CloneModelRepository, ClonePhotoRepository
 from app.services import credits, usage, users, webhook_inbox
 from app.services.clones import quotas
 from app.services.clones.photos import PhotoNotFound
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services.clones.replicate_setup import (
+    destination_for,
+    ensure_destination,
+    trainer,
+    training_input,
+    zip_photos,
+)
+from app.services.clones.views import CloneModelNotFound, ModelView
+from app.services.engines import predictions
 from app.services.webhook_inbox import Outcome
 
 log = structlog.get_logger("app.clones.training")
@@ -68,11 +72,6 @@ class TooManyPhotos(AppError):
     code = "too_many_photos"
 
 
-class TooManySteps(AppError):
-    status_code = 422
-    code = "too_many_steps"
-
-
 class TrainingSetTooLarge(PayloadTooLarge):
     code = "training_set_too_large"
 
@@ -82,57 +81,8 @@ class TriggerWordTaken(Conflict):
     default_detail = "One of your models already uses this trigger word (deleted models keep theirs)."
 
 
-class CloneModelNotFound(NotFound):
-    default_detail = "No such model."
-
-
-@dataclass(frozen=True)
-class ModelView:
-    model: CloneModel
-    photo_ids: list[uuid.UUID]
-
-
-@dataclass(frozen=True)
-class ModelPage:
-    items: list[ModelView]
-    next_cursor: str | None
-
-
 def reservation_key(model_id: uuid.UUID) -> str:
     return f"clone_model:{model_id}:reserve"
-
-
-def trainer(ctx: Container) -> ReplicateApi:
-    if ctx.replicate is None or not ctx.settings.clone_replicate_owner:
-        raise ProviderNotConfigured(
-            "Model training is not configured on this server (REPLICATE_API_TOKEN, CLONE_REPLICATE_OWNER)."
-        )
-    return ctx.replicate
-
-
-def destination_for(settings: Settings, user_id: uuid.UUID) -> str:
-    """The user's model on Replicate (one per user; each training adds a version to it). Names stay
-    unique forever: Replicate refuses a name once used, even after the model is deleted."""
-    return f"{settings.clone_replicate_owner}/{settings.clone_model_name_prefix}-{user_id.hex}"
-
-
-def webhook_url(settings: Settings) -> str | None:
-    if settings.replicate_webhook_secret is None or not settings.replicate_webhook_secret.get_secret_value():
-        return None  # unverifiable deliveries would be refused: rely on polling
-    return f"{settings.public_base_url}/api/v1/webhooks/replicate"
-
-
-def training_input(settings: Settings, trigger_word: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The trainer's input without `input_images` (added once the zip is uploaded)."""
-    steps = options.get("steps") or settings.clone_training_default_steps
-    if steps > settings.clone_training_max_steps:
-        raise TooManySteps(f"A training takes at most {settings.clone_training_max_steps} steps.")
-    chosen = {
-        key: options[key]
-        for key in ("lora_rank", "learning_rate", "autocaption")
-        if options.get(key) is not None
-    }
-    return {"trigger_word": trigger_word, "steps": steps, **chosen}
 
 
 # --- 1. the request ------------------------------------------------------------------------------------
@@ -225,7 +175,7 @@ async def start(ctx: Container, model_id: uuid.UUID, base_input: dict[str, Any])
             settings.clone_trainer_version,
             destination=destination,
             input={"input_images": uploaded.url, **base_input},
-            webhook_url=webhook_url(settings),
+            webhook_url=predictions.webhook_url(settings),
         )
     except (EngineError, StorageError, ProviderNotConfigured) as exc:
         log.warning("clone.training_not_started", model_id=str(model_id), error=str(exc))
@@ -245,38 +195,6 @@ async def start(ctx: Container, model_id: uuid.UUID, base_input: dict[str, Any])
         await client.cancel_training(training.id)
     except EngineError as exc:
         log.warning("clone.orphan_not_canceled", training_id=training.id, error=str(exc))
-
-
-async def zip_photos(ctx: Container, photos: list[tuple[str, str]]) -> bytes:
-    """One zip of the photos' stored bytes, named photo-01.jpg, photo-02.png, ... (stored, not deflated:
-    they are compressed images already)."""
-    contents = [(await ctx.storage.get(key), content_type) for key, content_type in photos]
-
-    def pack() -> bytes:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-            for index, (data, content_type) in enumerate(contents, start=1):
-                archive.writestr(f"photo-{index:02d}.{IMAGE_EXTENSIONS.get(content_type, 'bin')}", data)
-        return buffer.getvalue()
-
-    return await asyncio.to_thread(pack)
-
-
-async def ensure_destination(client: ReplicateApi, settings: Settings, destination: str) -> None:
-    owner, _, name = destination.partition("/")
-    if await client.get_model(owner, name) is not None:
-        return
-    try:
-        await client.create_model(
-            owner,
-            name,
-            visibility=settings.clone_model_visibility,
-            hardware=settings.clone_model_hardware,
-            description="Personal models trained by Pixforge",
-        )
-    except EngineError as exc:
-        if exc.code != "provider_conflict":  # created meanwhile by a concurrent start: fine
-            raise
 
 
 async def _fail_unstarted(ctx: Container, model_id: uuid.UUID, message: str) -> None:
@@ -407,28 +325,6 @@ async def poll(ctx: Container, now: datetime | None = None) -> int:
 
 
 # --- reading and deleting ----------------------------------------------------------------------------------
-
-
-async def get(session: AsyncSession, user: User, model_id: uuid.UUID) -> ModelView:
-    models = CloneModelRepository(session)
-    model = await models.get_for_user(model_id, user.id)
-    if model is None:
-        raise CloneModelNotFound()
-    return ModelView(model, (await models.photo_ids([model.id]))[model.id])
-
-
-async def page(session: AsyncSession, user: User, limit: int, cursor: str | None) -> ModelPage:
-    before = decode_cursor(cursor) if cursor else None
-    models = CloneModelRepository(session)
-    rows = await models.page_for_user(user.id, limit + 1, before)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    photos = await models.photo_ids([model.id for model in rows])
-    last = rows[-1] if more else None
-    return ModelPage(
-        [ModelView(model, photos[model.id]) for model in rows],
-        encode_cursor(last.created_at, last.id) if last else None,
-    )
 
 
 async def delete(session: AsyncSession, ctx: Container, user: User, model_id: uuid.UUID) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.container import Container
 from app.models import CloneModel, ClonePhoto, CreditLedgerEntry, Upload, User
-from app.services.clones import training
+from app.services.clones import replicate_setup, training
 from tests.conftest import make_settings
 from tests.factories import bearer, make_clone_model, make_user
 from tests.support.http import assert_error
@@ -427,7 +427,7 @@ async def test_a_zip_the_trainer_cannot_read_fails_with_its_message(
 ) -> None:
     """The fake's trainer refuses anything but a zip of ours, with the trainer's own words."""
     assert container.replicate is not None
-    await training.ensure_destination(container.replicate, container.settings, f"{OWNER}/probe")
+    await replicate_setup.ensure_destination(container.replicate, container.settings, f"{OWNER}/probe")
     file = await container.replicate.upload_file(
         b"not a zip", filename="x.zip", content_type="application/zip"
     )

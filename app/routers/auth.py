@@ -48,7 +48,7 @@ from app.schemas.errors import error_responses
 from app.security import new_secret_token
 from app.services import auth as auth_service
 from app.services import email as email_service
-from app.services import google_login, login_codes
+from app.services import google_login, login_codes, password_reset
 from app.services.auth import TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -295,7 +295,7 @@ async def forgot_password(
     """The same answer, as fast, whether or not the address has an account: the reset is prepared and
     sent after the answer."""
     await auth_service.password_forgot_limits(container, ip, body.email)
-    background.add_task(auth_service.send_password_reset, container, body.email)
+    background.add_task(password_reset.send_password_reset, container, body.email)
     return MessageOut(message=_CHECK_INBOX)
 
 
@@ -304,7 +304,7 @@ async def reset_password(
     body: PasswordResetIn, session: SessionDep, container: ContainerDep, ip: ClientIp
 ) -> MessageOut:
     await auth_service.verification_limits(container, ip)
-    await auth_service.reset_password(session, container, body.token, body.password)
+    await password_reset.reset_password(session, container, body.token, body.password)
     return MessageOut(message="Your password is changed and every session is signed out; sign in again.")
 
 
@@ -315,7 +315,7 @@ async def check_reset_token(
     """Whether the reset link still works, without spending it (a form asks before it shows). Limited
     per caller address like the reset itself; the 256-bit token cannot be guessed."""
     await auth_service.verification_limits(container, ip)
-    return ValidityOut(valid=await auth_service.reset_token_is_valid(session, body.token))
+    return ValidityOut(valid=await password_reset.reset_token_is_valid(session, body.token))
 
 
 # --- emailed 6-digit codes -------------------------------------------------------------------------

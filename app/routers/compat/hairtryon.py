@@ -55,7 +55,7 @@ from app.schemas.errors import HairTryOnErrorOut, error_responses
 from app.services import auth as auth_service
 from app.services import credits as credits_service
 from app.services import email as email_service
-from app.services import google_login, login_codes
+from app.services import google_login, login_codes, password_reset
 
 router = APIRouter(
     prefix=HAIRTRYON_PREFIX,
@@ -321,7 +321,7 @@ async def forgot_password(
     """The same answer whether or not the address has an account; the link, to
     `${FRONTEND_URL}/reset-password?token=` (the SPA's page), is prepared and sent after the answer."""
     await auth_service.password_forgot_limits(container, ip, body.email)
-    background.add_task(auth_service.send_password_reset, container, body.email)
+    background.add_task(password_reset.send_password_reset, container, body.email)
     return DetailOut(detail=_CHECK_INBOX)
 
 
@@ -331,7 +331,7 @@ async def verify_reset_token(
 ) -> ValidityOut:
     """Whether the reset link still works, without spending it."""
     await auth_service.verification_limits(container, ip)
-    return ValidityOut(valid=await auth_service.reset_token_is_valid(session, body.token))
+    return ValidityOut(valid=await password_reset.reset_token_is_valid(session, body.token))
 
 
 @router.post("/auth/reset-password", response_model=DetailOut, responses=error_responses(400, 403, 429))
@@ -341,7 +341,7 @@ async def reset_password(
     """`new_password` and `confirm_password` must match (422 otherwise); the link works once, and every
     session of the account ends."""
     await auth_service.verification_limits(container, ip)
-    await auth_service.reset_password(session, container, body.token, body.new_password)
+    await password_reset.reset_password(session, container, body.token, body.new_password)
     return DetailOut(detail="Your password has been reset; sign in with the new one.")
 
 

@@ -304,7 +304,7 @@ async def test_worker_processes_cut_out_exactly_what_a_thread_does(remover: Loca
     assert results == [await remover.remove_background(source) for source in sources]
     cut_outs = [cpu for task, cpu in seen if task.endswith(".cut_out_in_worker")]
     assert len(cut_outs) == 3
-    assert len([task for task, _ in seen if task.endswith(".load_model_in_worker")]) == 2  # one run each
+    assert len([task for task, _ in seen if task.endswith(".load_model_in_worker")]) == 2  # each worker
     assert all(cpu > 0 for cpu in cut_outs)
 
 

@@ -125,6 +125,11 @@ class Container:
             ),
         )
 
+    @property
+    def removes_backgrounds_here(self) -> bool:
+        """Cut-outs are this process's own work (its model, in its worker processes), not a provider's."""
+        return isinstance(self.background_remover, LocalBackgroundRemover)
+
     async def warm_up(self) -> None:
         """Start the worker processes now rather than on the first requests that need them."""
         await self.compute.warm_up()

@@ -22,7 +22,6 @@ from app.container import Container
 from app.db.session import Database
 from app.errors import install_error_handlers
 from app.integrations.error_tracking import init_error_tracking
-from app.integrations.images.local_background import LocalBackgroundRemover
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.routers import mounted_routes
@@ -81,7 +80,7 @@ def image_work_paths(settings: Settings, container: Container) -> frozenset[str]
     run the jobs, and no cut-outs when a hosted provider makes them (the request only waits)."""
     if not settings.admission_image_work_first or container.job_queue is not None:
         return frozenset()
-    if isinstance(container.background_remover, LocalBackgroundRemover):
+    if container.removes_backgrounds_here:
         return IMAGE_WORK_PATHS
     return VECTORIZE_PATHS
 

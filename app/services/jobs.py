@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -126,6 +126,7 @@ async def submit(
     input_key: str | None = None,
     parent_job_id: uuid.UUID | None = None,
     waited: bool = False,
+    job_id: uuid.UUID | None = None,
 ) -> Job:
     """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing; 404 if the
     account was erased meanwhile: the user's row is locked first, as erasure does). `options` are the
@@ -135,10 +136,11 @@ async def submit(
     `claimed`: the caller waits for it and runs it right after commit, so it is created PROCESSING under
     a lease (as `claim` would leave it) instead of PENDING, saving a transaction; if the runner dies,
     the recovery fails it (releasing its credits) instead of running it for nobody.
-    `waited`: the caller waits for it but a queue worker runs it: PENDING, marked WAITED all the same."""
+    `waited`: the caller waits for it but a queue worker runs it: PENDING, marked WAITED all the same.
+    `job_id`: the id its engine already works under (a waited job started before its commit)."""
     engine = engine_for(kind)
     await users_service.lock_open(session, user_id)
-    job_id = uuid.uuid4()
+    job_id = job_id or uuid.uuid4()
     cost = engine.cost(ctx, options)
     lease: dict[str, Any] = {}
     if claimed or waited:
@@ -178,12 +180,13 @@ async def submit(
 @dataclass(frozen=True)
 class JobRequest:
     """A job a client asks for with an input image: bytes sent with the request, or an upload of theirs;
-    `options` are the job's (see `request`)."""
+    `options` are the job's (see `request`). `clean`: those bytes once validated (`with_clean_input`)."""
 
     kind: JobKind
     data: bytes | None
     upload_id: uuid.UUID | None
     options: dict[str, Any]
+    clean: uploads_service.CleanImage | None = None
 
 
 def request(
@@ -191,6 +194,15 @@ def request(
 ) -> JobRequest:
     """The request, with the client's options made the job's by its engine (normalised, clamped)."""
     return JobRequest(kind, data, upload_id, engine_for(kind).options(requested))
+
+
+async def with_clean_input(ctx: Container, job: JobRequest) -> JobRequest:
+    """The request with the image it sent validated and normalised now, as `submit_request` stores it
+    (a refused image is its 400, before anything else is done)."""
+    if job.data is None or job.clean is not None:
+        return job
+    allowed = engine_for(job.kind).input_formats
+    return replace(job, clean=await uploads_service.cleaned(ctx, job.data, allowed=allowed))
 
 
 @dataclass(frozen=True)
@@ -208,13 +220,17 @@ async def submit_request(
     *,
     claimed: bool = False,
     waited: bool = False,
+    job_id: uuid.UUID | None = None,
 ) -> Submitted:
-    """Store the input (or check the upload named) in the formats the kind's engine takes, and submit."""
+    """Store the input (or check the upload named) in the formats the kind's engine takes, and submit
+    (see `submit`)."""
     allowed = engine_for(job.kind).input_formats
     source = None
     if job.data is not None:
-        stored = await uploads_service.store(
-            session, ctx, user_id, job.data, allowed=allowed, origin=UploadOrigin.job_input
+        job = await with_clean_input(ctx, job)
+        assert job.clean is not None
+        stored = await uploads_service.store_clean(
+            session, ctx, user_id, job.clean, origin=UploadOrigin.job_input
         )
         upload, source = stored.upload, stored.data
     elif job.upload_id is not None:
@@ -225,7 +241,15 @@ async def submit_request(
         raise uploads_service.EmptyUpload("Send a file or an upload_id.")
     try:
         made = await submit(
-            session, ctx, user_id, job.kind, upload, job.options, claimed=claimed, waited=waited
+            session,
+            ctx,
+            user_id,
+            job.kind,
+            upload,
+            job.options,
+            claimed=claimed,
+            waited=waited,
+            job_id=job_id,
         )
     except BaseException:
         if job.data is not None:  # refused (402): the object stored a moment ago must not outlive its row

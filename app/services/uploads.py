@@ -218,8 +218,16 @@ async def store(
 
     `upload_id`: the id promised before the bytes arrived (an upload policy, services/upload_policy.py);
     an id that holds an upload already is 409 `upload_exists` and stores nothing."""
+    clean = await cleaned(ctx, data, allowed=allowed, max_side=max_side)
+    return await store_clean(session, ctx, user_id, clean, origin=origin, upload_id=upload_id)
+
+
+async def cleaned(
+    ctx: Container, data: bytes, *, allowed: frozenset[str], max_side: int | None = None
+) -> CleanImage:
+    """`clean_image` under the settings' limits, in a thread."""
     settings = ctx.settings
-    clean = await asyncio.to_thread(
+    return await asyncio.to_thread(
         clean_image,
         data,
         allowed=allowed,
@@ -227,6 +235,18 @@ async def store(
         max_pixels=settings.upload_max_pixels,
         max_side=max_side,
     )
+
+
+async def store_clean(
+    session: AsyncSession,
+    ctx: Container,
+    user_id: uuid.UUID,
+    clean: CleanImage,
+    *,
+    origin: UploadOrigin = UploadOrigin.direct,
+    upload_id: uuid.UUID | None = None,
+) -> StoredUpload:
+    """`store` for an image `cleaned` already."""
     # Serialised with the account's erasure: stored before it (and erased with the rest) or refused.
     await users_service.lock_open(session, user_id)
     if upload_id is None:

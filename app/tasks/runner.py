@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -16,13 +17,13 @@ from app.container import Container
 from app.db.retry import transient_database_error
 from app.integrations.images.base import EngineError
 from app.integrations.storage import StorageError
-from app.models import Job, JobStatus
+from app.models import Job, JobKind, JobStatus
 from app.services import images as images_service
 from app.services import jobs
-from app.services.engines import JobOutput, engine_for
+from app.services.engines import JobOutput, JobWork, engine_for
 
 log = structlog.get_logger("app.jobs")
-_running: set[asyncio.Task[None]] = set()
+_running: set[asyncio.Task[Any]] = set()
 # A lease that ran out is claimable at once; this margin keeps a redelivery from arriving a hair early.
 LEASE_MARGIN_SECONDS = 1.0
 
@@ -73,19 +74,51 @@ async def run_delivered(ctx: Container, job_id: uuid.UUID) -> None:
         return  # logged; the job ended failed (or is the recovery's)
 
 
-async def execute(ctx: Container, claim: jobs.Claimed) -> jobs.FinishedJob | Job:
+@dataclass(frozen=True)
+class EarlyRun:
+    """A waited job's first attempt, started on its validated input before the job was committed."""
+
+    outputs: asyncio.Task[list[JobOutput]]
+    started: float
+
+
+def start_early(ctx: Container, kind: JobKind, work: JobWork) -> EarlyRun:
+    """Start the engine's first attempt at `work` now (an engine that `runs_here`): the job's bookkeeping
+    (storing its input, holding its credits) is then done while its engine works, not before."""
+    engine = engine_for(kind)
+    started = time.perf_counter()
+    task = asyncio.create_task(engine.execute(ctx, work), name=f"job-{work.job_id}-early")
+    _running.add(task)  # keep a reference until it finishes, even once discarded
+    task.add_done_callback(_running.discard)
+    return EarlyRun(task, started)
+
+
+def discard(early: EarlyRun) -> None:
+    """The job was refused (or its request went away) after its engine started: its result is of no use.
+    Nothing was stored or charged for it; a run already in a worker process ends there unseen."""
+    task = early.outputs
+    if not task.cancel() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not report it as lost
+
+
+async def execute(
+    ctx: Container, claim: jobs.Claimed, early: EarlyRun | None = None
+) -> jobs.FinishedJob | Job:
     """Execute a job this worker holds the lease of, retrying what may pass; returns the finished job
-    or, if it failed, the failed row."""
+    or, if it failed, the failed row. `early`: its first attempt, already started."""
     settings = ctx.settings
     job_id = claim.work.job_id
     engine = engine_for(claim.kind)
-    started = time.perf_counter()
+    started = early.started if early is not None else time.perf_counter()
     log.info("job.started", job_id=str(job_id), kind=claim.kind.value)
     attempt = 0
     while True:
         attempt += 1
         try:
-            outputs = await engine.execute(ctx, claim.work)
+            if early is not None and attempt == 1:
+                outputs = await early.outputs
+            else:
+                outputs = await engine.execute(ctx, claim.work)
             keys = await _store_outputs(ctx, claim.work.user_id, job_id, outputs)
             break
         except EngineError as exc:

@@ -25,6 +25,7 @@ from app.db.retry import transient_database_error
 from app.errors import AppError, ServiceUnavailable
 from app.models import TERMINAL_STATUSES, Job, JobStatus
 from app.services import idempotency, jobs
+from app.services.engines import JobWork, engine_for
 from app.tasks import runner
 from app.tasks.dispatch import JobQueueUnavailable, QueueDispatcher
 
@@ -118,13 +119,26 @@ async def run_now(
     failed job raises its `job_failure`. `on_submitted` runs in the submitting transaction."""
     if ctx.job_queue is not None:
         return await _run_on_queue(ctx, QueueDispatcher(ctx.job_queue), user_id, job, on_submitted)
-    async with ctx.database.session_scope() as session:
-        submitted = await jobs.submit_request(session, ctx, user_id, job, claimed=True)
-        if on_submitted is not None:
-            await on_submitted(session, submitted.job)
-        claim = jobs.Claimed.of(submitted.job, submitted.source)
+    job_id = uuid.uuid4()
+    early = None
+    if job.data is not None and engine_for(job.kind).runs_here(ctx):
+        # Its engine works while its input is stored and its credits held (each waits on the database).
+        job = await jobs.with_clean_input(ctx, job)
+        assert job.clean is not None
+        work = JobWork(job_id, user_id, None, job.options, job.clean.data)
+        early = runner.start_early(ctx, job.kind, work)
     try:
-        result = await runner.execute(ctx, claim)
+        async with ctx.database.session_scope() as session:
+            submitted = await jobs.submit_request(session, ctx, user_id, job, claimed=True, job_id=job_id)
+            if on_submitted is not None:
+                await on_submitted(session, submitted.job)
+            claim = jobs.Claimed.of(submitted.job, submitted.source)
+    except BaseException:
+        if early is not None:
+            runner.discard(early)
+        raise
+    try:
+        result = await runner.execute(ctx, claim, early)
     except BaseException:
         # The client went away (or the runner broke) mid-job: end it now and free its credits, instead
         # of leaving it to the recovery (which fails a waited job it finds, never runs it again).

@@ -82,6 +82,12 @@ class Engine(ABC):
     def provider(self, ctx: Container) -> str:
         """The name of what runs it (recorded on the job, labels its metrics)."""
 
+    def runs_here(self, ctx: Container) -> bool:
+        """Its work is this process's own computation on the input alone: no provider is called and
+        nothing is paid for, so a job whose client waits may start it while its credits are being held
+        (a refusal then only throws a result away)."""
+        return False
+
     def retention_hours(self, ctx: Container) -> int:
         """How long its results are kept (0: until their owner deletes them)."""
         return 0

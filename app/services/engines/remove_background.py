@@ -25,6 +25,9 @@ class RemoveBackground(Engine):
     def provider(self, ctx: Container) -> str:
         return ctx.background_remover.name
 
+    def runs_here(self, ctx: Container) -> bool:
+        return ctx.removes_backgrounds_here
+
     def retention_hours(self, ctx: Container) -> int:
         return ctx.settings.retention_hours_remove_background
 

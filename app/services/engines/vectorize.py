@@ -72,6 +72,9 @@ class Vectorize(Engine):
     def provider(self, ctx: Container) -> str:
         return ctx.vectorizer.name
 
+    def runs_here(self, ctx: Container) -> bool:
+        return True
+
     def retention_hours(self, ctx: Container) -> int:
         return ctx.settings.retention_hours_vectorize
 

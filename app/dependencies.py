@@ -22,7 +22,7 @@ from app.integrations.llm import TextModel, build_text_model
 from app.models import Job, User, UserRole
 from app.schemas.base import Schema
 from app.security import Caller
-from app.services import credentials, google_login, idempotency, jobs
+from app.services import credentials, google_login, idempotency, job_submission, jobs
 from app.services.auth import CsrfFailed, InvalidToken, NotAuthenticated, Principal, TokenPair
 from app.tasks import dispatch, waited
 
@@ -330,7 +330,7 @@ class Idempotent:
 
         return await self.respond(202, accept, fields)
 
-    async def finish_job(self, job: jobs.JobRequest, fields: Mapping[str, Any]) -> waited.Answer:
+    async def finish_job(self, job: job_submission.JobRequest, fields: Mapping[str, Any]) -> waited.Answer:
         """The job, run while the client waits (see app/tasks/waited.py): for answers that are not
         JSON (a compat client's bare Base64); JSON answers use `wait_for_job`.
 
@@ -346,7 +346,7 @@ class Idempotent:
 
     async def wait_for_job(
         self,
-        job: jobs.JobRequest,
+        job: job_submission.JobRequest,
         shape: Callable[[jobs.FinishedJob], Awaitable[Schema]],
         fields: Mapping[str, Any],
     ) -> Response:

@@ -33,7 +33,7 @@ from app.schemas.images import (
     VectorizeIn,
     VectorizeOptionsIn,
 )
-from app.services import credits, generation, images, jobs, uploads
+from app.services import credits, generation, images, job_submission, jobs, uploads
 from app.services.images import GalleryJob, GalleryUpload
 
 router = APIRouter(tags=["images"])
@@ -153,11 +153,11 @@ async def remove_background(
     from the job it made) and is never charged twice."""
     data = await read_limited(file, container.settings.upload_max_bytes) if file is not None else None
     fields = {"file": data, "upload_id": upload_id, "async": run_async}
-    job = jobs.request(JobKind.remove_background, data, upload_id, {})
+    job = job_submission.request(JobKind.remove_background, data, upload_id, {})
     if run_async:
 
         async def submit() -> Job:
-            return (await jobs.submit_request(session, container, caller.user_id, job)).job
+            return (await job_submission.submit_request(session, container, caller.user_id, job)).job
 
         return await idempotent.start_job(submit, _accepted, fields)
 
@@ -232,7 +232,7 @@ async def vectorize(request: Request, container: ContainerDep, idempotent: Idemp
     if data is None and body.upload_id is None:
         raise BadRequest("Send a file or an upload_id.")
     upload_id = None if data is not None else body.upload_id
-    job = jobs.request(
+    job = job_submission.request(
         JobKind.vectorize, data, upload_id, {"mode": body.mode, "options": body.options.model_dump()}
     )
 

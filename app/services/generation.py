@@ -19,7 +19,7 @@ from app.integrations.images.replicate import (
 from app.models import Job, JobKind, JobStatus, Style, User
 from app.repositories.images import StyleRepository
 from app.services import images as images_service
-from app.services import jobs, webhook_inbox
+from app.services import job_submission, webhook_inbox
 from app.services import uploads as uploads_service
 from app.services import users as users_service
 from app.services.auth import rate_limit
@@ -66,7 +66,7 @@ async def submit(
     # Under the account's lock, so two requests cannot both take the day's last generation.
     await users_service.lock_open(session, user.id)
     await quotas.require(session, ctx.settings, user, quotas.QuotaName.generations)
-    return await jobs.submit(session, ctx, user.id, JobKind.generate, upload, options)
+    return await job_submission.submit(session, ctx, user.id, JobKind.generate, upload, options)
 
 
 # The views a finished try-on's side views add, in the order the Hair Try-On SPA shows them.
@@ -105,7 +105,7 @@ async def submit_side_views(session: AsyncSession, ctx: Container, user: User, p
     )
     await users_service.lock_open(session, user.id)
     await quotas.require(session, ctx.settings, user, quotas.QuotaName.generations)
-    return await jobs.submit(
+    return await job_submission.submit(
         session,
         ctx,
         user.id,

@@ -1,14 +1,15 @@
-"""AI jobs: submitted with a credit reservation in one transaction, then run after commit by the runner
-(app/tasks/runner.py) with the job's engine (app/services/engines); captured when they complete and
-released when they fail, each end written in a unit of work of its own. What a kind costs, which
-provider runs it and how is its engine's business; this module is the same for every kind."""
+"""AI jobs: submitted with a credit reservation in one transaction (app/services/job_submission.py),
+then run after commit by the runner (app/tasks/runner.py) with the job's engine (app/services/engines);
+captured when they complete and released when they fail, each end written in a unit of work of its own.
+What a kind costs, which provider runs it and how is its engine's business; this module is the same
+for every kind."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,12 +22,10 @@ from app.db.retry import retry_transient
 from app.db.session import SQLITE_READ_ONLY
 from app.errors import AppError, Conflict, DatabaseUnavailable, NotFound, ServiceUnavailable
 from app.integrations.storage import ObjectNotFound, StorageError
-from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus, Upload, UploadOrigin
+from app.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from app.repositories.images import JobRepository
-from app.services import credits, usage
+from app.services import credits, new_movements, usage
 from app.services import images as images_service
-from app.services import uploads as uploads_service
-from app.services import users as users_service
 from app.services.engines import JobOutput, JobWork, engine_for
 
 log = structlog.get_logger("app.jobs")
@@ -109,153 +108,6 @@ class CompletionNotRecorded(DatabaseUnavailable):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "5"}, extra={"credits_charged": 0})
-
-
-# --- submission ---------------------------------------------------------------------------------------
-
-
-async def submit(
-    session: AsyncSession,
-    ctx: Container,
-    user_id: uuid.UUID,
-    kind: JobKind,
-    upload: Upload | None,
-    options: dict[str, Any],
-    *,
-    claimed: bool = False,
-    input_key: str | None = None,
-    parent_job_id: uuid.UUID | None = None,
-    waited: bool = False,
-    job_id: uuid.UUID | None = None,
-) -> Job:
-    """Create the job and reserve its credits, in the caller's transaction (402 leaves nothing; 404 if the
-    account was erased meanwhile: the user's row is locked first, as erasure does). `options` are the
-    job's, as its engine's `options` made them.
-    `input_key`: a stored image that is no upload (another job's output) as the input, when `upload` is
-    None; `parent_job_id`: the job this one adds to (side views of a finished try-on).
-    `claimed`: the caller waits for it and runs it right after commit, so it is created PROCESSING under
-    a lease (as `claim` would leave it) instead of PENDING, saving a transaction; if the runner dies,
-    the recovery fails it (releasing its credits) instead of running it for nobody.
-    `waited`: the caller waits for it but a queue worker runs it: PENDING, marked WAITED all the same.
-    `job_id`: the id its engine already works under (a waited job started before its commit)."""
-    engine = engine_for(kind)
-    await users_service.lock_open(session, user_id)
-    job_id = job_id or uuid.uuid4()
-    cost = engine.cost(ctx, options)
-    lease: dict[str, Any] = {}
-    if claimed or waited:
-        options = {**options, WAITED: True}
-    if waited and not claimed:
-        wait_until = utcnow() + timedelta(seconds=ctx.settings.job_wait_timeout_seconds)
-        options[WAIT_UNTIL] = wait_until.isoformat()
-    if claimed:
-        now = utcnow()
-        lease = {
-            "status": JobStatus.processing.value,
-            "attempts": 1,
-            "started_at": now,
-            "lease_until": now + timedelta(seconds=ctx.settings.job_lease_seconds),
-        }
-    job = await JobRepository(session).add(
-        Job(
-            id=job_id,
-            user_id=user_id,
-            kind=kind.value,
-            input_upload_id=upload.id if upload is not None else None,
-            input_key=upload.storage_key if upload is not None else input_key,
-            parent_job_id=parent_job_id,
-            options=options,
-            credits_reserved=cost,
-            reservation_key=f"job:{job_id}:reserve" if cost else None,
-            provider=engine.provider(ctx),
-            **lease,
-        )
-    )
-    if cost:
-        assert job.reservation_key is not None
-        await credits.hold_new(session, user_id, cost, job.reservation_key, reference=_reference(job))
-    return job
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """A job a client asks for with an input image: bytes sent with the request, or an upload of theirs;
-    `options` are the job's (see `request`). `clean`: those bytes once validated (`with_clean_input`)."""
-
-    kind: JobKind
-    data: bytes | None
-    upload_id: uuid.UUID | None
-    options: dict[str, Any]
-    clean: uploads_service.CleanImage | None = None
-
-
-def request(
-    kind: JobKind, data: bytes | None, upload_id: uuid.UUID | None, requested: dict[str, Any]
-) -> JobRequest:
-    """The request, with the client's options made the job's by its engine (normalised, clamped)."""
-    return JobRequest(kind, data, upload_id, engine_for(kind).options(requested))
-
-
-async def with_clean_input(ctx: Container, job: JobRequest) -> JobRequest:
-    """The request with the image it sent validated and normalised now, as `submit_request` stores it
-    (a refused image is its 400, before anything else is done)."""
-    if job.data is None or job.clean is not None:
-        return job
-    allowed = engine_for(job.kind).input_formats
-    return replace(job, clean=await uploads_service.cleaned(ctx, job.data, allowed=allowed))
-
-
-@dataclass(frozen=True)
-class Submitted:
-    job: Job
-    # The input's stored bytes when they came with the request: a job run at once need not fetch them.
-    source: bytes | None
-
-
-async def submit_request(
-    session: AsyncSession,
-    ctx: Container,
-    user_id: uuid.UUID,
-    job: JobRequest,
-    *,
-    claimed: bool = False,
-    waited: bool = False,
-    job_id: uuid.UUID | None = None,
-) -> Submitted:
-    """Store the input (or check the upload named) in the formats the kind's engine takes, and submit
-    (see `submit`)."""
-    allowed = engine_for(job.kind).input_formats
-    source = None
-    if job.data is not None:
-        job = await with_clean_input(ctx, job)
-        assert job.clean is not None
-        stored = await uploads_service.store_clean(
-            session, ctx, user_id, job.clean, origin=UploadOrigin.job_input
-        )
-        upload, source = stored.upload, stored.data
-    elif job.upload_id is not None:
-        upload = await uploads_service.get_owned(session, user_id, job.upload_id)
-        if uploads_service.format_of(upload) not in allowed:
-            raise uploads_service.NotAnImage(f"This endpoint takes {', '.join(sorted(allowed))} images.")
-    else:
-        raise uploads_service.EmptyUpload("Send a file or an upload_id.")
-    try:
-        made = await submit(
-            session,
-            ctx,
-            user_id,
-            job.kind,
-            upload,
-            job.options,
-            claimed=claimed,
-            waited=waited,
-            job_id=job_id,
-        )
-    except BaseException:
-        if job.data is not None:  # refused (402): the object stored a moment ago must not outlive its row
-            await asyncio.shield(images_service.delete_objects(ctx, [upload.storage_key]))
-        raise
-    return Submitted(made, source)
 
 
 # --- results ------------------------------------------------------------------------------------------
@@ -392,12 +244,12 @@ async def complete(
             job.time_taken_ms = int((time.perf_counter() - started) * 1000)
             charged = engine_for(job.kind).captured(job.options, job.credits_reserved, outputs)
             if job.reservation_key:
-                balance = await credits.capture_held(
+                balance = await new_movements.capture_held(
                     session,
                     job.user_id,
                     job.credits_reserved,
                     job.reservation_key,
-                    _reference(job),
+                    ledger_reference(job),
                     charged or None,
                 )
             else:
@@ -459,8 +311,8 @@ async def _end_failed(
     if started is not None:
         job.time_taken_ms = int((time.perf_counter() - started) * 1000)
     if job.reservation_key:
-        await credits.release_held(
-            session, job.user_id, job.credits_reserved, job.reservation_key, _reference(job)
+        await new_movements.release_held(
+            session, job.user_id, job.credits_reserved, job.reservation_key, ledger_reference(job)
         )
     await _record_usage(session, job, success=False)
 
@@ -485,7 +337,7 @@ async def balance_after(ctx: Container, job: Job, outputs: list[JobOutput]) -> F
     return FinishedJob(job, outputs, balance)
 
 
-def _reference(job: Job) -> str:
+def ledger_reference(job: Job) -> str:
     """What the job's ledger rows refer to."""
     return f"job:{job.id}"
 

@@ -52,7 +52,7 @@ def row(
     success: bool,
     at: datetime,
 ) -> dict[str, Any]:
-    """A usage record's row, for `record` or to be written along with a spend (`credits.spend_now`)."""
+    """A usage record's row, for `record` or to be written along with a spend (`new_movements.spend_now`)."""
     if credits < 0:
         raise ValueError("usage credits are what was spent: never negative")
     return {

@@ -24,7 +24,7 @@ from app.db.base import utcnow
 from app.db.retry import transient_database_error
 from app.errors import AppError, ServiceUnavailable
 from app.models import TERMINAL_STATUSES, Job, JobStatus
-from app.services import idempotency, jobs
+from app.services import idempotency, job_submission, jobs
 from app.services.engines import JobWork, engine_for
 from app.tasks import runner
 from app.tasks.dispatch import JobQueueUnavailable, QueueDispatcher
@@ -46,7 +46,7 @@ class Answer:
 async def wait_for(
     ctx: Container,
     user_id: uuid.UUID,
-    job: jobs.JobRequest,
+    job: job_submission.JobRequest,
     key: str | None = None,
     fingerprint: str = "",
 ) -> Answer:
@@ -72,7 +72,7 @@ async def wait_for(
 
 
 async def _run_under_key(
-    ctx: Container, user_id: uuid.UUID, job: jobs.JobRequest, record_id: uuid.UUID
+    ctx: Container, user_id: uuid.UUID, job: job_submission.JobRequest, record_id: uuid.UUID
 ) -> jobs.FinishedJob:
     async def link(session: AsyncSession, made: Job) -> None:
         await idempotency.link_job(session, record_id, made.id)
@@ -112,7 +112,7 @@ async def _earlier_answer(
 async def run_now(
     ctx: Container,
     user_id: uuid.UUID,
-    job: jobs.JobRequest,
+    job: job_submission.JobRequest,
     on_submitted: Callable[[AsyncSession, Job], Awaitable[None]] | None = None,
 ) -> jobs.FinishedJob:
     """Submit (committed at once), run here or on a queue worker, and return the finished job. A
@@ -123,13 +123,15 @@ async def run_now(
     early = None
     if job.data is not None and engine_for(job.kind).runs_here(ctx):
         # Its engine works while its input is stored and its credits held (each waits on the database).
-        job = await jobs.with_clean_input(ctx, job)
+        job = await job_submission.with_clean_input(ctx, job)
         assert job.clean is not None
         work = JobWork(job_id, user_id, None, job.options, job.clean.data)
         early = runner.start_early(ctx, job.kind, work)
     try:
         async with ctx.database.session_scope() as session:
-            submitted = await jobs.submit_request(session, ctx, user_id, job, claimed=True, job_id=job_id)
+            submitted = await job_submission.submit_request(
+                session, ctx, user_id, job, claimed=True, job_id=job_id
+            )
             if on_submitted is not None:
                 await on_submitted(session, submitted.job)
             claim = jobs.Claimed.of(submitted.job, submitted.source)
@@ -161,7 +163,7 @@ async def _run_on_queue(
     ctx: Container,
     dispatcher: QueueDispatcher,
     user_id: uuid.UUID,
-    job: jobs.JobRequest,
+    job: job_submission.JobRequest,
     on_submitted: Callable[[AsyncSession, Job], Awaitable[None]] | None,
 ) -> jobs.FinishedJob:
     """Submit (PENDING, marked WAITED), send it once committed, and wait for a worker to end it, up to
@@ -171,7 +173,7 @@ async def _run_on_queue(
     that finishes it later finds it failed and keeps nothing."""
     async with ctx.database.session_scope() as session:
         await dispatcher.ensure_open()
-        submitted = await jobs.submit_request(session, ctx, user_id, job, waited=True)
+        submitted = await job_submission.submit_request(session, ctx, user_id, job, waited=True)
         if on_submitted is not None:
             await on_submitted(session, submitted.job)
     job_id = submitted.job.id

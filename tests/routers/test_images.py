@@ -38,7 +38,7 @@ from app.models import (
 )
 from app.repositories.billing import idempotency_key_digest
 from app.services import images as images_service
-from app.services import jobs as jobs_service
+from app.services import job_submission
 from app.services.idempotency import fingerprint_fields
 from app.services.users import create_user
 from app.tasks import recovery, runner
@@ -87,7 +87,7 @@ async def pending_job(
     """A submitted background-removal job (credits reserved) that no worker has run."""
     uploaded = (await client.post("/api/v1/uploads", headers=auth, files=files(logo_like(32)))).json()
     upload = await session.get_one(Upload, uuid.UUID(uploaded["id"]))
-    return await jobs_service.submit(session, container, user.id, JobKind.remove_background, upload, {})
+    return await job_submission.submit(session, container, user.id, JobKind.remove_background, upload, {})
 
 
 class TestUploads:

@@ -38,7 +38,7 @@ from app.models import (
     User,
 )
 from app.services import images as images_service
-from app.services import jobs as jobs_service
+from app.services import job_submission
 from app.services import uploads as uploads_service
 from app.services import users as users_service
 from app.services.users import create_user
@@ -355,7 +355,7 @@ async def test_erasure_deletes_what_a_stopped_runner_stored_and_releases_its_cre
     headers = {"Authorization": f"Bearer {container.tokens.issue(user.id, 'access')[0]}"}
     uploaded = await client.post("/api/v1/uploads", headers=headers, files={"file": ("a.png", logo_like(32))})
     upload = await session.get_one(Upload, uuid.UUID(uploaded.json()["id"]))
-    job = await jobs_service.submit(
+    job = await job_submission.submit(
         session, container, user.id, JobKind.remove_background, upload, {}, claimed=True
     )
     key = images_service.output_key(user.id, job.id, "main", "png")

@@ -32,7 +32,7 @@ from app.db.session import Database
 from app.errors import render_app_error
 from app.models import CreditAccount, CreditLedgerEntry, LedgerReason, UsageAction, UsageRecord, User
 from app.repositories.base import Executor
-from app.services import credits, usage
+from app.services import credits, new_movements, usage
 from app.services.credits import IdempotencyKeyConflict, InsufficientCredits, Movement
 from app.services.design import spend as design_spend
 from tests.conftest import make_settings
@@ -196,7 +196,7 @@ async def test_spend_now_writes_a_settled_hold_and_its_usage_in_one_step(
     at = utcnow().replace(microsecond=0) - timedelta(minutes=5)
     record = usage.row(user.id, UsageAction.palette, 3_000, palette_id, success=True, at=at)
     db = await executor_of(session, executor)
-    balance = await credits.spend_now(db, user.id, 3_000, k, reference="palette:1", usage=record)
+    balance = await new_movements.spend_now(db, user.id, 3_000, k, reference="palette:1", usage=record)
     assert balance == BONUS - 3_000
     hold, settlement = await row_by_key(session, k), await row_by_key(session, f"{k}:settle")
     assert hold is not None
@@ -222,9 +222,11 @@ async def test_spend_now_or_a_new_hold_beyond_the_balance_is_402_and_writes_noth
     k, palette_id = key(), uuid.uuid4()
     record = usage.row(user.id, UsageAction.palette, BONUS + 1, palette_id, success=True, at=utcnow())
     spend = (
-        credits.hold_new(session, user.id, BONUS + 1, k)
+        new_movements.hold_new(session, user.id, BONUS + 1, k)
         if executor == "new hold"
-        else credits.spend_now(await executor_of(session, executor), user.id, BONUS + 1, k, usage=record)
+        else new_movements.spend_now(
+            await executor_of(session, executor), user.id, BONUS + 1, k, usage=record
+        )
     )
     with pytest.raises(InsufficientCredits) as raised:
         await spend
@@ -276,7 +278,7 @@ async def test_a_new_hold_and_its_settlement_leave_the_rows_reserve_and_settle_l
     session: AsyncSession, user: User, settlement: str
 ) -> None:
     k = key()
-    assert await credits.hold_new(session, user.id, 3_000, k, reference="job:1") == BONUS - 3_000
+    assert await new_movements.hold_new(session, user.id, 3_000, k, reference="job:1") == BONUS - 3_000
     hold = await row_by_key(session, k)
     assert hold is not None
     assert (hold.amount, hold.reason, hold.balance_after, hold.reference) == (
@@ -289,9 +291,9 @@ async def test_a_new_hold_and_its_settlement_leave_the_rows_reserve_and_settle_l
 
     amount, reason, returned, after = SETTLEMENTS[settlement]
     if reason is LedgerReason.job_capture:
-        balance = await credits.capture_held(session, user.id, 3_000, k, "job:1", amount)
+        balance = await new_movements.capture_held(session, user.id, 3_000, k, "job:1", amount)
     else:
-        balance = await credits.release_held(session, user.id, 3_000, k, "job:1")
+        balance = await new_movements.release_held(session, user.id, 3_000, k, "job:1")
     assert balance == after
     settled = await row_by_key(session, f"{k}:settle")
     assert settled is not None
@@ -305,8 +307,8 @@ async def test_a_new_hold_and_its_settlement_leave_the_rows_reserve_and_settle_l
     assert await unsettled_reservations(session, user.id) == 0
     # The same hold settled again (were a job's lock not taken), even with another hold on the account to
     # take it from: the ledger's key refuses it, whichever way, and nothing moves.
-    await credits.hold_new(session, user.id, 3_000, key())
-    for again in (credits.capture_held, credits.release_held):
+    await new_movements.hold_new(session, user.id, 3_000, key())
+    for again in (new_movements.capture_held, new_movements.release_held):
         with pytest.raises(IntegrityError):
             async with session.begin_nested():
                 await again(session, user.id, 3_000, k, "job:1")
@@ -317,12 +319,12 @@ async def test_a_hold_is_never_settled_for_more_than_the_account_holds(
     session: AsyncSession, user: User
 ) -> None:
     k = key()
-    await credits.hold_new(session, user.id, 1_000, k)
+    await new_movements.hold_new(session, user.id, 1_000, k)
     with pytest.raises(RuntimeError, match="does not hold"):
         async with session.begin_nested():
-            await credits.release_held(session, user.id, 2_000, k, None)
+            await new_movements.release_held(session, user.id, 2_000, k, None)
     with pytest.raises(ValueError, match="cannot capture"):
-        await credits.capture_held(session, user.id, 1_000, k, None, 1_001)
+        await new_movements.capture_held(session, user.id, 1_000, k, None, 1_001)
     assert await state_of(session, user.id) == State(BONUS - 1_000, 1_000, BONUS - 1_000, 2)
 
 
@@ -1080,8 +1082,8 @@ async def test_concurrent_spends_never_overspend(
             if operation == "debit":
                 return await credits.debit(session, user_id, price, LedgerReason.chargeback, key)
             if operation == "new hold":
-                return await credits.hold_new(session, user_id, price, key)
-            return await credits.spend_now(session, user_id, price, key)
+                return await new_movements.hold_new(session, user_id, price, key)
+            return await new_movements.spend_now(session, user_id, price, key)
 
     outcomes = await asyncio.gather(*(spend(i) for i in range(50)), return_exceptions=True)
 

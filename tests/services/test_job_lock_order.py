@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.container import Container
 from app.db.session import Database
 from app.models import JobKind, JobStatus, LedgerReason
-from app.services import jobs
+from app.services import job_submission, jobs
 from app.services import users as users_service
 from app.services.engines import JobOutput
 from tests.conftest import make_settings
@@ -46,7 +46,9 @@ async def test_a_submission_holding_the_account_does_not_deadlock_a_capture(
     try:
         async with ctx.database.session_scope() as session:
             owner = await users_service.require_user(session, user.id)
-            running = await jobs.submit(session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
+            running = await job_submission.submit(
+                session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL
+            )
         assert await jobs.claim(ctx, running.id) is not None
         stored = [{"key": "k.svg", "content_type": "image/svg+xml", "view": "main", "size": len(SVG)}]
         async with ctx.database.session_scope() as session:
@@ -59,7 +61,9 @@ async def test_a_submission_holding_the_account_does_not_deadlock_a_capture(
                 )
             )
             await asyncio.sleep(0.5)  # the capture runs as far as the lock lets it
-            second = await jobs.submit(session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
+            second = await job_submission.submit(
+                session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL
+            )
         finished = await asyncio.wait_for(capture, timeout=30)
         assert isinstance(finished, jobs.FinishedJob)
         assert finished.job.status == JobStatus.completed.value

@@ -21,7 +21,7 @@ from app.config import Settings
 from app.container import Container
 from app.integrations.images.base import EngineError, VectorizeOptions
 from app.models import Job, JobKind, Upload, User
-from app.services import jobs, uploads
+from app.services import job_submission, uploads
 from app.tasks import waited
 from tests.conftest import make_settings
 from tests.fakes.clipdrop import FakeClipDrop
@@ -36,6 +36,12 @@ ROUTES = [
     pytest.param(CUT_OUT, {}, "background_remover.remove_background", 1.0, id="cut-out"),
     pytest.param(VECTORIZE, {"mode": "preview"}, "vectorizer.vectorize", 0.2, id="vectorize-preview"),
 ]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Storage of the test's own: the files it finds are its own."""
+    return make_settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"))
 
 
 def _patch_engine(
@@ -174,7 +180,7 @@ async def test_a_request_that_goes_away_while_its_job_is_stored_stops_its_engine
 
     monkeypatch.setattr(container.vectorizer, "vectorize", vectorize_until_stopped)
     monkeypatch.setattr(uploads, "store_clean", store_never)
-    job = jobs.request(JobKind.vectorize, logo_like(48), None, {"mode": "preview"})
+    job = job_submission.request(JobKind.vectorize, logo_like(48), None, {"mode": "preview"})
     rows_before = await _rows(session)
     request = asyncio.create_task(waited.run_now(container, user.id, job))
     await asyncio.wait_for(started.wait(), 5)

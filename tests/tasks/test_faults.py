@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from app.container import Container
 from app.db.session import Database
 from app.models import CreditAccount, Job, JobKind, JobStatus, LedgerReason
-from app.services import jobs
+from app.services import job_submission, jobs
 from app.services import users as users_service
 from app.tasks import dispatch
 from tests.conftest import DATABASES, make_settings
@@ -226,8 +226,12 @@ async def test_postgresql_restarted_under_load_answers_503_quickly_then_the_same
     assert side.job_queue is not None
     async with side.database.session_scope() as session:
         owner = await users_service.require_user(session, user.id)
-        in_flight_job = await jobs.submit(session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
-        queued_job = await jobs.submit(session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
+        in_flight_job = await job_submission.submit(
+            session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL
+        )
+        queued_job = await job_submission.submit(
+            session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL
+        )
     stack.setup.close_gate()
     await dispatch.QueueDispatcher(side.job_queue).send(in_flight_job.id)
     await asyncio.to_thread(stack.setup.wait_for_runs, in_flight_job.id, 1, 30)
@@ -382,7 +386,9 @@ async def test_storage_down_fails_the_job_storage_unavailable_uncharged(
     try:
         async with side.database.session_scope() as session:
             owner = await users_service.require_user(session, user.id)
-            job = await jobs.submit(session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
+            job = await job_submission.submit(
+                session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL
+            )
         assert await _credits(side, user.id) != before  # reserved
         with running_workers(setup, tmp_path, count=1) as [worker]:
             assert sender.job_queue is not None
@@ -431,7 +437,9 @@ async def test_the_broker_down_then_back_loses_nothing_and_charges_each_job_once
             async with side.database.session_scope() as session:
                 owner = await users_service.require_user(session, user.id)
                 sent.append(
-                    await jobs.submit(session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
+                    await job_submission.submit(
+                        session, side, owner.id, JobKind.vectorize, None, VECTORIZE_FULL
+                    )
                 )
             await dispatch.QueueDispatcher(side.job_queue).send(sent[-1].id)
         await asyncio.to_thread(stack.setup.wait_for_runs, sent[0].id, 1, 30)

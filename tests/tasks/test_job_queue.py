@@ -29,7 +29,7 @@ from app.db.base import utcnow
 from app.db.session import Database
 from app.integrations.storage import ObjectNotFound
 from app.models import Job, JobKind, JobStatus, LedgerReason, User
-from app.services import jobs
+from app.services import job_submission, jobs
 from app.services import users as users_service
 from app.tasks import dispatch, recovery, runner
 from tests.conftest import DATABASES, make_settings
@@ -76,7 +76,7 @@ async def submit_committed(ctx: Container) -> tuple[User, Job, int]:
     balance, _ = await committed_movements(ctx.database.engine, user.id)
     async with ctx.database.session_scope() as session:
         owner = await users_service.require_user(session, user.id)
-        job = await jobs.submit(session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
+        job = await job_submission.submit(session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL)
     assert ctx.job_queue is not None
     await dispatch.QueueDispatcher(ctx.job_queue).send(job.id)
     return user, job, balance
@@ -209,7 +209,7 @@ async def test_the_recovery_sends_again_a_job_whose_message_was_lost(
 ) -> None:
     queue = _RecordingQueue()
     container.job_queue = queue
-    job = await jobs.submit(session, container, user.id, JobKind.vectorize, None, VECTORIZE_FULL)
+    job = await job_submission.submit(session, container, user.id, JobKind.vectorize, None, VECTORIZE_FULL)
     await session.flush()  # the recovery reads on the same connection
     stale = utcnow() - timedelta(seconds=container.settings.job_lease_seconds + 1)
     await session.execute(update(Job).where(Job.id == job.id).values(created_at=stale))
@@ -323,7 +323,9 @@ async def waited_job_past_its_wait(ctx: Container, user: User) -> tuple[Job, int
     balance, _ = await committed_movements(ctx.database.engine, user.id)
     async with ctx.database.session_scope() as session:
         owner = await users_service.require_user(session, user.id)
-        job = await jobs.submit(session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL, waited=True)
+        job = await job_submission.submit(
+            session, ctx, owner.id, JobKind.vectorize, None, VECTORIZE_FULL, waited=True
+        )
     await asyncio.sleep(0.3)
     return job, balance
 
@@ -365,7 +367,7 @@ async def test_a_waited_job_finished_after_its_client_stopped_waiting_is_not_cha
     try:
         async with database.session_scope() as session:
             owner = await users_service.require_user(session, user.id)
-            job = await jobs.submit(
+            job = await job_submission.submit(
                 session, container, owner.id, JobKind.vectorize, None, VECTORIZE_FULL, waited=True
             )
         claim = await jobs.claim(container, job.id)

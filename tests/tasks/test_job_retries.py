@@ -21,8 +21,8 @@ from app.config import Settings
 from app.container import Container
 from app.db.base import utcnow
 from app.models import CreditLedgerEntry, Job, JobKind, JobStatus, Upload, User
-from app.services import credits as credits_service
 from app.services import images as images_service
+from app.services import job_submission, new_movements
 from app.services import jobs as jobs_service
 from app.tasks import recovery
 from tests.conftest import make_settings
@@ -137,9 +137,7 @@ async def test_a_completion_refused_once_is_written_again_and_charged_once(
     form: dict[str, str],
     cost: float,
 ) -> None:
-    monkeypatch.setattr(
-        credits_service, "capture_held", failing(credits_service.capture_held, error, times=1)
-    )
+    monkeypatch.setattr(new_movements, "capture_held", failing(new_movements.capture_held, error, times=1))
     response = await client.post(endpoint, headers=auth, files={"file": ("a.png", logo_like(48))}, data=form)
     assert response.status_code == 200, response.text
     assert response.json()["credits"] == pytest.approx(BONUS - cost)
@@ -164,7 +162,7 @@ async def test_a_completion_never_written_is_a_503_that_charges_nothing_ever(
     cost: float,
 ) -> None:
     monkeypatch.setattr(
-        credits_service, "capture_held", failing(credits_service.capture_held, _sqlite_locked, 99)
+        new_movements, "capture_held", failing(new_movements.capture_held, _sqlite_locked, 99)
     )
     response = await client.post(endpoint, headers=auth, files={"file": ("a.png", logo_like(48))}, data=form)
     assert response.status_code == 503, response.text
@@ -200,10 +198,10 @@ async def test_a_job_whose_end_cannot_be_written_at_all_is_released_by_the_recov
     PROCESSING with its credits held, and the recovery, once the lease expired, releases them instead of
     running the job again for a client that already had its answer."""
     monkeypatch.setattr(
-        credits_service, "capture_held", failing(credits_service.capture_held, _sqlite_locked, 99)
+        new_movements, "capture_held", failing(new_movements.capture_held, _sqlite_locked, 99)
     )
     monkeypatch.setattr(
-        credits_service, "release_held", failing(credits_service.release_held, _sqlite_locked, 99)
+        new_movements, "release_held", failing(new_movements.release_held, _sqlite_locked, 99)
     )
     response = await client.post(endpoint, headers=auth, files={"file": ("a.png", logo_like(48))}, data=form)
     assert response.status_code == 503, response.text
@@ -226,7 +224,7 @@ async def test_a_retry_with_the_same_key_after_the_503_runs_again_and_is_charged
     headers = {**auth, "Idempotency-Key": "cut-out-1"}
     request: dict[str, Any] = {"files": {"file": ("a.png", logo_like(48))}}
     monkeypatch.setattr(
-        credits_service, "capture_held", failing(credits_service.capture_held, _sqlite_locked, 99)
+        new_movements, "capture_held", failing(new_movements.capture_held, _sqlite_locked, 99)
     )
     first = await client.post(CUT_OUT, headers=headers, **request)
     assert first.status_code == 503, first.text
@@ -245,7 +243,7 @@ async def test_an_async_jobs_completion_refused_once_is_written_again(
     client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        credits_service, "capture_held", failing(credits_service.capture_held, _postgres_deadlock, 1)
+        new_movements, "capture_held", failing(new_movements.capture_held, _postgres_deadlock, 1)
     )
     accepted = await client.post(
         f"{CUT_OUT}?async=true", headers=auth, files={"file": ("a.png", logo_like(48))}
@@ -268,7 +266,7 @@ async def test_a_non_transient_error_is_not_retried(
         calls["count"] += 1
         raise ValueError("a bug")
 
-    monkeypatch.setattr(credits_service, "capture_held", broken)
+    monkeypatch.setattr(new_movements, "capture_held", broken)
     response = await client.post(CUT_OUT, headers=auth, files={"file": ("a.png", logo_like(48))})
     assert response.status_code == 500, response.text
     assert response.json()["error"] == "internal_error"
@@ -289,7 +287,7 @@ async def test_the_recovery_fails_a_waited_job_and_deletes_what_its_runner_store
     expires the recovery releases its credits, deletes the file and does not run it again."""
     uploaded = await client.post("/api/v1/uploads", headers=auth, files={"file": ("a.png", logo_like(32))})
     upload = await session.get_one(Upload, uuid.UUID(uploaded.json()["id"]))
-    job = await jobs_service.submit(
+    job = await job_submission.submit(
         session, container, user.id, JobKind.remove_background, upload, {}, claimed=True
     )
     key = images_service.output_key(user.id, job.id, "main", "png")
@@ -318,7 +316,7 @@ async def test_a_job_the_recovery_cannot_end_does_not_hold_up_the_others(
     uploaded = await client.post("/api/v1/uploads", headers=auth, files={"file": ("a.png", logo_like(32))})
     upload = await session.get_one(Upload, uuid.UUID(uploaded.json()["id"]))
     left = [
-        await jobs_service.submit(
+        await job_submission.submit(
             session, container, user.id, JobKind.remove_background, upload, {}, claimed=True
         )
         for _ in range(2)

@@ -25,7 +25,7 @@ from app.schemas.compat.purepic import (
     PurePicUserOut,
 )
 from app.schemas.errors import error_responses
-from app.services import credits, jobs
+from app.services import credits, job_submission
 from app.services import users as users_service
 from app.services.billing import checkout
 
@@ -97,7 +97,7 @@ async def remove_background(
     answered as the bare Base64 the client puts after `data:image/png;base64,` (AppContext.jsx:56-67)."""
     data = await read_limited(file, container.settings.upload_max_bytes)
     answer = await idempotent.finish_job(
-        jobs.request(JobKind.remove_background, data, None, {}), {"file": data}
+        job_submission.request(JobKind.remove_background, data, None, {}), {"file": data}
     )
     return PlainTextResponse(
         base64.b64encode(answer.finished.outputs[0].data).decode(),

@@ -23,7 +23,7 @@ from app.errors import AppError, Conflict, NotFound
 from app.integrations.llm import TextModel
 from app.models import CloneModel, CloneModelStatus, Job, JobKind, User
 from app.repositories.clones import CloneModelRepository
-from app.services import jobs
+from app.services import job_submission
 from app.services import users as users_service
 from app.services.auth import rate_limit
 from app.services.clones import prompts, quotas
@@ -190,4 +190,4 @@ async def submit(session: AsyncSession, ctx: Container, user: User, prepared: Pr
             "input": payload,
         }
     )
-    return await jobs.submit(session, ctx, user.id, JobKind.generation, None, options)
+    return await job_submission.submit(session, ctx, user.id, JobKind.generation, None, options)

@@ -13,7 +13,7 @@ from app.db.session import Database, release_connection
 from app.integrations.llm import LLMBadOutput, LLMError
 from app.models import UsageAction
 from app.repositories.base import Executor
-from app.services import credits, usage
+from app.services import credits, new_movements, usage
 from app.services.credits import InsufficientCredits
 from app.services.design.errors import InvalidProviderOutput, ProviderFailed
 from app.services.design.prompting import BrandIdea
@@ -36,7 +36,7 @@ async def charge(
     if amount > 0:
         key = f"{action.value}:{object_id}"
         record = usage.row(user_id, action, amount, object_id, success=True, at=utcnow())
-        return await credits.spend_now(db, user_id, amount, key, reference=key, usage=record)
+        return await new_movements.spend_now(db, user_id, amount, key, reference=key, usage=record)
     # A free action: nothing moves.
     await usage.record(db, user_id=user_id, action=action, credits=0, object_id=object_id)
     return await credits.stored_balance(db, user_id)

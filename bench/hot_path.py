@@ -21,7 +21,12 @@ A request slower than 2 s counts as a client timeout. Each row also gives the se
 request (from /proc), which other load on the machine does not skew the way it skews req/s and latency,
 and Pixforge's ratio to each floor by both.
 
-    .venv/bin/python -m bench.hot_path [--seconds 8] [--levels 8,64,256]
+Each level is measured `--rounds` times (2), the servers taken in turn in one order and then in the other,
+and each row gives the median of its rounds (non-2xx answers, timeouts and errors: their sum). Between two
+minutes this machine's speed moved by up to 2x; within one round, Pixforge and its floors share what the
+machine does, and the reversed order cancels a steady drift.
+
+    .venv/bin/python -m bench.hot_path [--seconds 8] [--levels 8,64,256] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import asyncio
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,6 +226,31 @@ def drive(url: str, connections: int, seconds: float, headers: list[str], method
     )
 
 
+def median_of(rounds: list[Measure]) -> Measure:
+    """One row for a server's rounds at one level: the median of each figure, the sum of the failures."""
+
+    def middle(figure: Callable[[Measure], float]) -> float:
+        return statistics.median(figure(m) for m in rounds)
+
+    return Measure(
+        rate=middle(lambda m: m.rate),
+        p50_ms=middle(lambda m: m.p50_ms),
+        p99_ms=middle(lambda m: m.p99_ms),
+        non_2xx=sum(m.non_2xx for m in rounds),
+        timeouts=sum(m.timeouts for m in rounds),
+        errors=sum(m.errors for m in rounds),
+        requests=sum(m.requests for m in rounds),
+        cpu_ms=middle(lambda m: m.cpu_ms),
+        engine_ms=middle(lambda m: m.engine_ms),
+    )
+
+
+def in_turn(servers: list[Server], rounds: int) -> Iterator[Server]:
+    """The servers once per round, each round in the other order than the one before."""
+    for number in range(rounds):
+        yield from (servers if number % 2 == 0 else reversed(servers))
+
+
 def measure(
     target: Server, path: str, connections: int, seconds: float, headers: list[str], method: str, body: str
 ) -> Measure:
@@ -354,12 +385,16 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--levels", default="8,64,256")
+    parser.add_argument("--rounds", type=int, default=2, help="measurements per server and level")
     parser.add_argument("--only", help="run the scenarios whose name contains this")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 comparison")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     tool = "wrk" if shutil.which("wrk") else "bench/loadgen.py (wrk is not installed)"
-    print(f"hot path bench on PostgreSQL, one process per server, {args.seconds:g} s per level, load: {tool}")
+    print(
+        f"hot path bench on PostgreSQL, one process per server, {args.seconds:g} s per level and round,"
+        f" median of {args.rounds} rounds, load: {tool}"
+    )
     with bench_database() as database_url, ExitStack() as stack:
         seeded = asyncio.run(seed(database_url))
         alone = engine_alone()
@@ -396,25 +431,27 @@ def run_scenarios(
         print(f"\n{scenario.name}", flush=True)
         print(HEADER.format("pix/x (req/s)", "pix/x (cpu)"))
         for level in levels:
-            results: dict[str, Measure] = {}
-            for target in (pix, *floors):
+            rounds: dict[str, list[Measure]] = {}
+            for target in in_turn([pix, *floors], args.rounds):
                 credential = seeded.api_key if scenario.api_key else access_token(seeded.user_id)
                 path = scenario.pixforge_path if target is pix else scenario.floor_path
                 headers = [f"Authorization: Bearer {credential}"]
                 if scenario.engine and target is pix:
-                    results[target.name] = measure_palettes(
+                    measured = measure_palettes(
                         target, path, level, args.seconds, headers, scenario.body, engine_share
                     )
-                    continue
-                results[target.name] = measure(
-                    target, path, level, args.seconds, headers, scenario.method, scenario.body
-                )
+                else:
+                    measured = measure(
+                        target, path, level, args.seconds, headers, scenario.method, scenario.body
+                    )
+                rounds.setdefault(target.name, []).append(measured)
+            results = {name: median_of(measured) for name, measured in rounds.items()}
             reference = results[pix.name]
             print(row(pix.name, level, reference, None))
             if scenario.engine:
                 engine = f"{reference.engine_ms:.2f} ms CPU per palette"
                 print(f"  of which the engine in Pixforge's worker: {engine}")
-                reference = without_engine(reference)
+                reference = median_of([without_engine(m) for m in rounds[pix.name]])
                 print(row("pix - engine", level, reference, None))
             for target in floors:
                 print(row(target.name, level, results[target.name], reference), flush=True)
@@ -427,8 +464,11 @@ def compare_workers(
     print(HEADER.format("x/1 (req/s)", ""))
     for level in levels:
         headers = [f"Authorization: Bearer {access_token(seeded.user_id)}"]
-        one = measure(pix, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
-        two = measure(multi, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+        rounds: dict[str, list[Measure]] = {}
+        for target in in_turn([pix, multi], args.rounds):
+            measured = measure(target, SCENARIOS[0].pixforge_path, level, args.seconds, headers, "GET", "")
+            rounds.setdefault(target.name, []).append(measured)
+        one, two = median_of(rounds[pix.name]), median_of(rounds[multi.name])
         print(row(pix.name, level, one, None))
         gain = f" {two.rate / one.rate:14.2f}" if one.rate else ""
         print(row(multi.name, level, two, None).rstrip() + gain, flush=True)
